@@ -1,0 +1,3 @@
+"""shipper: a durable local log shipper for LLM observability data."""
+
+__version__ = "0.1.0"

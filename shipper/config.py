@@ -1,0 +1,199 @@
+"""Configuration: pydantic models loaded from TOML, plus `SHIPPER__SECTION__KEY` environment overrides.
+
+Every default and the reason for it lives here; `config/shipper.toml` documents the same values and a test keeps
+the two equal. Running with no file at all uses these defaults (a `file` sink, so nothing needs an account).
+Not responsible for reading secrets' values at import time: sinks resolve them when they are built.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shipper.errors import ConfigError
+
+ENV_PREFIX = "SHIPPER__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DaemonConfig(_Section):
+    # Long enough for a normal in-flight request to finish, short enough for systemd's stop timeout.
+    drain_timeout: float = Field(10.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """Split `host:port` or `[v6]:port`; raises ValueError with a readable message."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class IngestConfig(_Section):
+    # Loopback by default: the app is on the same host, and nothing else should reach the spool.
+    http: str = "127.0.0.1:8790"
+    unix: str = "var/shipper.sock"
+    # Owner and group may write; a sidecar app joins the group to use the socket.
+    unix_mode: int = Field(0o660, ge=0, le=0o777)
+    # Larger than any sane single LLM record (long contexts included), small enough to bound memory per request.
+    max_body_bytes: int = Field(5 * 1024 * 1024, gt=0)
+
+    @field_validator("http")
+    @classmethod
+    def _check_http(cls, value: str) -> str:
+        if value:
+            parse_host_port(value)
+        return value
+
+
+class SpoolConfig(_Section):
+    path: Path = Path("var/spool.db")
+    # fsync: synchronous=FULL, an ack survives power loss. os: synchronous=NORMAL, an ack survives a process crash.
+    durability: Literal["fsync", "os"] = "fsync"
+    # A leased row comes back to the queue after this long if its sender vanished; above any sink timeout.
+    lease_timeout: float = Field(300.0, gt=0)
+
+
+class _SinkBase(_Section):
+    # Full-jitter exponential backoff: the first retry waits up to retry_initial_backoff, doubling to the cap.
+    retry_initial_backoff: float = Field(0.5, gt=0)
+    retry_max_backoff: float = Field(30.0, gt=0)
+    # None: retry without limit, so an outage of hours loses nothing. Set to give up into the dead-letter table.
+    max_attempts: int | None = Field(None, ge=1)
+    max_age: float | None = Field(None, gt=0)
+    # Requests in flight at once; the remote's capacity, not ours, is the limit that matters.
+    concurrency: int = Field(16, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> _SinkBase:
+        if self.retry_initial_backoff > self.retry_max_backoff:
+            raise ValueError("retry_initial_backoff must not exceed retry_max_backoff")
+        return self
+
+
+class FileSinkConfig(_SinkBase):
+    type: Literal["file"]
+    path: Path
+    # Delivered means on disk: fsync after each batch so a crash after the ack cannot lose the line.
+    fsync: bool = True
+    batch_max_records: int = Field(1000, ge=1)
+    concurrency: int = Field(1, ge=1, le=1)
+
+
+class HttpSinkConfig(_SinkBase):
+    type: Literal["http"]
+    base_url: str
+    # Replay (false): each record is its own request. Batch (true): many bodies in one NDJSON POST.
+    batch: bool = False
+    batch_max_records: int = Field(1000, ge=1)
+    batch_max_bytes: int = Field(1024 * 1024, gt=0)
+    # How long a partial batch may wait for more records before it is sent anyway.
+    batch_timeout: float = Field(1.0, ge=0)
+    # A remote that has not answered by then is treated as failed and retried.
+    timeout: float = Field(30.0, gt=0)
+    auth_header: str = "Authorization"
+    # The header's whole value (e.g. "Bearer abc") comes from this environment variable or file; never the config.
+    auth_env: str | None = None
+    auth_file: Path | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or "@" in value.split("/")[2]:
+            raise ValueError("must be an http:// or https:// URL without credentials")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> HttpSinkConfig:
+        if self.auth_env and self.auth_file:
+            raise ValueError("set auth_env or auth_file, not both")
+        return self
+
+
+SinkConfig = Annotated[FileSinkConfig | HttpSinkConfig, Field(discriminator="type")]
+
+
+def _default_sinks() -> dict[str, SinkConfig]:
+    return {"local": FileSinkConfig(type="file", path=Path("var/out.ndjson"))}
+
+
+class Config(_Section):
+    daemon: DaemonConfig = DaemonConfig()
+    ingest: IngestConfig = IngestConfig()
+    spool: SpoolConfig = SpoolConfig()
+    sinks: dict[str, SinkConfig] = Field(default_factory=_default_sinks)
+
+    @field_validator("sinks")
+    @classmethod
+    def _check_sinks(cls, value: dict[str, SinkConfig]) -> dict[str, SinkConfig]:
+        if not value:
+            raise ValueError("at least one sink is required")
+        for name in value:
+            if not name or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"sink name {name!r} must be letters, digits, '-' or '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_listeners(self) -> Config:
+        if not self.ingest.http and not self.ingest.unix:
+            raise ValueError("ingest.http and ingest.unix are both empty: nothing would listen")
+        return self
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        target = data
+        for part in keys[:-1]:
+            target = target.setdefault(part, {})
+        try:
+            target[keys[-1]] = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            target[keys[-1]] = raw
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Config:
+    """Read TOML (or the built-in defaults when path is None), apply env overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+    _apply_env(data, dict(os.environ) if environ is None else environ)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config: {_describe(exc)}") from exc

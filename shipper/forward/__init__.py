@@ -1,0 +1,1 @@
+"""Delivery: the per-sink forwarder loop and its pure retry policy."""

@@ -1,0 +1,215 @@
+"""The per-sink delivery loop: lease rows, send them with bounded concurrency, settle each outcome in the spool.
+
+A row leaves the spool only when its sink says it was delivered (or it is dead-lettered), so a crash at any point
+means redelivery, never loss. Rows of one key go one at a time in id order (the spool's lease guarantees it);
+everything else flows in parallel. After a failure the whole sink pauses (SinkBackoff) and then probes with a single
+request, so an outage costs a handful of requests per backoff step rather than one per row.
+Not responsible for what a response means (the sink) or the backoff arithmetic (retry.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shipper.config import FileSinkConfig, HttpSinkConfig
+from shipper.errors import SpoolError
+from shipper.forward.retry import Outcome, SinkBackoff, Verdict, backoff
+from shipper.logs import Throttled
+from shipper.sinks.base import Sink
+from shipper.spool import DeadLetter, Retry, Spool, SpoolRow
+
+log = logging.getLogger(__name__)
+
+KEEP_DETAIL_CHARS = 2048
+
+
+@dataclass(slots=True)
+class SinkCounters:
+    delivered: int = 0
+    redelivered: int = 0  # delivered rows that had been sent before (a crash or a retry)
+    retried: int = 0
+    dead_lettered: int = 0
+
+
+class Forwarder:
+    def __init__(
+        self,
+        spool: Spool,
+        sink: Sink,
+        policy: FileSinkConfig | HttpSinkConfig,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sink = sink
+        self.counters = SinkCounters()
+        self.backoff = SinkBackoff(policy.retry_initial_backoff, policy.retry_max_backoff)
+        self._spool = spool
+        self._policy = policy
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._added = 0
+        self._stopping = False
+        self._inflight: dict[asyncio.Task[None], Sequence[SpoolRow]] = {}
+        self._failing_log = Throttled(log)
+        self._dead_log = Throttled(log)
+
+    def stop(self) -> None:
+        """Lease nothing more; in-flight sends carry on until `drain`."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        self._spool.watch(self.sink.name, self._on_append)
+        while not self._stopping:
+            try:
+                await self._step()
+            except SpoolError as exc:
+                self._failing_log.warning("sink %s: cannot use the spool: %s", self.sink.name, exc)
+                await self._wait(1.0)
+
+    async def drain(self, timeout: float) -> int:
+        """Wait for in-flight sends up to `timeout`; cancel the rest and hand their rows back. Returns how many."""
+        if not self._inflight:
+            return 0
+        _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
+        abandoned = [row.id for task in pending for row in self._inflight.get(task, ())]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if abandoned:
+            with contextlib.suppress(SpoolError):
+                await self._spool.settle(released=abandoned)
+        return len(abandoned)
+
+    def _on_append(self, count: int) -> None:
+        self._added += count
+        self._wake.set()
+
+    async def _wait(self, timeout: float | None) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _step(self) -> None:
+        now = time.time()
+        if self.backoff.paused_until > now:
+            await self._wait(self.backoff.paused_until - now)
+            return
+        capacity = (1 if self.backoff.failing else self.sink.concurrency) - len(self._inflight)
+        if capacity <= 0:
+            await self._wait(None)
+            return
+        batching = self.sink.batching
+        self._added = 0
+        self._wake.clear()
+        limit = batching.max_records if batching.max_records > 1 else capacity
+        lease = await self._spool.lease(self.sink.name, limit, batching.max_bytes)
+        rows = lease.rows
+        if not rows:
+            await self._wait(None if lease.next_due is None else max(0.0, lease.next_due - time.time()))
+            return
+        if batching.max_records > 1:
+            wait = self._batch_wait(rows)
+            if wait > 0:
+                await self._spool.settle(released=[row.id for row in rows])
+                await self._wait(wait)
+                return
+            self._spawn(rows)
+        else:
+            for row in rows:
+                self._spawn([row])
+
+    def _batch_wait(self, rows: Sequence[SpoolRow]) -> float:
+        """How long a partial batch should wait for company; 0 sends it now."""
+        batching = self.sink.batching
+        if self._stopping or len(rows) >= batching.max_records:
+            return 0.0
+        if sum(len(row.body) for row in rows) * 2 >= batching.max_bytes:
+            return 0.0
+        return max(0.0, rows[0].created_at + batching.timeout - time.time())
+
+    def _spawn(self, rows: Sequence[SpoolRow]) -> None:
+        task = asyncio.create_task(self._deliver(rows, self.backoff.generation))
+        self._inflight[task] = rows
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sink %s: delivery task failed", self.sink.name, exc_info=task.exception())
+
+    async def _deliver(self, rows: Sequence[SpoolRow], generation: int) -> None:
+        try:
+            outcome = await self.sink.send(rows)
+        except Exception as exc:
+            log.exception("sink %s: send raised; will retry", self.sink.name)
+            outcome = Outcome(Verdict.RETRY, None, f"internal error: {type(exc).__name__}")
+        try:
+            await self._settle(rows, outcome, generation)
+        except SpoolError as exc:
+            self._failing_log.warning("sink %s: cannot record an outcome (rows stay leased): %s", self.sink.name, exc)
+
+    async def _settle(self, rows: Sequence[SpoolRow], outcome: Outcome, generation: int) -> None:
+        ids = [row.id for row in rows]
+        if outcome.verdict is Verdict.DELIVERED:
+            if self.backoff.on_success():
+                folded = self._failing_log.reset()
+                log.info("sink %s: remote recovered (%d failure lines folded)", self.sink.name, folded)
+            await self._spool.settle(delivered=ids)
+            self.counters.delivered += len(ids)
+            self.counters.redelivered += sum(1 for row in rows if row.attempts > 1)
+        elif outcome.verdict is Verdict.REJECT:
+            self.backoff.on_success()
+            reason = f"rejected by the remote: {outcome.detail}"
+            await self._dead_letter(rows, outcome, reason)
+        else:
+            await self._retry(rows, outcome, generation)
+
+    async def _dead_letter(self, rows: Sequence[SpoolRow], outcome: Outcome, reason: str) -> None:
+        response = outcome.detail[:KEEP_DETAIL_CHARS] or None
+        await self._spool.settle(
+            dead=[DeadLetter(row.id, outcome.status, response, reason[:KEEP_DETAIL_CHARS]) for row in rows]
+        )
+        self.counters.dead_lettered += len(rows)
+        self._dead_log.warning("sink %s: %d row(s) dead-lettered: %s", self.sink.name, len(rows), reason[:200])
+
+    async def _retry(self, rows: Sequence[SpoolRow], outcome: Outcome, generation: int) -> None:
+        now = time.time()
+        pause = self.backoff.on_failure(generation, now, outcome.retry_after, self._rng)
+        self._failing_log.warning(
+            "sink %s: delivery failing (%s); pausing %.2fs", self.sink.name, outcome.detail[:200], pause
+        )
+        expired = self._expired(rows, now)
+        if expired:
+            await self._dead_letter(expired, outcome, f"gave up ({self._give_up_rule()}): {outcome.detail}")
+        retry = [
+            Retry(row.id, now + self._row_delay(row, outcome), outcome.detail[:KEEP_DETAIL_CHARS])
+            for row in rows
+            if row not in expired
+        ]
+        if retry:
+            await self._spool.settle(retry=retry)
+            self.counters.retried += len(retry)
+
+    def _row_delay(self, row: SpoolRow, outcome: Outcome) -> float:
+        if outcome.retry_after is not None:
+            return outcome.retry_after
+        return backoff(row.attempts - 1, self._policy.retry_initial_backoff, self._policy.retry_max_backoff, self._rng)
+
+    def _expired(self, rows: Sequence[SpoolRow], now: float) -> list[SpoolRow]:
+        max_attempts, max_age = self._policy.max_attempts, self._policy.max_age
+        return [
+            row
+            for row in rows
+            if (max_attempts is not None and row.attempts >= max_attempts)
+            or (max_age is not None and now - row.created_at >= max_age)
+        ]
+
+    def _give_up_rule(self) -> str:
+        return f"max_attempts={self._policy.max_attempts}, max_age={self._policy.max_age}"

@@ -1,0 +1,149 @@
+"""The validation boundary: bytes from a client become spool rows, or one specific error naming item and field.
+
+Every check that decides whether a record may be spooled lives here, so ingest routes stay thin and a record that
+passes cannot later make the forwarder build a request to somewhere it should not go.
+Not responsible for transport (HTTP status mapping lives in ingest) or for writing (the spool).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import unquote
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+
+from shipper.errors import ShipperError
+
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
+JSON_TYPES = frozenset({"application/json"})
+_FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x20\x7f\\?#]")
+QueryValue = StrictStr | StrictInt | StrictFloat | StrictBool
+
+
+class BadInput(ShipperError):
+    """A request that cannot be spooled; carries what the client needs to fix it."""
+
+    def __init__(self, status: int, code: str, message: str, **detail: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": str(self), **self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """A validated record, ready to append: what the forwarder will replay against the sink."""
+
+    sink: str
+    method: str
+    path: str
+    query: bytes | None
+    body: bytes
+    key: str | None
+
+
+def check_path(path: str) -> str:
+    """Reject any path that could leave the sink's base URL: another host, a parent directory, a smuggled header."""
+    if not path:
+        return path
+    if not path.startswith("/") or path.startswith("//"):
+        raise ValueError("must start with a single '/'")
+    if _FORBIDDEN_IN_PATH.search(path):
+        raise ValueError("must not contain spaces, control characters, '\\', '?' or '#'")
+    decoded = unquote(path)
+    if _FORBIDDEN_IN_PATH.search(decoded) or decoded.startswith("//"):
+        raise ValueError("must not hide forbidden characters in percent-encoding")
+    if any(segment in (".", "..") for segment in decoded.split("/")):
+        raise ValueError("must not contain '.' or '..' segments")
+    return path
+
+
+class RecordIn(BaseModel):
+    """One item of `POST /v1/records`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sink: StrictStr
+    method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
+    path: StrictStr = ""
+    query: dict[StrictStr, QueryValue] | None = None
+    body: Any = None
+    key: StrictStr | None = Field(None, min_length=1, max_length=512)
+
+
+def _field_of(error: ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(item)"
+    return field, first["msg"]
+
+
+def to_row(item: Any, index: int, sinks: Collection[str]) -> NewRow:
+    """Validate one decoded item; raise BadInput naming its index and field."""
+    if not isinstance(item, dict):
+        raise BadInput(422, "invalid_record", "each record must be a JSON object", index=index, field="(item)")
+    try:
+        record = RecordIn.model_validate(item)
+        path = check_path(record.path)
+    except ValidationError as exc:
+        field, msg = _field_of(exc)
+        raise BadInput(422, "invalid_record", msg, index=index, field=field) from None
+    except ValueError as exc:
+        raise BadInput(422, "invalid_record", f"path {exc}", index=index, field="path") from None
+    if record.sink not in sinks:
+        raise BadInput(422, "unknown_sink", f"no sink named {record.sink!r}", index=index, field="sink")
+    query = orjson.dumps(record.query) if record.query else None
+    return NewRow(record.sink, record.method, path, query, orjson.dumps(record.body), record.key)
+
+
+def check_utf8(raw: bytes) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(400, "invalid_utf8", f"body is not valid UTF-8 at byte {exc.start}", offset=exc.start) from None
+
+
+def _ndjson_items(raw: bytes) -> Iterator[tuple[int, Any]]:
+    index = 0
+    for line_no, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield index, orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise BadInput(400, "invalid_json", f"line {line_no}: {exc}", index=index, line=line_no) from None
+        index += 1
+
+
+def _json_items(raw: bytes) -> list[Any]:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(400, "invalid_json", str(exc)) from None
+    return value if isinstance(value, list) else [value]
+
+
+def parse_records(raw: bytes, content_type: str, sinks: Collection[str]) -> list[NewRow]:
+    """Decode a whole request body into rows; all of it or none of it."""
+    if content_type in NDJSON_TYPES:
+        check_utf8(raw)
+        items: Iterator[tuple[int, Any]] | enumerate[Any] = _ndjson_items(raw)
+    elif content_type in JSON_TYPES:
+        check_utf8(raw)
+        items = enumerate(_json_items(raw))
+    else:
+        raise BadInput(
+            415,
+            "unsupported_media_type",
+            f"content type {content_type or '(none)'!r} is not application/x-ndjson or application/json",
+        )
+    rows = [to_row(item, index, sinks) for index, item in items]
+    if not rows:
+        raise BadInput(400, "empty", "the request carries no records")
+    return rows

@@ -1,0 +1,46 @@
+"""The seam between the vendor-neutral forwarder and one destination.
+
+A sink turns leased spool rows into one request to its remote and says what the answer means. HTTP sinks split
+that into two pure steps (`build_request`, `classify`) around a shared transport, so vendor adapters are pure
+functions with table-driven tests. Not responsible for retries, ordering or the spool: the forwarder owns those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from shipper.forward.retry import Outcome
+from shipper.spool import SpoolRow
+
+
+@dataclass(frozen=True, slots=True)
+class Batching:
+    """How many rows one send may carry and how long a partial batch may wait; (1, -, 0) means replay."""
+
+    max_records: int = 1
+    max_bytes: int = 1 << 62
+    timeout: float = 0.0
+
+
+class Sink(Protocol):
+    name: str
+    batching: Batching
+    concurrency: int
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, rows: Sequence[SpoolRow]) -> Outcome:
+        """Deliver rows as one unit; never raises for remote or network failures, returns an Outcome instead."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None

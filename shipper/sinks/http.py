@@ -1,0 +1,89 @@
+"""`type = "http"`: replay each record's method, path, query and body against `base_url`, or batch bodies as NDJSON.
+
+Batch mode follows Vector's http sink: many record bodies in one POST, bounded by count, bytes and a timeout.
+Not responsible for vendor formats: those sinks live beside this one and reuse its transport.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlencode
+
+import orjson
+from multidict import CIMultiDictProxy
+
+from shipper.config import HttpSinkConfig
+from shipper.errors import ConfigError
+from shipper.forward.retry import Outcome, Verdict, classify_status, parse_retry_after
+from shipper.sinks.base import Batching, OutRequest
+from shipper.sinks.transport import HttpTransport
+from shipper.spool import SpoolRow
+
+
+def read_secret(sink: str, env_name: str | None, file: object, environ: Mapping[str, str]) -> str | None:
+    """The auth header's value from the environment or a file; the error names the key, never the value."""
+    if env_name:
+        value = environ.get(env_name)
+        if not value:
+            raise ConfigError(f"sinks.{sink}.auth_env: environment variable {env_name} is not set")
+        return value
+    if file is not None:
+        try:
+            with open(str(file), encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"sinks.{sink}.auth_file: cannot read {file}: {exc.strerror}") from exc
+    return None
+
+
+def render_query(raw: bytes | None) -> str:
+    if not raw:
+        return ""
+    pairs = orjson.loads(raw)
+    return "?" + urlencode({k: ("true" if v is True else "false" if v is False else str(v)) for k, v in pairs.items()})
+
+
+def classify_response(status: int, headers: CIMultiDictProxy[str], body: bytes) -> Outcome:
+    verdict = classify_status(status)
+    if verdict is Verdict.DELIVERED:
+        return Outcome(verdict, status)
+    detail = f"HTTP {status}: {body[:512].decode('utf-8', 'replace')}"
+    return Outcome(verdict, status, detail, parse_retry_after(headers.get("Retry-After"), time.time()))
+
+
+class HttpSink:
+    def __init__(self, name: str, config: HttpSinkConfig, environ: Mapping[str, str]) -> None:
+        self.name = name
+        self.concurrency = config.concurrency
+        self.batching = (
+            Batching(config.batch_max_records, config.batch_max_bytes, config.batch_timeout)
+            if config.batch
+            else Batching()
+        )
+        self._base_url = config.base_url
+        self._headers = dict(config.headers)
+        secret = read_secret(name, config.auth_env, config.auth_file, environ)
+        if secret is not None:
+            self._headers[config.auth_header] = secret
+        self._transport = HttpTransport(config.concurrency, config.timeout)
+
+    async def start(self) -> None:
+        await self._transport.start()
+
+    async def close(self) -> None:
+        await self._transport.close()
+
+    def build_request(self, rows: Sequence[SpoolRow]) -> OutRequest:
+        if self.batching.max_records > 1:
+            body = b"".join(row.body + b"\n" for row in rows)
+            headers = {**self._headers, "Content-Type": "application/x-ndjson"}
+            return OutRequest("POST", self._base_url, headers, body)
+        (row,) = rows
+        url = self._base_url + row.path + render_query(row.query)
+        if row.method == "DELETE" and row.body == b"null":
+            return OutRequest(row.method, url, dict(self._headers), None)
+        return OutRequest(row.method, url, {**self._headers, "Content-Type": "application/json"}, row.body)
+
+    async def send(self, rows: Sequence[SpoolRow]) -> Outcome:
+        return await self._transport.send(self.build_request(rows), classify_response)

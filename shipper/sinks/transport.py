@@ -1,0 +1,58 @@
+"""The one place HTTP leaves shipper: a keep-alive aiohttp session per sink, errors turned into Outcomes.
+
+Sinks hand it an OutRequest built from spool rows; it never follows redirects (a request goes only to the
+configured base URL) and keeps only the start of an error answer. Not responsible for what a status means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from shipper.forward.retry import Outcome, Verdict
+from shipper.sinks.base import OutRequest
+
+# Enough of an error answer to understand a rejection, bounded so a hostile remote cannot fill the spool.
+KEEP_RESPONSE_BYTES = 4096
+
+Classifier = Callable[[int, CIMultiDictProxy[str], bytes], Outcome]
+
+
+class HttpTransport:
+    def __init__(self, concurrency: int, timeout: float) -> None:
+        self._concurrency = concurrency
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self._concurrency, keepalive_timeout=30, ssl=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, request: OutRequest, classify: Classifier) -> Outcome:
+        if self._session is None:
+            raise RuntimeError("transport is not started")
+        try:
+            async with self._session.request(
+                request.method, request.url, data=request.body, headers=request.headers, allow_redirects=False
+            ) as response:
+                body = await response.content.read(KEEP_RESPONSE_BYTES)
+                return classify(response.status, response.headers, body)
+        except TimeoutError:
+            return Outcome(Verdict.RETRY, None, f"no answer within {self._timeout:g}s")
+        except aiohttp.ClientConnectorError as exc:
+            return Outcome(Verdict.RETRY, None, f"cannot connect: {exc.os_error.strerror or exc.os_error}")
+        except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
+            return Outcome(Verdict.RETRY, None, f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,69 @@
+"""The spool's on-disk schema, its migrations and its pragmas: the one place that knows how the file is laid out.
+
+`PRAGMA user_version` holds the schema version; each migration moves it up by one inside a transaction, so a
+crash mid-migration leaves the previous version intact. Not responsible for queue logic (store.py).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the queue and the dead-letter table.
+    """
+    CREATE TABLE rows (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,   -- acknowledgement order; never reused
+        sink TEXT NOT NULL,
+        key TEXT,                               -- rows with one key are delivered in id order
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        query BLOB,                             -- JSON object or NULL
+        body BLOB NOT NULL,                     -- JSON
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        lease_until REAL NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX rows_by_sink ON rows (sink, id);
+    CREATE INDEX rows_by_key ON rows (sink, key, id) WHERE key IS NOT NULL;
+    CREATE INDEX rows_by_due ON rows (sink, next_attempt_at) WHERE next_attempt_at > 0;
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,                 -- the row's id in `rows`
+        sink TEXT NOT NULL,
+        key TEXT,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        query BLOB,
+        body BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        attempts INTEGER NOT NULL,
+        failed_at REAL NOT NULL,
+        status INTEGER,                         -- the remote's HTTP status, NULL if it never answered
+        response TEXT,                          -- the start of the remote's answer
+        reason TEXT NOT NULL
+    );
+    CREATE INDEX dead_letters_by_sink ON dead_letters (sink, id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def apply_pragmas(conn: sqlite3.Connection, durability: str) -> None:
+    """WAL for concurrent readers (status) and one sequential fsync per commit; FULL syncs the WAL on commit."""
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    # Checkpoint at ~4 MiB of WAL so the WAL stays small while the queue churns.
+    conn.execute("PRAGMA wal_autocheckpoint=1000")
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the file up to SCHEMA_VERSION; refuse a file written by a newer shipper."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(f"spool schema version {version} is newer than this shipper ({SCHEMA_VERSION})")
+    for number in range(version, SCHEMA_VERSION):
+        conn.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[number]}\nPRAGMA user_version={number + 1};\nCOMMIT;")
+    return SCHEMA_VERSION
