@@ -119,9 +119,7 @@ class HttpSinkConfig(_SinkBase):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")) or "@" in value.split("/")[2]:
-            raise ValueError("must be an http:// or https:// URL without credentials")
-        return value.rstrip("/")
+        return check_base_url(value)
 
     @model_validator(mode="after")
     def _check_auth(self) -> HttpSinkConfig:
@@ -130,7 +128,46 @@ class HttpSinkConfig(_SinkBase):
         return self
 
 
-SinkConfig = Annotated[FileSinkConfig | HttpSinkConfig, Field(discriminator="type")]
+VENDOR_BASE_URLS = {
+    # Freeplay's API lives under each organisation's own host (https://<org>.freeplay.ai/api): no default.
+    "humanloop": "https://api.humanloop.com/v5",
+    "keywordsai": "https://api.keywordsai.co",
+}
+
+
+def check_base_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or "@" in value.split("/")[2]:
+        raise ValueError("must be an http:// or https:// URL without credentials")
+    return value.rstrip("/")
+
+
+class VendorSinkConfig(_SinkBase):
+    """A vendor's own API: its drop-in paths are served by shipper and forwarded here."""
+
+    type: Literal["freeplay", "humanloop", "keywordsai"]
+    base_url: str = ""
+    # The sink's own API key, used when the app sends none (or always, with override_key).
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    override_key: bool = False
+    timeout: float = Field(30.0, gt=0)
+    # Serve this vendor's SDK paths on the ingest listeners; at most one sink per vendor may.
+    dropin: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> VendorSinkConfig:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("set api_key_env or api_key_file, not both")
+        if self.override_key and not (self.api_key_env or self.api_key_file):
+            raise ValueError("override_key needs api_key_env or api_key_file")
+        base_url = self.base_url or VENDOR_BASE_URLS.get(self.type, "")
+        if not base_url:
+            raise ValueError(f"base_url is required for {self.type} (e.g. https://<org>.freeplay.ai/api)")
+        object.__setattr__(self, "base_url", check_base_url(base_url))
+        return self
+
+
+SinkConfig = Annotated[FileSinkConfig | HttpSinkConfig | VendorSinkConfig, Field(discriminator="type")]
 
 
 def _default_sinks() -> dict[str, SinkConfig]:
@@ -152,6 +189,19 @@ class Config(_Section):
             if not name or not name.replace("-", "").replace("_", "").isalnum():
                 raise ValueError(f"sink name {name!r} must be letters, digits, '-' or '_'")
         return value
+
+    @model_validator(mode="after")
+    def _check_dropin(self) -> Config:
+        serving: dict[str, str] = {}
+        for name, sink in self.sinks.items():
+            if isinstance(sink, VendorSinkConfig) and sink.dropin:
+                if sink.type in serving:
+                    raise ValueError(
+                        f"sinks {serving[sink.type]} and {name} both serve {sink.type}'s drop-in paths;"
+                        " set dropin = false on one"
+                    )
+                serving[sink.type] = name
+        return self
 
     @model_validator(mode="after")
     def _check_listeners(self) -> Config:

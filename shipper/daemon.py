@@ -20,7 +20,7 @@ from shipper.config import Config
 from shipper.forward.forwarder import Forwarder
 from shipper.ingest.routes import build_app
 from shipper.ingest.server import IngestServer
-from shipper.sinks import build_sink
+from shipper.sinks import VendorSink, build_sink
 from shipper.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -45,19 +45,19 @@ class Daemon:
                 self.config.spool.path, self.config.spool.durability, self.config.spool.lease_timeout
             )
             stack.push_async_callback(spool.close)
+            vendors: dict[str, VendorSink] = {}
             for name, sink_config in self.config.sinks.items():
-                sink = build_sink(name, sink_config, os.environ)
+                sink = build_sink(name, sink_config, os.environ, spool)
                 await sink.start()
                 stack.push_async_callback(sink.close)
                 self.forwarders.append(Forwarder(spool, sink, sink_config))
+                if isinstance(sink, VendorSink):
+                    vendors[name] = sink
             tasks = [asyncio.create_task(f.run(), name=f"forward-{f.sink.name}") for f in self.forwarders]
             for task in tasks:
                 task.add_done_callback(self._side_task_done)
-            server = IngestServer(
-                build_app(spool, self.config.sinks, self.config.ingest.max_body_bytes),
-                self.config.ingest,
-                self.config.daemon.drain_timeout,
-            )
+            app = build_app(spool, self.config.sinks, self.config.ingest.max_body_bytes, vendors)
+            server = IngestServer(app, self.config.ingest, self.config.daemon.drain_timeout)
             await server.start()
             log.info("shipper started", extra={"listen": server.addresses, "sinks": list(self.config.sinks)})
             await self.stop_event.wait()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import unquote
 
@@ -47,6 +47,10 @@ class NewRow:
     query: bytes | None
     body: bytes
     key: str | None
+    scope: str | None = None
+    after: str | None = None
+    kind: str | None = None
+    credential: str | None = field(default=None, repr=False)  # the remote's API key; stored once, never logged
 
 
 def check_path(path: str) -> str:
@@ -80,8 +84,8 @@ class RecordIn(BaseModel):
 
 def _field_of(error: ValidationError) -> tuple[str, str]:
     first = error.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "(item)"
-    return field, first["msg"]
+    where = ".".join(str(part) for part in first["loc"]) or "(item)"
+    return where, first["msg"]
 
 
 def to_row(item: Any, index: int, sinks: Collection[str]) -> NewRow:
@@ -92,8 +96,8 @@ def to_row(item: Any, index: int, sinks: Collection[str]) -> NewRow:
         record = RecordIn.model_validate(item)
         path = check_path(record.path)
     except ValidationError as exc:
-        field, msg = _field_of(exc)
-        raise BadInput(422, "invalid_record", msg, index=index, field=field) from None
+        where, msg = _field_of(exc)
+        raise BadInput(422, "invalid_record", msg, index=index, field=where) from None
     except ValueError as exc:
         raise BadInput(422, "invalid_record", f"path {exc}", index=index, field="path") from None
     if record.sink not in sinks:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shipper.config import FileSinkConfig, HttpSinkConfig
+from shipper.config import SinkConfig
 from shipper.errors import SpoolError
 from shipper.forward.retry import Outcome, SinkBackoff, Verdict, backoff
 from shipper.logs import Throttled
@@ -42,7 +42,7 @@ class Forwarder:
         self,
         spool: Spool,
         sink: Sink,
-        policy: FileSinkConfig | HttpSinkConfig,
+        policy: SinkConfig,
         rng: random.Random | None = None,
     ) -> None:
         self.sink = sink
@@ -161,7 +161,8 @@ class Forwarder:
             if self.backoff.on_success():
                 folded = self._failing_log.reset()
                 log.info("sink %s: remote recovered (%d failure lines folded)", self.sink.name, folded)
-            await self._spool.settle(delivered=ids)
+            learned = [(self.sink.name, local, remote) for local, remote in outcome.learned]
+            await self._spool.settle(delivered=ids, learned=learned)
             self.counters.delivered += len(ids)
             self.counters.redelivered += sum(1 for row in rows if row.attempts > 1)
         elif outcome.verdict is Verdict.REJECT:

@@ -30,6 +30,7 @@ class Outcome:
     status: int | None = None
     detail: str = ""
     retry_after: float | None = None
+    learned: tuple[tuple[str, str], ...] = ()  # (id told to the app, id the remote assigned), from a create
 
 
 def is_retryable_status(status: int) -> bool:

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shipper.config import FileSinkConfig, SinkConfig
+from shipper.config import FileSinkConfig, HttpSinkConfig, SinkConfig
 from shipper.sinks.base import Sink
 from shipper.sinks.file import FileSink
+from shipper.sinks.freeplay import Freeplay
 from shipper.sinks.http import HttpSink
+from shipper.sinks.humanloop import Humanloop
+from shipper.sinks.keywordsai import KeywordsAI
+from shipper.sinks.vendor import Adapter, Lookups, VendorSink
+
+ADAPTERS: dict[str, Adapter] = {"freeplay": Freeplay(), "humanloop": Humanloop(), "keywordsai": KeywordsAI()}
 
 
-def build_sink(name: str, config: SinkConfig, environ: Mapping[str, str]) -> Sink:
+def build_sink(name: str, config: SinkConfig, environ: Mapping[str, str], lookups: Lookups) -> Sink:
     if isinstance(config, FileSinkConfig):
         return FileSink(name, config)
-    return HttpSink(name, config, environ)
+    if isinstance(config, HttpSinkConfig):
+        return HttpSink(name, config, environ)
+    return VendorSink(name, ADAPTERS[config.type], config, lookups, environ)
 
 
-__all__ = ["Sink", "build_sink"]
+__all__ = ["ADAPTERS", "Sink", "VendorSink", "build_sink"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from urllib.parse import urlencode
 
 import orjson
@@ -21,19 +22,20 @@ from shipper.sinks.transport import HttpTransport
 from shipper.spool import SpoolRow
 
 
-def read_secret(sink: str, env_name: str | None, file: object, environ: Mapping[str, str]) -> str | None:
-    """The auth header's value from the environment or a file; the error names the key, never the value."""
+def read_secret(
+    sink: str, env_name: str | None, file: Path | None, environ: Mapping[str, str], key: str = "auth"
+) -> str | None:
+    """A secret from the environment or a file; the error names the config key, never the value."""
     if env_name:
         value = environ.get(env_name)
         if not value:
-            raise ConfigError(f"sinks.{sink}.auth_env: environment variable {env_name} is not set")
+            raise ConfigError(f"sinks.{sink}.{key}_env: environment variable {env_name} is not set")
         return value
     if file is not None:
         try:
-            with open(str(file), encoding="utf-8") as handle:
-                return handle.read().strip()
+            return file.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"sinks.{sink}.auth_file: cannot read {file}: {exc.strerror}") from exc
+            raise ConfigError(f"sinks.{sink}.{key}_file: cannot read {file}: {exc.strerror}") from exc
     return None
 
 

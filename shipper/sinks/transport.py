@@ -21,10 +21,24 @@ KEEP_RESPONSE_BYTES = 4096
 Classifier = Callable[[int, CIMultiDictProxy[str], bytes], Outcome]
 
 
+async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to `limit` bytes of a body; `read(n)` alone may stop at whatever the buffer held."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 class HttpTransport:
-    def __init__(self, concurrency: int, timeout: float) -> None:
+    def __init__(self, concurrency: int, timeout: float, keep_bytes: int = KEEP_RESPONSE_BYTES) -> None:
         self._concurrency = concurrency
         self._timeout = timeout
+        self._keep_bytes = keep_bytes
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -41,14 +55,18 @@ class HttpTransport:
             await self._session.close()
             self._session = None
 
-    async def send(self, request: OutRequest, classify: Classifier) -> Outcome:
+    @property
+    def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise RuntimeError("transport is not started")
+        return self._session
+
+    async def send(self, request: OutRequest, classify: Classifier) -> Outcome:
         try:
-            async with self._session.request(
+            async with self.session.request(
                 request.method, request.url, data=request.body, headers=request.headers, allow_redirects=False
             ) as response:
-                body = await response.content.read(KEEP_RESPONSE_BYTES)
+                body = await read_capped(response.content, self._keep_bytes)
                 return classify(response.status, response.headers, body)
         except TimeoutError:
             return Outcome(Verdict.RETRY, None, f"no answer within {self._timeout:g}s")

@@ -45,6 +45,30 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX dead_letters_by_sink ON dead_letters (sink, id);
     """,
+    # 2: dependencies between rows, vendor credentials stored once, and ids learnt from the remote.
+    """
+    ALTER TABLE rows ADD COLUMN scope TEXT;           -- a group a later row can wait for (a session)
+    ALTER TABLE rows ADD COLUMN after TEXT;           -- wait for older rows whose key or scope is this
+    ALTER TABLE rows ADD COLUMN kind TEXT;            -- 'create' or 'update' for vendor entities
+    ALTER TABLE rows ADD COLUMN credential_id INTEGER;
+    ALTER TABLE dead_letters ADD COLUMN scope TEXT;
+    ALTER TABLE dead_letters ADD COLUMN after TEXT;
+    ALTER TABLE dead_letters ADD COLUMN kind TEXT;
+    ALTER TABLE dead_letters ADD COLUMN credential_id INTEGER;
+    CREATE INDEX rows_by_scope ON rows (sink, scope, id) WHERE scope IS NOT NULL;
+    CREATE INDEX rows_by_after ON rows (sink, after, id) WHERE after IS NOT NULL;
+    CREATE TABLE credentials (
+        id INTEGER PRIMARY KEY,
+        digest TEXT NOT NULL UNIQUE,            -- sha256 of sink and value: one row per distinct key
+        value TEXT NOT NULL
+    );
+    CREATE TABLE id_map (
+        sink TEXT NOT NULL,
+        local TEXT NOT NULL,                    -- the id shipper told the app
+        upstream TEXT NOT NULL,                 -- the id the remote assigned
+        PRIMARY KEY (sink, local)
+    ) WITHOUT ROWID;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -2,9 +2,9 @@
 
 Ingest appends, forwarder leases and settlements all queue up for the writer; it runs whatever has gathered in one
 transaction (one fsync) and then answers every waiter. That is group commit: an acknowledgement is durable yet cheap.
-Leases carry a deadline so a vanished sender's rows come back; rows sharing a key leave in id order because a row is
-only eligible while no older row of its key is still queued.
-Not responsible for deciding retries (forward/retry.py) or for reporting (stats.py).
+A row is eligible only while no older row shares its key (per-entity order) and, when it names an `after`, no older
+row has that key or scope (an update waits for its create, session metadata for the session's rows). A dead create
+takes its dependants with it. Not responsible for retry decisions (forward/retry.py) or reporting (stats.py).
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import orjson
 
 from shipper.errors import SpoolError
 from shipper.records import NewRow
+from shipper.spool.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
 from shipper.spool.schema import apply_pragmas, migrate
 
 log = logging.getLogger(__name__)
@@ -34,13 +36,18 @@ log = logging.getLogger(__name__)
 MAX_GROUP_OPS = 2048
 QUEUE_DEPTH = 8192
 
-_INSERT = "INSERT INTO rows (id, sink, key, method, path, query, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_LEASE = """
+_COLUMNS = "id, sink, key, method, path, query, body, created_at, attempts, scope, after, kind, credential_id"
+_INSERT = (
+    "INSERT INTO rows (id, sink, key, method, path, query, body, created_at, scope, after, kind, credential_id)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_OLDER = "SELECT 1 FROM rows AS p WHERE p.sink = r.sink AND p.id < r.id AND"
+_LEASE = f"""
 WITH candidates AS (
     SELECT id, length(body) AS size FROM rows AS r
     WHERE sink = :sink AND lease_until <= :now AND next_attempt_at <= :now
-      AND (key IS NULL OR NOT EXISTS (
-          SELECT 1 FROM rows AS p WHERE p.sink = r.sink AND p.key = r.key AND p.id < r.id))
+      AND (key IS NULL OR NOT EXISTS ({_OLDER} p.key = r.key))
+      AND (after IS NULL OR (NOT EXISTS ({_OLDER} p.key = r.after) AND NOT EXISTS ({_OLDER} p.scope = r.after)))
     ORDER BY id LIMIT :limit
 ), picked AS (
     SELECT id FROM (
@@ -48,65 +55,27 @@ WITH candidates AS (
     WHERE total <= :max_bytes OR n = 1
 )
 UPDATE rows SET lease_until = :until, attempts = attempts + 1 WHERE id IN (SELECT id FROM picked)
-RETURNING id, sink, key, method, path, query, body, created_at, attempts
+RETURNING {_COLUMNS}
 """
 _NEXT_DUE = "SELECT min(next_attempt_at) FROM rows WHERE sink = ? AND next_attempt_at > ?"
 _IDS = "SELECT value FROM json_each(?)"
-_DEAD = """
-INSERT INTO dead_letters
-    (id, sink, key, method, path, query, body, created_at, attempts, failed_at, status, response, reason)
-SELECT id, sink, key, method, path, query, body, created_at, attempts, ?, ?, ?, ? FROM rows WHERE id = ?
+_DEAD = f"""
+INSERT INTO dead_letters ({_COLUMNS}, failed_at, status, response, reason)
+SELECT {_COLUMNS}, ?, ?, ?, ? FROM rows WHERE id = ?
 """
+_DEAD_CREATES = f"SELECT id, sink, key FROM rows WHERE kind = 'create' AND key IS NOT NULL AND id IN ({_IDS})"
+_DEPENDANTS = "SELECT id FROM rows WHERE sink = ? AND (key = ? OR after = ?) AND id > ? ORDER BY id"
 
-
-@dataclass(frozen=True, slots=True)
-class SpoolRow:
-    id: int
-    sink: str
-    key: str | None
-    method: str
-    path: str
-    query: bytes | None
-    body: bytes
-    created_at: float
-    attempts: int
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    id: int
-    next_attempt_at: float
-    error: str
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    id: int
-    status: int | None
-    response: str | None
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    rows: list[SpoolRow]
-    next_due: float | None  # when a row now backing off becomes eligible, if nothing else is
-
-
-@dataclass(slots=True)
-class _Settlement:
-    delivered: list[int] = field(default_factory=list)
-    retry: list[Retry] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-    released: list[int] = field(default_factory=list)
+Call = Callable[[aiosqlite.Connection], Awaitable[Any]]
 
 
 @dataclass(slots=True)
 class _Op:
     future: asyncio.Future[Any]
     append: Sequence[NewRow] | None = None
-    settle: _Settlement | None = None
+    settle: Settlement | None = None
     lease: tuple[str, int, int] | None = None
+    call: Call | None = None
 
 
 def _lock(path: Path) -> int:
@@ -135,6 +104,10 @@ def prepare_file(path: Path, durability: str) -> None:
         raise SpoolError(f"cannot open spool {path}: {exc}") from exc
 
 
+def _digest(sink: str, secret: str) -> str:
+    return hashlib.sha256(f"{sink}\0{secret}".encode()).hexdigest()
+
+
 class Spool:
     """Async facade over the spool file; create with `await Spool.open(...)`, end with `await close()`."""
 
@@ -145,6 +118,9 @@ class Spool:
         self._lease_timeout = lease_timeout
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue(QUEUE_DEPTH)
         self._watchers: dict[str, Callable[[int], None]] = {}
+        self._credential_ids: dict[str, int] = {}
+        self._credentials: dict[int, str] = {}
+        self._upstream: dict[tuple[str, str], str] = {}
         self._writer = asyncio.create_task(self._run_writer(), name="spool-writer")
 
     @classmethod
@@ -182,9 +158,37 @@ class Spool:
         retry: Iterable[Retry] = (),
         dead: Iterable[DeadLetter] = (),
         released: Iterable[int] = (),
+        learned: Iterable[tuple[str, str, str]] = (),
     ) -> None:
-        settlement = _Settlement(list(delivered), list(retry), list(dead), list(released))
+        settlement = Settlement(list(delivered), list(retry), list(dead), list(released), list(learned))
         await self._submit(_Op(self._future(), settle=settlement))
+
+    async def credential(self, credential_id: int) -> str | None:
+        """The API key stored for rows that carry `credential_id` (cached: keys never change)."""
+        if credential_id not in self._credentials:
+
+            async def read(conn: aiosqlite.Connection) -> None:
+                async with conn.execute("SELECT value FROM credentials WHERE id = ?", (credential_id,)) as cursor:
+                    found = await cursor.fetchone()
+                if found is not None:
+                    self._credentials[credential_id] = found[0]
+
+            await self._submit(_Op(self._future(), call=read))
+        return self._credentials.get(credential_id)
+
+    async def upstream_id(self, sink: str, local: str) -> str | None:
+        """The remote's id for an id shipper made up for the app, once a delivered create taught it."""
+        if (sink, local) not in self._upstream:
+
+            async def read(conn: aiosqlite.Connection) -> None:
+                query = "SELECT upstream FROM id_map WHERE sink = ? AND local = ?"
+                async with conn.execute(query, (sink, local)) as cursor:
+                    found = await cursor.fetchone()
+                if found is not None:
+                    self._upstream[(sink, local)] = found[0]
+
+            await self._submit(_Op(self._future(), call=read))
+        return self._upstream.get((sink, local))
 
     async def close(self) -> None:
         if not self._writer.done():
@@ -221,9 +225,11 @@ class Spool:
                 return
 
     async def _commit(self, group: list[_Op]) -> None:
+        new_credentials: dict[str, int] = {}
+        learned: list[tuple[str, str, str]] = []
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
-            results = await self._apply(group)
+            results = await self._apply(group, new_credentials, learned)
             await self._conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -234,6 +240,8 @@ class Spool:
                 if not op.future.done():
                     op.future.set_exception(error)
             return
+        self._credential_ids.update(new_credentials)
+        self._upstream.update({(sink, local): upstream for sink, local, upstream in learned})
         added: Counter[str] = Counter()
         for op, result in zip(group, results, strict=True):
             if not op.future.done():
@@ -245,27 +253,42 @@ class Spool:
             if callback is not None:
                 callback(count)
 
-    async def _apply(self, group: list[_Op]) -> list[Any]:
-        """Appends first, then settlements (they free keyed successors), then leases; one transaction."""
+    async def _apply(
+        self, group: list[_Op], new_credentials: dict[str, int], learned: list[tuple[str, str, str]]
+    ) -> list[Any]:
+        """Appends first, then settlements (they free keyed successors), then leases and calls; one transaction."""
         results: list[Any] = [None] * len(group)
         appends = [(i, op.append) for i, op in enumerate(group) if op.append is not None]
         if appends:
-            for i, ids in zip((i for i, _ in appends), await self._insert([rows for _, rows in appends]), strict=True):
+            inserted = await self._insert([rows for _, rows in appends], new_credentials)
+            for (i, _), ids in zip(appends, inserted, strict=True):
                 results[i] = ids
-        merged = _Settlement()
+        merged = Settlement()
         for op in group:
             if op.settle is not None:
-                merged.delivered += op.settle.delivered
-                merged.retry += op.settle.retry
-                merged.dead += op.settle.dead
-                merged.released += op.settle.released
+                merged.merge(op.settle)
         await self._settle(merged)
+        learned += merged.learned
         for i, op in enumerate(group):
             if op.lease is not None:
                 results[i] = await self._lease(*op.lease)
+            elif op.call is not None:
+                results[i] = await op.call(self._conn)
         return results
 
-    async def _insert(self, batches: list[Sequence[NewRow]]) -> list[list[int]]:
+    async def _credential_id(self, sink: str, secret: str, new: dict[str, int]) -> int:
+        digest = _digest(sink, secret)
+        known = self._credential_ids.get(digest) or new.get(digest)
+        if known is not None:
+            return known
+        await self._conn.execute("INSERT OR IGNORE INTO credentials (digest, value) VALUES (?, ?)", (digest, secret))
+        async with self._conn.execute("SELECT id FROM credentials WHERE digest = ?", (digest,)) as cursor:
+            found = await cursor.fetchone()
+        assert found is not None
+        new[digest] = int(found[0])
+        return new[digest]
+
+    async def _insert(self, batches: list[Sequence[NewRow]], new_credentials: dict[str, int]) -> list[list[int]]:
         async with self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'rows'") as cursor:
             found = await cursor.fetchone()
         next_id = (int(found[0]) if found else 0) + 1
@@ -276,20 +299,25 @@ class Spool:
             ids = list(range(next_id, next_id + len(rows)))
             next_id += len(rows)
             out.append(ids)
-            params.extend(
-                (row_id, r.sink, r.key, r.method, r.path, r.query, r.body, now)
-                for row_id, r in zip(ids, rows, strict=True)
-            )
+            for row_id, r in zip(ids, rows, strict=True):
+                cred = (
+                    None if r.credential is None else await self._credential_id(r.sink, r.credential, new_credentials)
+                )
+                params.append(
+                    (row_id, r.sink, r.key, r.method, r.path, r.query, r.body, now, r.scope, r.after, r.kind, cred)
+                )
         await self._conn.executemany(_INSERT, params)
         return out
 
-    async def _settle(self, s: _Settlement) -> None:
+    async def _settle(self, s: Settlement) -> None:
+        if s.learned:
+            await self._conn.executemany(
+                "INSERT OR REPLACE INTO id_map (sink, local, upstream) VALUES (?, ?, ?)", s.learned
+            )
         if s.dead:
-            now = time.time()
-            await self._conn.executemany(_DEAD, [(now, d.status, d.response, d.reason, d.id) for d in s.dead])
-        gone = s.delivered + [d.id for d in s.dead]
-        if gone:
-            await self._conn.execute(f"DELETE FROM rows WHERE id IN ({_IDS})", (orjson.dumps(gone),))
+            await self._dead_letter(s.dead)
+        if s.delivered:
+            await self._conn.execute(f"DELETE FROM rows WHERE id IN ({_IDS})", (orjson.dumps(s.delivered),))
         if s.retry:
             await self._conn.executemany(
                 "UPDATE rows SET lease_until = 0, next_attempt_at = ?, last_error = ? WHERE id = ?",
@@ -300,6 +328,21 @@ class Spool:
                 f"UPDATE rows SET lease_until = 0, attempts = max(attempts - 1, 0) WHERE id IN ({_IDS})",
                 (orjson.dumps(s.released),),
             )
+
+    async def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        """Move rows to dead_letters; a dead create takes its updates and dependants along, transitively."""
+        now = time.time()
+        while dead:
+            ids = orjson.dumps([d.id for d in dead])
+            await self._conn.executemany(_DEAD, [(now, d.status, d.response, d.reason, d.id) for d in dead])
+            creates = await self._conn.execute_fetchall(_DEAD_CREATES, (ids,))
+            await self._conn.execute(f"DELETE FROM rows WHERE id IN ({_IDS})", (ids,))
+            dead = []
+            for create_id, sink, key in creates:
+                reason = f"depends on row {create_id} ({key}), which was dead-lettered"
+                for (row_id,) in await self._conn.execute_fetchall(_DEPENDANTS, (sink, key, key, create_id)):
+                    dead.append(DeadLetter(row_id, None, None, reason))
+            dead = list({d.id: d for d in dead}.values())
 
     async def _lease(self, sink: str, limit: int, max_bytes: int) -> Lease:
         now = time.time()

@@ -1,0 +1,109 @@
+"""Drop-in routes: each vendor's own API paths, so an app changes only its SDK's base URL to shipper's.
+
+A logging call becomes one spool row and is answered, once committed, with what the SDK needs (ids, exact status).
+A call whose answer only the vendor has (prompt fetches, test runs, lists) is proxied straight through; when the
+vendor cannot be reached it fails fast with 502 (504 on timeout). Not responsible for what each vendor's paths mean
+(the adapters in sinks/) or for delivery (the forwarder).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from shipper.ingest.intake import commit, read_body
+from shipper.ingest.responses import error_response, json_response
+from shipper.records import BadInput, NewRow
+from shipper.sinks.transport import read_capped
+from shipper.sinks.vendor import Proxied, Spooled, VendorSink, normalize_path
+
+log = logging.getLogger(__name__)
+
+VENDORS_KEY: web.AppKey[Mapping[str, VendorSink]] = web.AppKey("vendors")
+# Native paths reached with the wrong method fall through to the catch-all; they deserve a 405, not a 404.
+NATIVE_ROUTES = {"/v1/records": ["POST"], "/healthz": ["GET"]}
+# Proxied answers (prompt templates, lists) are small; the cap keeps a misbehaving remote from exhausting memory.
+PROXY_MAX_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    row: NewRow
+    status: int
+    answer: Any
+
+
+def credential_for(sink: VendorSink, headers: Mapping[str, str]) -> str | None:
+    """The key to store with the row: the app's own, unless the sink overrides it. Raises 401 when none exists."""
+    app_key = sink.adapter.key_from(headers)
+    if sink.key_for(app_key) is None:
+        raise BadInput(401, "missing_api_key", f"no API key for {sink.adapter.type}: send the SDK's usual key header")
+    return None if sink.override_key else app_key
+
+
+def plan_native(sink: VendorSink, row: NewRow, headers: Mapping[str, str]) -> Planned:
+    """A `/v1/records` item naming a vendor sink gets exactly the mapping its drop-in call would."""
+    query = orjson.loads(row.query) if row.query else {}
+    plan = sink.adapter.plan(row.method, row.path, {k: str(v) for k, v in query.items()}, orjson.loads(row.body))
+    if not isinstance(plan, Spooled):
+        raise BadInput(
+            422, "invalid_record", f"{row.method} {row.path} is not a {sink.adapter.type} log route", field="path"
+        )
+    return Planned(plan.row(sink.name, credential_for(sink, headers)), plan.status, plan.answer)
+
+
+def _decode(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(400, "invalid_json", f"body is not JSON: {exc}") from None
+
+
+async def proxy(request: web.Request, sink: VendorSink, plan: Proxied, raw: bytes) -> web.Response:
+    key = sink.key_for(sink.adapter.key_from(request.headers))
+    headers = {"Content-Type": request.headers.get("Content-Type", "application/json")} if raw else {}
+    if key is not None:
+        headers[sink.adapter.auth_header] = sink.adapter.auth_value(key)
+    url = sink.base_url + plan.path + (f"?{request.query_string}" if request.query_string else "")
+    try:
+        async with sink.transport.session.request(
+            request.method, url, data=raw or None, headers=headers, allow_redirects=False
+        ) as upstream:
+            body = await read_capped(upstream.content, PROXY_MAX_BYTES)
+            content_type = upstream.headers.get("Content-Type", "application/json")
+            return web.Response(status=upstream.status, body=body, headers={"Content-Type": content_type})
+    except TimeoutError:
+        return error_response(504, "upstream_timeout", f"{sink.adapter.type} did not answer in time")
+    except aiohttp.ClientError as exc:
+        log.warning("proxy to sink %s failed: %s", sink.name, type(exc).__name__)
+        return error_response(502, "upstream_unreachable", f"cannot reach {sink.adapter.type}: {type(exc).__name__}")
+
+
+async def dropin(request: web.Request) -> web.StreamResponse:
+    """Catch-all: the first vendor whose adapter claims the path handles the call."""
+    vendors = request.app[VENDORS_KEY]
+    raw = await read_body(request)
+    body = _decode(raw)
+    path = request.rel_url.raw_path
+    native = NATIVE_ROUTES.get(normalize_path(path))
+    if native is not None:
+        raise web.HTTPMethodNotAllowed(request.method, native)
+    for sink in vendors.values():
+        if not sink.config.dropin:
+            continue
+        plan = sink.adapter.plan(request.method, path, request.query, body)
+        if plan is None:
+            continue
+        if isinstance(plan, Proxied):
+            return await proxy(request, sink, plan, raw)
+        ids = await commit(request, [plan.row(sink.name, credential_for(sink, request.headers))])
+        return ids if isinstance(ids, web.Response) else json_response(plan.answer, plan.status)
+    return error_response(404, "not_found", f"{request.method} {request.path}: no such route")

@@ -1,0 +1,35 @@
+"""The two steps every ingest route shares: read a bounded body, and commit rows durably before answering.
+
+Not responsible for parsing or validation (records.py, the vendor adapters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from shipper.errors import SpoolError
+from shipper.ingest.responses import MAX_BODY_KEY, error_response
+from shipper.records import BadInput, NewRow
+from shipper.spool import Spool
+
+SPOOL_KEY = web.AppKey("spool", Spool)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, refusing early on a declared length over the limit."""
+    limit = request.app[MAX_BODY_KEY]
+    if request.content_length is not None and request.content_length > limit:
+        raise BadInput(413, "body_too_large", f"request body is larger than {limit} bytes", limit=limit)
+    return await request.read()
+
+
+async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | web.Response:
+    """Append and wait for the commit; a spool failure is the daemon's problem, said as 503 with Retry-After."""
+    try:
+        return await request.app[SPOOL_KEY].append(rows)
+    except SpoolError as exc:
+        response = error_response(503, "spool_unavailable", str(exc))
+        response.headers["Retry-After"] = "1"
+        return response

@@ -1,0 +1,117 @@
+"""Freeplay: completions, traces, feedback, metadata and session deletes, as `freeplay` 0.6.1 sends them.
+
+Ids are the client's (sessions and traces are uuid4s made in the SDK); a completion id is echoed when the body has
+one, else minted here and written into the forwarded body so the remote stores the same id the app was told.
+Sessions exist implicitly, so session metadata and deletes wait for the session's earlier rows (scope
+`fp:s:<id>`). Freeplay's SDK insists on exact codes (201 for records and feedback, 200 for PATCHes): so do we.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from shipper.records import BadInput
+from shipper.sinks.vendor import ID, Plan, Proxied, Route, Spooled, bearer, normalize_path, plan_routes, route
+from shipper.sinks.vendor import success_for as _success_for
+from shipper.spool import SpoolRow
+
+P = rf"/v2/projects/{ID}"
+CREATED = frozenset({201})
+OK = frozenset({200})
+
+
+def _parent(body: dict[str, Any]) -> str | None:
+    parent = body.get("parent_id")
+    return f"fp:t:{parent}" if isinstance(parent, str) and parent else None
+
+
+def _completion(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spooled:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadInput(422, "invalid_body", "messages must be a non-empty list", field="messages")
+    cid = body.get("completion_id") or str(uuid.uuid4())
+    if not isinstance(cid, str) or not re.fullmatch(ID, cid):
+        raise BadInput(422, "invalid_body", "completion_id must be an id string", field="completion_id")
+    return Spooled(
+        "POST", m.group(0), {**body, "completion_id": cid}, 200, {"completion_id": cid},
+        key=f"fp:c:{cid}", scope=f"fp:s:{m.group(2)}", after=_parent(body), kind="create",
+    )  # fmt: skip
+
+
+def _completion_update(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spooled:
+    cid = m.group(2)
+    return Spooled("POST", m.group(0), body, 200, {"completion_id": cid}, key=f"fp:c:{cid}", kind="update")
+
+
+def _trace(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spooled:
+    return Spooled(
+        "POST", m.group(0), body, 201, {}, key=f"fp:t:{m.group(3)}", scope=f"fp:s:{m.group(2)}",
+        after=_parent(body), kind="create",
+    )  # fmt: skip
+
+
+def _update(status: int, key_of: str, group: int, method: str = "POST") -> Any:
+    def build(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spooled:
+        return Spooled(method, m.group(0), body, status, {}, key=f"{key_of}:{m.group(group)}", kind="update")
+
+    return build
+
+
+def _session_metadata(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spooled:
+    sid = m.group(2)
+    return Spooled(
+        "PATCH", m.group(0), body, 200, {}, key=f"fp:s:{sid}:meta", scope=f"fp:s:{sid}", after=f"fp:s:{sid}",
+        kind="update",
+    )  # fmt: skip
+
+
+def _session_delete(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spooled:
+    sid = m.group(2)
+    return Spooled("DELETE", m.group(0), None, 201, {}, key=f"fp:s:{sid}:delete", after=f"fp:s:{sid}", kind="update")
+
+
+ROUTES: Sequence[Route] = (
+    route("POST", rf"{P}/sessions/{ID}/completions", _completion),
+    route("POST", rf"{P}/completions/{ID}", _completion_update),
+    route("POST", rf"{P}/sessions/{ID}/traces/id/{ID}", _trace, CREATED),
+    route("PATCH", rf"{P}/sessions/{ID}/traces/id/{ID}", _update(200, "fp:t", 3, "PATCH"), OK),
+    route("POST", rf"{P}/completion-feedback/id/{ID}", _update(201, "fp:c", 2), CREATED),
+    route("POST", rf"{P}/trace-feedback/id/{ID}", _update(201, "fp:t", 2), CREATED),
+    route("PATCH", rf"{P}/sessions/id/{ID}/metadata", _session_metadata, OK),
+    route("PATCH", rf"{P}/sessions/{ID}/traces/id/{ID}/metadata", _update(200, "fp:t", 3, "PATCH"), OK),
+    route("DELETE", rf"{P}/sessions/{ID}", _session_delete, CREATED, needs_object=False),
+)
+
+
+class Freeplay:
+    type = "freeplay"
+    auth_header = "Authorization"
+
+    def plan(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Plan | None:
+        path = normalize_path(path)
+        if path.startswith("/api/v2/"):
+            path = path[len("/api") :]
+        if not path.startswith("/v2/"):
+            return None
+        return plan_routes(ROUTES, method, path, query, body) or Proxied(path)
+
+    def key_from(self, headers: Mapping[str, str]) -> str | None:
+        return bearer(headers)
+
+    def auth_value(self, key: str) -> str:
+        return f"Bearer {key}"
+
+    def success(self, row: SpoolRow) -> frozenset[int] | None:
+        return _success_for(ROUTES, row)
+
+    def learn(self, row: SpoolRow, answer: Any) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def placeholders(self, row: SpoolRow) -> Sequence[str]:
+        return ()
+
+    def rewrite(self, row: SpoolRow, upstream: Mapping[str, str]) -> tuple[str, bytes | None]:
+        return row.path, row.query
