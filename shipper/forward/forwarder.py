@@ -27,6 +27,8 @@ from shipper.spool import DeadLetter, Retry, Spool, SpoolRow
 log = logging.getLogger(__name__)
 
 KEEP_DETAIL_CHARS = 2048
+# Rows can also appear without an append in this process (a dead-letter replay from the CLI): look now and then.
+IDLE_POLL = 1.0
 
 
 @dataclass(slots=True)
@@ -111,7 +113,8 @@ class Forwarder:
         lease = await self._spool.lease(self.sink.name, limit, batching.max_bytes)
         rows = lease.rows
         if not rows:
-            await self._wait(None if lease.next_due is None else max(0.0, lease.next_due - time.time()))
+            due = IDLE_POLL if lease.next_due is None else min(IDLE_POLL, max(0.0, lease.next_due - time.time()))
+            await self._wait(due)
             return
         if batching.max_records > 1:
             wait = self._batch_wait(rows)
