@@ -40,7 +40,7 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     from shipper.daemon import run
 
     setup_logging(args.log_level or config.daemon.log_level, args.log_format)
-    return run(config)
+    return run(config, args.config)
 
 
 def _status(config: Config, args: argparse.Namespace) -> int:

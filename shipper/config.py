@@ -218,6 +218,8 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
         target = data
         for part in keys[:-1]:
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{name}: {'.'.join(keys[:-1])} is not a table, so it has no key {keys[-1]!r}")
         try:
             target[keys[-1]] = orjson.loads(raw)
         except orjson.JSONDecodeError:

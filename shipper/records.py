@@ -14,14 +14,13 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
 from shipper.errors import ShipperError
 
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl"})
 JSON_TYPES = frozenset({"application/json"})
 _FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x20\x7f\\?#]")
-QueryValue = StrictStr | StrictInt | StrictFloat | StrictBool
 
 
 class BadInput(ShipperError):
@@ -77,7 +76,7 @@ class RecordIn(BaseModel):
     sink: StrictStr
     method: Literal["POST", "PUT", "PATCH", "DELETE"] = "POST"
     path: StrictStr = ""
-    query: dict[StrictStr, QueryValue] | None = None
+    query: dict[StrictStr, Any] | None = None
     body: Any = None
     key: StrictStr | None = Field(None, min_length=1, max_length=512)
 
@@ -100,6 +99,10 @@ def to_row(item: Any, index: int, sinks: Collection[str]) -> NewRow:
         raise BadInput(422, "invalid_record", msg, index=index, field=where) from None
     except ValueError as exc:
         raise BadInput(422, "invalid_record", f"path {exc}", index=index, field="path") from None
+    for name, value in (record.query or {}).items():
+        if not isinstance(value, str | int | float):  # bool is an int
+            message = "query values must be strings, numbers or booleans"
+            raise BadInput(422, "invalid_record", message, index=index, field=f"query.{name}")
     if record.sink not in sinks:
         raise BadInput(422, "unknown_sink", f"no sink named {record.sink!r}", index=index, field="sink")
     query = orjson.dumps(record.query) if record.query else None

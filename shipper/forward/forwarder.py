@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shipper.config import SinkConfig
@@ -46,9 +46,12 @@ class Forwarder:
         sink: Sink,
         policy: SinkConfig,
         rng: random.Random | None = None,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
         self.sink = sink
         self.counters = SinkCounters()
+        self.last_error: str | None = None
+        self._observe = observe
         self.backoff = SinkBackoff(policy.retry_initial_backoff, policy.retry_max_backoff)
         self._spool = spool
         self._policy = policy
@@ -59,6 +62,14 @@ class Forwarder:
         self._inflight: dict[asyncio.Task[None], Sequence[SpoolRow]] = {}
         self._failing_log = Throttled(log)
         self._dead_log = Throttled(log)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def concurrency_limit(self) -> int:
+        return 1 if self.backoff.failing else self.sink.concurrency
 
     def stop(self) -> None:
         """Lease nothing more; in-flight sends carry on until `drain`."""
@@ -74,7 +85,7 @@ class Forwarder:
                 self._failing_log.warning("sink %s: cannot use the spool: %s", self.sink.name, exc)
                 await self._wait(1.0)
 
-    async def drain(self, timeout: float) -> int:
+    async def drain(self, timeout: float | None) -> int:
         """Wait for in-flight sends up to `timeout`; cancel the rest and hand their rows back. Returns how many."""
         if not self._inflight:
             return 0
@@ -102,7 +113,7 @@ class Forwarder:
         if self.backoff.paused_until > now:
             await self._wait(self.backoff.paused_until - now)
             return
-        capacity = (1 if self.backoff.failing else self.sink.concurrency) - len(self._inflight)
+        capacity = self.concurrency_limit - len(self._inflight)
         if capacity <= 0:
             await self._wait(None)
             return
@@ -148,11 +159,16 @@ class Forwarder:
             log.error("sink %s: delivery task failed", self.sink.name, exc_info=task.exception())
 
     async def _deliver(self, rows: Sequence[SpoolRow], generation: int) -> None:
+        started = time.monotonic()
         try:
             outcome = await self.sink.send(rows)
         except Exception as exc:
             log.exception("sink %s: send raised; will retry", self.sink.name)
             outcome = Outcome(Verdict.RETRY, None, f"internal error: {type(exc).__name__}")
+        if self._observe is not None:
+            self._observe(time.monotonic() - started)
+        if outcome.verdict is not Verdict.DELIVERED:
+            self.last_error = outcome.detail[:KEEP_DETAIL_CHARS]
         try:
             await self._settle(rows, outcome, generation)
         except SpoolError as exc:

@@ -50,7 +50,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return min(float(value), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value).timestamp()
@@ -78,16 +78,20 @@ class SinkBackoff:
     failures: int = 0
     generation: int = 0
     paused_until: float = 0.0
+    failing_since: float | None = None
 
     def on_success(self) -> bool:
         """Returns True when this ends a failing period."""
         recovered = self.failures > 0
         self.failures = 0
         self.paused_until = 0.0
+        self.failing_since = None
         return recovered
 
     def on_failure(self, generation: int, now: float, retry_after: float | None, rng: random.Random) -> float:
         """Count a failure of a request sent in `generation`; returns the pause now in force (seconds)."""
+        if self.failing_since is None:
+            self.failing_since = now
         if generation == self.generation:
             self.failures += 1
             self.generation += 1
@@ -100,3 +104,9 @@ class SinkBackoff:
     @property
     def failing(self) -> bool:
         return self.failures > 0
+
+    def state(self, now: float) -> str:
+        """`up`; `backing_off` while paused; `probing` while one request tests a failing remote."""
+        if not self.failing:
+            return "up"
+        return "backing_off" if self.paused_until > now else "probing"

@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from shipper.ingest.intake import commit, read_body
+from shipper.ingest.keys import ROUTING_KEY
 from shipper.ingest.responses import error_response, json_response
 from shipper.records import BadInput, NewRow
 from shipper.sinks.transport import read_capped
@@ -25,9 +26,14 @@ from shipper.sinks.vendor import Proxied, Spooled, VendorSink, normalize_path
 
 log = logging.getLogger(__name__)
 
-VENDORS_KEY: web.AppKey[Mapping[str, VendorSink]] = web.AppKey("vendors")
 # Native paths reached with the wrong method fall through to the catch-all; they deserve a 405, not a 404.
-NATIVE_ROUTES = {"/v1/records": ["POST"], "/healthz": ["GET"]}
+NATIVE_ROUTES = {
+    "/v1/records": ["POST"],
+    "/v1/status": ["GET"],
+    "/healthz": ["GET"],
+    "/readyz": ["GET"],
+    "/metrics": ["GET"],
+}
 # Proxied answers (prompt templates, lists) are small; the cap keeps a misbehaving remote from exhausting memory.
 PROXY_MAX_BYTES = 16 * 1024 * 1024
 
@@ -89,7 +95,7 @@ async def proxy(request: web.Request, sink: VendorSink, plan: Proxied, raw: byte
 
 async def dropin(request: web.Request) -> web.StreamResponse:
     """Catch-all: the first vendor whose adapter claims the path handles the call."""
-    vendors = request.app[VENDORS_KEY]
+    vendors = request.app[ROUTING_KEY].vendors
     raw = await read_body(request)
     body = _decode(raw)
     path = request.rel_url.raw_path
@@ -106,4 +112,4 @@ async def dropin(request: web.Request) -> web.StreamResponse:
             return await proxy(request, sink, plan, raw)
         ids = await commit(request, [plan.row(sink.name, credential_for(sink, request.headers))])
         return ids if isinstance(ids, web.Response) else json_response(plan.answer, plan.status)
-    return error_response(404, "not_found", f"{request.method} {request.path}: no such route")
+    raise BadInput(404, "not_found", f"{request.method} {request.path}: no such route")

@@ -10,11 +10,9 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from shipper.errors import SpoolError
-from shipper.ingest.responses import MAX_BODY_KEY, error_response
+from shipper.ingest.keys import COUNTERS_KEY, MAX_BODY_KEY, SPOOL_KEY
+from shipper.ingest.responses import error_response
 from shipper.records import BadInput, NewRow
-from shipper.spool import Spool
-
-SPOOL_KEY = web.AppKey("spool", Spool)
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -28,8 +26,11 @@ async def read_body(request: web.Request) -> bytes:
 async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | web.Response:
     """Append and wait for the commit; a spool failure is the daemon's problem, said as 503 with Retry-After."""
     try:
-        return await request.app[SPOOL_KEY].append(rows)
+        ids = await request.app[SPOOL_KEY].append(rows)
     except SpoolError as exc:
         response = error_response(503, "spool_unavailable", str(exc))
         response.headers["Retry-After"] = "1"
+        request.app[COUNTERS_KEY].rejected["spool_unavailable"] += 1
         return response
+    request.app[COUNTERS_KEY].received.update(row.sink for row in rows)
+    return ids

@@ -12,11 +12,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from shipper.ingest.keys import COUNTERS_KEY, MAX_BODY_KEY
 from shipper.records import BadInput
 
 log = logging.getLogger(__name__)
-
-MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -35,18 +34,29 @@ def _code_for(exc: web.HTTPException) -> str:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into a JSON answer and count it by reason (shipper_requests_rejected)."""
     try:
         return await handler(request)
     except BadInput as exc:
-        return json_response(exc.body(), exc.status)
+        return _counted(request, json_response(exc.body(), exc.status), exc.code)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[MAX_BODY_KEY]
-        return error_response(413, "body_too_large", f"request body is larger than {limit} bytes", limit=limit)
+        message = f"request body is larger than {limit} bytes"
+        return _counted(request, error_response(413, "body_too_large", message, limit=limit), "body_too_large")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = f"{request.method} {request.path}: {exc.reason}"
-        return error_response(exc.status, _code_for(exc), message)
+        code = _code_for(exc)
+        response = error_response(exc.status, code, f"{request.method} {request.path}: {exc.reason}")
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return _counted(request, response, code)
     except Exception:
         log.exception("unexpected error while handling %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "shipper failed to handle this request; see its log")
+        message = "shipper failed to handle this request; see its log"
+        return _counted(request, error_response(500, "internal_error", message), "internal_error")
+
+
+def _counted(request: web.Request, response: web.Response, reason: str) -> web.Response:
+    request.app[COUNTERS_KEY].rejected[reason] += 1
+    return response

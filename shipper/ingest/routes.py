@@ -1,4 +1,4 @@
-"""The application: the native routes (`POST /v1/records`, `GET /healthz`) and the vendors' drop-in paths.
+"""The application: the native route `POST /v1/records`, the operations routes and the vendors' drop-in paths.
 
 A 202 means every row of the request is committed to the spool; any invalid item rejects the whole request and
 nothing is spooled. Not responsible for listening sockets (server.py) or validation rules (records.py).
@@ -6,26 +6,24 @@ nothing is spooled. Not responsible for listening sockets (server.py) or validat
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
 from typing import Any
 
 from aiohttp import web
 
-from shipper.ingest.dropin import VENDORS_KEY, dropin, plan_native
-from shipper.ingest.intake import SPOOL_KEY, commit, read_body
-from shipper.ingest.responses import MAX_BODY_KEY, json_errors, json_response
+from shipper.ingest import ops
+from shipper.ingest.dropin import dropin, plan_native
+from shipper.ingest.intake import commit, read_body
+from shipper.ingest.keys import COUNTERS_KEY, LIVE_KEY, MAX_BODY_KEY, ROUTING_KEY, SPOOL_KEY, Live, Routing
+from shipper.ingest.responses import json_errors, json_response
+from shipper.metrics import IngestCounters
 from shipper.records import BadInput, parse_records
-from shipper.sinks.vendor import VendorSink
-from shipper.spool import Spool
-
-SINKS_KEY: web.AppKey[frozenset[str]] = web.AppKey("sinks")
 
 
 async def post_records(request: web.Request) -> web.Response:
     raw = await read_body(request)
-    sinks = request.app[SINKS_KEY]
-    rows = parse_records(raw, request.content_type, sinks)
-    vendors = request.app[VENDORS_KEY]
+    routing = request.app[ROUTING_KEY]
+    rows = parse_records(raw, request.content_type, routing.sinks)
+    vendors = routing.vendors
     answers: list[Any] | None = None
     if vendors and any(row.sink in vendors for row in rows):
         answers = [None] * len(rows)
@@ -47,21 +45,14 @@ async def post_records(request: web.Request) -> web.Response:
     return json_response(body, 202)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
-
-
-def build_app(
-    spool: Spool, sinks: Collection[str], max_body_bytes: int, vendors: Mapping[str, VendorSink]
-) -> web.Application:
-    """`vendors` maps sink name → vendor sink; those with `dropin` also serve their vendor's own paths."""
+def build_app(live: Live, routing: Routing, counters: IngestCounters, max_body_bytes: int) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
-    app[SPOOL_KEY] = spool
-    names: frozenset[str] = frozenset(sinks)
-    app[SINKS_KEY] = names
+    app[SPOOL_KEY] = live.spool
+    app[LIVE_KEY] = live
+    app[ROUTING_KEY] = routing
+    app[COUNTERS_KEY] = counters
     app[MAX_BODY_KEY] = max_body_bytes
-    app[VENDORS_KEY] = vendors
     app.router.add_post("/v1/records", post_records)
-    app.router.add_get("/healthz", healthz)
+    ops.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", dropin)
     return app

@@ -190,6 +190,14 @@ class Spool:
             await self._submit(_Op(self._future(), call=read))
         return self._upstream.get((sink, local))
 
+    async def ping(self) -> None:
+        """Prove the spool takes a write: an empty write transaction through the group-commit writer."""
+
+        async def nothing(conn: aiosqlite.Connection) -> None:
+            return None
+
+        await self._submit(_Op(self._future(), call=nothing))
+
     async def close(self) -> None:
         if not self._writer.done():
             await self._queue.put(None)

@@ -1,0 +1,71 @@
+"""Operations routes: liveness, readiness, Prometheus metrics and the live status `shipper status` merges in.
+
+`/healthz` says the process serves; `/readyz` also proves the spool takes a write and sinks are configured, and
+turns 503 once shutdown begins so a load balancer stops sending. Not responsible for gathering numbers (metrics.py).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shipper.errors import SpoolError
+from shipper.ingest.keys import LIVE_KEY
+from shipper.ingest.responses import error_response, json_response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    live = request.app[LIVE_KEY]
+    if live.stopping:
+        return error_response(503, "stopping", "shipper is shutting down")
+    if not live.forwarders:
+        return error_response(503, "no_sinks", "no sink is running")
+    try:
+        await live.spool.ping()
+    except SpoolError as exc:
+        return error_response(503, "spool_unwritable", str(exc))
+    return json_response({"status": "ready", "sinks": [f.sink.name for f in live.forwarders]})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[LIVE_KEY].metrics.registry
+    response = web.Response(body=generate_latest(registry))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+async def status(request: web.Request) -> web.Response:
+    """What only the running daemon knows: in flight, rates, remote state, last error."""
+    live = request.app[LIVE_KEY]
+    now = time.time()
+    sinks: dict[str, Any] = {}
+    for f in live.forwarders:
+        name = f.sink.name
+        sinks[name] = {
+            "state": f.backoff.state(now),
+            "in_flight": f.in_flight,
+            "concurrency_limit": f.concurrency_limit,
+            "delivered_per_minute": live.monitor.delivered_per_minute(name),
+            "retrying_since": f.backoff.failing_since,
+            "last_error": f.last_error,
+            "delivered": f.counters.delivered,
+            "redelivered": f.counters.redelivered,
+            "retried": f.counters.retried,
+            "dead_lettered": f.counters.dead_lettered,
+        }
+    return json_response({"pid": os.getpid(), "sinks": sinks})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/status", status)

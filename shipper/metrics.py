@@ -1,0 +1,178 @@
+"""Prometheus metrics and the live view behind `/metrics`, `/v1/status` and systemd's STATUS line.
+
+Counters live where the events happen (plain ints in the forwarder and ingest, no locking, no per-event library
+call); a custom collector reads them at scrape time, so there is one source of truth and the hot path stays cheap.
+Spool depth, bytes and ages come from a read-only query refreshed in the background (`SpoolMonitor`), never from the
+write path. Every drop is counted with a reason. Not responsible for serving HTTP (ingest/routes.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from shipper.errors import SpoolError
+from shipper.forward.forwarder import Forwarder
+from shipper.spool.stats import SinkStats, SpoolStats, read_stats
+
+log = logging.getLogger(__name__)
+
+STATES = ("up", "backing_off", "probing")
+# Local sends take milliseconds; a remote across the world up to seconds; past 30 s is a timeout anyway.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(slots=True)
+class IngestCounters:
+    received: Counter[str] = field(default_factory=Counter)  # sink → records committed
+    rejected: Counter[str] = field(default_factory=Counter)  # reason → requests refused
+    dropped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (sink, reason) → records dropped
+
+
+class SpoolMonitor:
+    """Refreshes spool statistics every `interval` seconds off the event loop, and per-sink delivery rates."""
+
+    def __init__(self, path: Path, sinks: Callable[[], Sequence[Forwarder]], interval: float = 5.0) -> None:
+        self.path = path
+        self.stats: SpoolStats | None = None
+        self._forwarders = sinks
+        self._interval = interval
+        self._samples: deque[tuple[float, dict[str, int]]] = deque(maxlen=int(60 / interval) + 2)
+
+    async def refresh(self) -> SpoolStats | None:
+        names = [f.sink.name for f in self._forwarders()]
+        try:
+            self.stats = await asyncio.to_thread(read_stats, self.path, names)
+        except SpoolError as exc:
+            log.warning("cannot read spool statistics: %s", exc)
+        self._samples.append((time.monotonic(), {f.sink.name: f.counters.delivered for f in self._forwarders()}))
+        return self.stats
+
+    async def run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self._interval)
+
+    def delivered_per_minute(self, sink: str) -> float | None:
+        """Records delivered per minute over the last minute (or what history there is)."""
+        if len(self._samples) < 2:
+            return None
+        (t0, first), (t1, last) = self._samples[0], self._samples[-1]
+        if t1 <= t0:
+            return None
+        return (last.get(sink, 0) - first.get(sink, 0)) * 60.0 / (t1 - t0)
+
+    def sink_stats(self, sink: str) -> SinkStats | None:
+        if self.stats is None:
+            return None
+        return next((s for s in self.stats.sinks if s.sink == sink), None)
+
+    def summary(self) -> str:
+        """One short line for systemd's STATUS=: queue depth and remote state per sink."""
+        parts = []
+        now = time.time()
+        for f in self._forwarders():
+            stats = self.sink_stats(f.sink.name)
+            queued = "?" if stats is None else str(stats.queued)
+            parts.append(f"{f.sink.name}: {queued} queued, {f.backoff.state(now)}")
+        return "; ".join(parts)
+
+
+class ShipperCollector(Collector):
+    def __init__(self, ingest: IngestCounters, forwarders: Callable[[], Sequence[Forwarder]], monitor: SpoolMonitor):
+        self._ingest = ingest
+        self._forwarders = forwarders
+        self._monitor = monitor
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._ingest_metrics()
+        yield from self._sink_metrics()
+        yield from self._spool_metrics()
+
+    def _ingest_metrics(self) -> Iterator[Metric]:
+        received = CounterMetricFamily("shipper_records_received", "Records accepted and committed", labels=["sink"])
+        for sink, count in self._ingest.received.items():
+            received.add_metric([sink], count)
+        rejected = CounterMetricFamily(
+            "shipper_requests_rejected", "Ingest requests refused, by reason", labels=["reason"]
+        )
+        for reason, count in self._ingest.rejected.items():
+            rejected.add_metric([reason], count)
+        dropped = CounterMetricFamily(
+            "shipper_records_dropped", "Records dropped before delivery, by reason", labels=["sink", "reason"]
+        )
+        for (sink, reason), count in self._ingest.dropped.items():
+            dropped.add_metric([sink, reason], count)
+        yield from (received, rejected, dropped)
+
+    def _sink_metrics(self) -> Iterator[Metric]:
+        families: dict[str, Any] = {
+            "delivered": CounterMetricFamily("shipper_records_delivered", "Records the remote took", labels=["sink"]),
+            "redelivered": CounterMetricFamily(
+                "shipper_records_redelivered", "Delivered records that had been sent before", labels=["sink"]
+            ),
+            "retried": CounterMetricFamily("shipper_records_retried", "Failed sends to be retried", labels=["sink"]),
+            "dead_lettered": CounterMetricFamily(
+                "shipper_records_dead_lettered", "Records moved to the dead-letter table", labels=["sink"]
+            ),
+        }
+        in_flight = GaugeMetricFamily("shipper_sink_in_flight", "Requests in flight", labels=["sink"])
+        limit = GaugeMetricFamily("shipper_sink_concurrency_limit", "Current concurrency limit", labels=["sink"])
+        state = GaugeMetricFamily(
+            "shipper_sink_state", "1 for the sink's current remote state", labels=["sink", "state"]
+        )
+        now = time.time()
+        for f in self._forwarders():
+            name = f.sink.name
+            for counter, family in families.items():
+                family.add_metric([name], getattr(f.counters, counter))
+            in_flight.add_metric([name], f.in_flight)
+            limit.add_metric([name], f.concurrency_limit)
+            current = f.backoff.state(now)
+            for candidate in STATES:
+                state.add_metric([name, candidate], 1.0 if candidate == current else 0.0)
+        yield from families.values()
+        yield from (in_flight, limit, state)
+
+    def _spool_metrics(self) -> Iterator[Metric]:
+        stats = self._monitor.stats
+        if stats is None:
+            return
+        yield GaugeMetricFamily("shipper_spool_bytes", "Spool file size including its WAL", value=stats.file_bytes)
+        depth = GaugeMetricFamily("shipper_spool_queued", "Rows waiting in the spool", labels=["sink"])
+        dead = GaugeMetricFamily("shipper_spool_dead_letters", "Rows in the dead-letter table", labels=["sink"])
+        oldest = GaugeMetricFamily("shipper_spool_oldest_age_seconds", "Age of the oldest queued row", labels=["sink"])
+        for s in stats.sinks:
+            depth.add_metric([s.sink], s.queued)
+            dead.add_metric([s.sink], s.dead_lettered)
+            oldest.add_metric([s.sink], s.oldest_age or 0.0)
+        yield from (depth, dead, oldest)
+
+
+class Metrics:
+    """The registry for one daemon, plus the latency histogram the forwarders feed."""
+
+    def __init__(self, ingest: IngestCounters, forwarders: Callable[[], Sequence[Forwarder]], monitor: SpoolMonitor):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ShipperCollector(ingest, forwarders, monitor))
+        self.send_seconds = Histogram(
+            "shipper_send_duration_seconds",
+            "Time from sending a request to its answer",
+            ["sink"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observer(self, sink: str) -> Callable[[float], None]:
+        child = self.send_seconds.labels(sink)
+        return child.observe
