@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -13,8 +14,10 @@ from shipper import __version__
 from shipper.config import Config, load_config
 from shipper.errors import ShipperError
 from shipper.logs import setup_logging
-from shipper.spool.stats import read_stats
-from shipper.status import render_table
+from shipper.spool import dlq
+from shipper.status import gather, render_table
+
+Command = Callable[[Config, argparse.Namespace], int]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,17 +25,39 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"shipper {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text)
+    def command(
+        parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str, run: Command
+    ) -> argparse.ArgumentParser:
+        sub = parent.add_parser(name, help=text, description=text)
         sub.add_argument("--config", type=Path, help="TOML file (default: the built-in configuration)")
+        sub.set_defaults(run=run)
         return sub
 
-    run = with_config("run", "run the daemon in the foreground")
+    run = command(commands, "run", "run the daemon in the foreground", _run)
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides daemon.log_level")
     run.add_argument("--log-format", choices=["json", "text"], default="json")
-    status = with_config("status", "queue depth per sink (works with the daemon running or stopped)")
+    status = command(commands, "status", "per-sink state; works with the daemon running or stopped", _status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    with_config("check-config", "validate the configuration and exit")
+    status.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS", help="refresh in place")
+    command(commands, "check-config", "validate the configuration and exit", _check_config)
+
+    dead = commands.add_parser("dlq", help="inspect, replay and purge dead letters").add_subparsers(
+        dest="dlq_command", required=True
+    )
+    listing = command(dead, "list", "list dead letters", _dlq_list)
+    listing.add_argument("--sink")
+    listing.add_argument("--since", help="ISO time or a duration ago (30m, 2h, 7d)")
+    listing.add_argument("--json", action="store_true")
+    show = command(dead, "show", "one dead letter in full", _dlq_show)
+    show.add_argument("id", type=int)
+    replay = command(dead, "replay", "put dead letters back in the queue, in their original order", _dlq_replay)
+    replay.add_argument("ids", type=int, nargs="*", metavar="ID")
+    replay.add_argument("--sink")
+    replay.add_argument("--since", help="only those that failed since: ISO time or a duration ago")
+    purge = command(dead, "purge", "delete dead letters", _dlq_purge)
+    purge.add_argument("--older-than", help="only those that failed longer ago than this (30m, 2h, 7d)")
+    purge.add_argument("--sink")
+    purge.add_argument("--all", action="store_true", help="delete all (required without --older-than)")
     return parser
 
 
@@ -44,29 +69,72 @@ def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def _status(config: Config, args: argparse.Namespace) -> int:
-    stats = read_stats(config.spool.path, list(config.sinks))
-    if args.json:
-        sys.stdout.write(orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        sys.stdout.write(render_table(stats) + "\n")
-    return 0
+    while True:
+        view = gather(config)
+        text = orjson.dumps(view, option=orjson.OPT_INDENT_2).decode() if args.json else render_table(view)
+        if args.watch is None:
+            print(text)
+            return 0
+        print("\x1b[H\x1b[2J" + text, flush=True)
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
 
 
 def _check_config(config: Config, args: argparse.Namespace) -> int:
-    sys.stdout.write(f"ok: {len(config.sinks)} sink(s): {', '.join(config.sinks)}\n")
+    print(f"ok: {len(config.sinks)} sink(s): {', '.join(config.sinks)}")
     return 0
 
 
-COMMANDS = {"run": _run, "status": _status, "check-config": _check_config}
+def _dlq_list(config: Config, args: argparse.Namespace) -> int:
+    since = dlq.parse_since(args.since) if args.since else None
+    rows = dlq.list_dead(config.spool.path, args.sink, since)
+    if args.json:
+        print(orjson.dumps([{k: v for k, v in r.to_dict().items() if k != "body"} for r in rows]).decode())
+        return 0
+    print(f"{'ID':>8}  {'SINK':<12} {'FAILED':<20} {'STATUS':>6}  {'REQUEST':<40} REASON")
+    for r in rows:
+        failed = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.failed_at))
+        request = f"{r.method} {r.path}"[:40]
+        print(f"{r.id:>8}  {r.sink:<12} {failed:<20} {r.status or '-':>6}  {request:<40} {r.reason[:80]}")
+    print(f"{len(rows)} dead letter(s)")
+    return 0
+
+
+def _dlq_show(config: Config, args: argparse.Namespace) -> int:
+    print(orjson.dumps(dlq.show_dead(config.spool.path, args.id).to_dict(), option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _dlq_replay(config: Config, args: argparse.Namespace) -> int:
+    since = dlq.parse_since(args.since) if args.since else None
+
+    def progress(done: int, total: int) -> None:
+        if total > dlq.CHUNK:
+            print(f"replayed {done}/{total}", file=sys.stderr, flush=True)
+
+    count = dlq.replay(config.spool.path, args.ids, args.sink, since, progress)
+    print(f"replayed {count} dead letter(s) into the queue")
+    return 0
+
+
+def _dlq_purge(config: Config, args: argparse.Namespace) -> int:
+    if args.older_than is None and not args.all:
+        raise ShipperError("say --older-than DURATION, or --all to delete every dead letter")
+    older = dlq.parse_duration(args.older_than) if args.older_than else None
+    print(f"purged {dlq.purge(config.spool.path, older, args.sink)} dead letter(s)")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = load_config(args.config)
-        return COMMANDS[args.command](config, args)
+        result: int = args.run(config, args)
+        return result
     except ShipperError as exc:
-        sys.stderr.write(f"shipper: {exc}\n")
+        print(f"shipper: {exc}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,182 @@
+"""Dead-letter operations for the CLI: list, show, replay and purge, safe while the daemon runs.
+
+They open the spool file directly (WAL lets them read beside the daemon; writes take SQLite's lock briefly, in
+chunks, and the daemon's writer waits its turn). A replayed row goes back to the queue with a new id, in its
+original order, with attempts reset; the daemon notices it within a second. API keys are never read here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from shipper.errors import SpoolError
+from shipper.spool.schema import SCHEMA_VERSION
+
+CHUNK = 500
+_FIELDS = "id, sink, key, method, path, query, body, created_at, attempts, failed_at, status, response, reason"
+_REQUEUE = """
+INSERT INTO rows (sink, key, method, path, query, body, created_at, scope, after, kind, credential_id)
+SELECT sink, key, method, path, query, body, ?, scope, after, kind, credential_id FROM dead_letters WHERE id = ?
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRow:
+    id: int
+    sink: str
+    key: str | None
+    method: str
+    path: str
+    query: Any
+    body: Any
+    created_at: float
+    attempts: int
+    failed_at: float
+    status: int | None
+    response: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise SpoolError(f"no spool at {path}")
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise SpoolError(f"cannot open spool {path}: {exc}") from exc
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise SpoolError(
+            f"spool {path} has schema {version}; this shipper reads {SCHEMA_VERSION} (start the daemon once)"
+        )
+    return conn
+
+
+def _where(sink: str | None, since: float | None, ids: Sequence[int] = ()) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if sink is not None:
+        clauses.append("sink = ?")
+        params.append(sink)
+    if since is not None:
+        clauses.append("failed_at >= ?")
+        params.append(since)
+    if ids:
+        clauses.append("id IN (SELECT value FROM json_each(?))")
+        params.append(orjson.dumps(list(ids)).decode())
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _row(values: Sequence[Any]) -> DeadRow:
+    fields = list(values)
+    fields[5] = orjson.loads(fields[5]) if fields[5] else None
+    fields[6] = orjson.loads(fields[6])
+    return DeadRow(*fields)
+
+
+def list_dead(path: Path, sink: str | None = None, since: float | None = None) -> list[DeadRow]:
+    conn = _connect(path)
+    try:
+        where, params = _where(sink, since)
+        return [_row(r) for r in conn.execute(f"SELECT {_FIELDS} FROM dead_letters{where} ORDER BY id", params)]
+    finally:
+        conn.close()
+
+
+def show_dead(path: Path, row_id: int) -> DeadRow:
+    conn = _connect(path)
+    try:
+        found = conn.execute(f"SELECT {_FIELDS} FROM dead_letters WHERE id = ?", (row_id,)).fetchone()
+    finally:
+        conn.close()
+    if found is None:
+        raise SpoolError(f"no dead letter with id {row_id}")
+    return _row(found)
+
+
+def replay(
+    path: Path,
+    ids: Sequence[int] = (),
+    sink: str | None = None,
+    since: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Move matching dead letters back into the queue, oldest first; returns how many."""
+    conn = _connect(path)
+    try:
+        where, params = _where(sink, since, ids)
+        chosen = [r[0] for r in conn.execute(f"SELECT id FROM dead_letters{where} ORDER BY id", params)]
+        done = 0
+        for start in range(0, len(chosen), CHUNK):
+            chunk = chosen[start : start + CHUNK]
+            now = time.time()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(_REQUEUE, [(now, row_id) for row_id in chunk])
+            conn.execute(
+                "DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))", (orjson.dumps(chunk),)
+            )
+            conn.execute("COMMIT")
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(chosen))
+        return done
+    except sqlite3.Error as exc:
+        raise SpoolError(f"replay stopped after an error: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def purge(path: Path, older_than: float | None = None, sink: str | None = None) -> int:
+    """Delete dead letters that failed more than `older_than` seconds ago (all of them when None)."""
+    conn = _connect(path)
+    try:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if older_than is not None:
+            clauses.append("failed_at < ?")
+            params.append(time.time() - older_than)
+        if sink is not None:
+            clauses.append("sink = ?")
+            params.append(sink)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        return conn.execute(f"DELETE FROM dead_letters{where}", params).rowcount
+    except sqlite3.Error as exc:
+        raise SpoolError(f"purge failed: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `30s`, `15m`, `2h`, `7d` → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
+    scale = units.get(text[-1:])
+    number = text[:-1] if scale else text
+    try:
+        value = float(number) * (scale or 1)
+    except ValueError:
+        raise SpoolError(f"cannot read {text!r} as a duration (e.g. 90, 30s, 15m, 2h, 7d)") from None
+    if value < 0:
+        raise SpoolError(f"a duration cannot be negative: {text!r}")
+    return value
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """An ISO 8601 time, or a duration meaning that long ago."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return (time.time() if now is None else now) - parse_duration(text)
