@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -170,6 +171,71 @@ class VendorSinkConfig(_SinkBase):
 SinkConfig = Annotated[FileSinkConfig | HttpSinkConfig | VendorSinkConfig, Field(discriminator="type")]
 
 
+class EnrichConfig(_Section):
+    """Filling in what a vendor record lacks, just before it is forwarded (never on the ingest path)."""
+
+    # Count missing usage with tiktoken, offline: an estimate (marked as one) beats an empty usage column.
+    tokens: bool = True
+    # Price a missing cost where the vendor's format takes one (Humanloop, Keywords AI) from genai-prices' table.
+    cost: bool = True
+
+
+# The built-in pattern sets (shipper/enrich/rules.py defines them).
+BuiltinRedaction = Literal["emails", "cards", "api_keys", "bearer_tokens", "aws_keys", "jwts"]
+# Names a redacted record may list: a user pattern must not pass for one of these.
+_RESERVED_NAMES = frozenset({*get_args(BuiltinRedaction), "drop", "mask"})
+
+
+def _check_field_path(path: str) -> str:
+    from shipper.enrich.rules import PathRule  # stdlib-only module; imported here so config stays import-light
+
+    PathRule.parse(path)
+    return path
+
+
+class RedactPattern(_Section):
+    # The name a redacted record lists in its metadata, so it must be short and plain.
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    regex: str = Field(min_length=1)
+    # Literal text (no group references): what a match becomes.
+    replacement: str = "[REDACTED]"
+
+    @field_validator("regex")
+    @classmethod
+    def _check_regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class RedactConfig(_Section):
+    """Rules applied to every record before it is written to the spool; all off by default."""
+
+    # Off by default: redaction rewrites what the app chose to log, so the operator decides what to lose.
+    builtin: tuple[BuiltinRedaction, ...] = ()
+    # Field paths, one glob per dot-separated segment (`inputs.password`, `metadata.*token*`, `**.ssn`).
+    drop: tuple[str, ...] = ()
+    mask: tuple[str, ...] = ()
+    # What a masked field's value becomes; a string so every vendor's schema still accepts the record.
+    mask_with: str = "[REDACTED]"
+    patterns: tuple[RedactPattern, ...] = ()
+
+    @field_validator("drop", "mask")
+    @classmethod
+    def _check_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_check_field_path(path) for path in value)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> RedactConfig:
+        names = [p.name for p in self.patterns]
+        clash = sorted({n for n in names if names.count(n) > 1 or n in _RESERVED_NAMES})
+        if clash:
+            raise ValueError(f"pattern names must be unique and differ from built-in rules: {', '.join(clash)}")
+        return self
+
+
 def _default_sinks() -> dict[str, SinkConfig]:
     return {"local": FileSinkConfig(type="file", path=Path("var/out.ndjson"))}
 
@@ -179,6 +245,8 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     spool: SpoolConfig = SpoolConfig()
     sinks: dict[str, SinkConfig] = Field(default_factory=_default_sinks)
+    enrich: EnrichConfig = EnrichConfig()
+    redact: RedactConfig = RedactConfig()
 
     @field_validator("sinks")
     @classmethod

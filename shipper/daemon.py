@@ -26,6 +26,7 @@ from shipper.ingest.keys import Routing
 from shipper.ingest.routes import build_app
 from shipper.ingest.server import IngestServer
 from shipper.metrics import IngestCounters, Metrics, SpoolMonitor
+from shipper.notify import Notifier
 from shipper.sinks import Sink, VendorSink, build_sink
 from shipper.spool import Spool
 
@@ -56,6 +57,7 @@ class Daemon:
         self.metrics = Metrics(self.counters, lambda: self.forwarders, self.monitor)
         self._reload_lock = asyncio.Lock()
         self._spool: Spool | None = None
+        self.notifier = Notifier()
 
     @property
     def spool(self) -> Spool:
@@ -74,9 +76,12 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_notified()))
         spool_config = self.config.spool
         async with AsyncExitStack() as stack:
+            stack.callback(self.notifier.close)
+            # Pinged from this loop for the daemon's whole life, the drain included: a stalled loop gets restarted.
+            await stack.enter_async_context(self.notifier.watchdog_running())
             self._spool = await Spool.open(spool_config.path, spool_config.durability, spool_config.lease_timeout)
             stack.push_async_callback(self.spool.close)
             stack.push_async_callback(self._close_sinks)
@@ -88,7 +93,11 @@ class Daemon:
             server = IngestServer(app, self.config.ingest, self.config.daemon.drain_timeout)
             await server.start()
             log.info("shipper started", extra={"listen": server.addresses, "sinks": list(self.config.sinks)})
-            await self.stop_event.wait()
+            # Only now: the spool is open and every listener accepts, so systemd may start what depends on us.
+            self.notifier.ready()
+            async with self.notifier.status_running(self.monitor.summary):
+                await self.stop_event.wait()
+            self.notifier.stopping(status="stopping: intake closed, draining in-flight sends")
             await self._shutdown(server)
         return 1 if self.failed else 0
 
@@ -121,6 +130,14 @@ class Daemon:
             log.error("%s died; stopping", task.get_name(), exc_info=task.exception())
             self.failed = True
             self.stop_event.set()
+
+    async def _reload_notified(self) -> None:
+        """SIGHUP: tell systemd a reload is under way (`systemctl reload` then waits for READY=1)."""
+        self.notifier.reloading()
+        try:
+            await self.reload()
+        finally:
+            self.notifier.ready()
 
     async def reload(self) -> None:
         """Apply a changed configuration file: sinks, limits and log level; listeners and spool need a restart."""

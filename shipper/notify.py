@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 
 from shipper.logs import Throttled
 
@@ -53,14 +53,6 @@ def watchdog_interval(environ: Mapping[str, str], pid: int | None = None) -> flo
     if owner and owner != str(os.getpid() if pid is None else pid):
         return None
     return int(raw) / 2 / 1_000_000
-
-
-def format_status(sinks: Mapping[str, tuple[int, str]]) -> str:
-    """One line for `systemctl status` from {sink: (queued rows, remote state)}, e.g.
-    `12 queued; freeplay: 12 queued, backing off; local: 0 queued, up`."""
-    total = sum(queued for queued, _ in sinks.values())
-    parts = [f"{name}: {queued} queued, {state}" for name, (queued, state) in sorted(sinks.items())]
-    return "; ".join([f"{total} queued", *parts])
 
 
 class Notifier:
@@ -124,14 +116,17 @@ class Notifier:
             self.watchdog()
             await asyncio.sleep(interval)
 
-    async def run_status(self, describe: Callable[[], Awaitable[str]], interval: float = STATUS_INTERVAL) -> None:
-        """Refresh STATUS= from `describe()` every `interval` until cancelled, sending only when it changed."""
+    async def run_status(self, describe: Callable[[], str], interval: float = STATUS_INTERVAL) -> None:
+        """Refresh STATUS= from `describe()` every `interval` until cancelled, sending only when it changed.
+
+        `describe` reads in-memory state only (e.g. the metrics' spool monitor, which queries off the loop).
+        """
         if not self.enabled:
             return
         last = ""
         while True:
             try:
-                text = await describe()
+                text = describe()
             except Exception as exc:  # a status line is cosmetic: it must never stop the daemon
                 self._errors.warning("cannot describe the status: %s", exc)
             else:
@@ -144,7 +139,7 @@ class Notifier:
         return _background(self.run_watchdog(), "sd-watchdog")
 
     def status_running(
-        self, describe: Callable[[], Awaitable[str]], interval: float = STATUS_INTERVAL
+        self, describe: Callable[[], str], interval: float = STATUS_INTERVAL
     ) -> contextlib.AbstractAsyncContextManager[None]:
         """The STATUS= refresher for the duration of the block."""
         return _background(self.run_status(describe, interval), "sd-status")

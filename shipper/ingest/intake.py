@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from shipper.errors import SpoolError
-from shipper.ingest.keys import COUNTERS_KEY, MAX_BODY_KEY, SPOOL_KEY
+from shipper.ingest.keys import COUNTERS_KEY, MAX_BODY_KEY, REDACTOR_KEY, ROUTING_KEY, SPOOL_KEY
 from shipper.ingest.responses import error_response
 from shipper.records import BadInput, NewRow
 
@@ -24,7 +24,11 @@ async def read_body(request: web.Request) -> bytes:
 
 
 async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | web.Response:
-    """Append and wait for the commit; a spool failure is the daemon's problem, said as 503 with Retry-After."""
+    """Redact, append and wait for the commit; a spool failure is the daemon's problem, said as 503 with Retry-After."""
+    redactor = request.app[REDACTOR_KEY]
+    if redactor.active:  # before the append: what redaction removes must never reach the disk
+        vendors = {name: sink.adapter.type for name, sink in request.app[ROUTING_KEY].vendors.items()}
+        rows = redactor.redact_rows(list(rows), vendors)
     try:
         ids = await request.app[SPOOL_KEY].append(rows)
     except SpoolError as exc:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from shipper.enrich.redact import Redactor
 from shipper.forward.forwarder import Forwarder
 from shipper.metrics import IngestCounters, Metrics, SpoolMonitor
 from shipper.sinks.vendor import VendorSink
@@ -42,3 +43,4 @@ MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
 ROUTING_KEY = web.AppKey("routing", Routing)
 COUNTERS_KEY = web.AppKey("counters", IngestCounters)
 LIVE_KEY: web.AppKey[Live] = web.AppKey("live")
+REDACTOR_KEY = web.AppKey("redactor", Redactor)

@@ -10,10 +10,20 @@ from typing import Any
 
 from aiohttp import web
 
+from shipper.enrich.redact import Redactor
 from shipper.ingest import ops
 from shipper.ingest.dropin import dropin, plan_native
 from shipper.ingest.intake import commit, read_body
-from shipper.ingest.keys import COUNTERS_KEY, LIVE_KEY, MAX_BODY_KEY, ROUTING_KEY, SPOOL_KEY, Live, Routing
+from shipper.ingest.keys import (
+    COUNTERS_KEY,
+    LIVE_KEY,
+    MAX_BODY_KEY,
+    REDACTOR_KEY,
+    ROUTING_KEY,
+    SPOOL_KEY,
+    Live,
+    Routing,
+)
 from shipper.ingest.responses import json_errors, json_response
 from shipper.metrics import IngestCounters
 from shipper.records import BadInput, parse_records
@@ -45,8 +55,11 @@ async def post_records(request: web.Request) -> web.Response:
     return json_response(body, 202)
 
 
-def build_app(live: Live, routing: Routing, counters: IngestCounters, max_body_bytes: int) -> web.Application:
+def build_app(
+    live: Live, routing: Routing, counters: IngestCounters, max_body_bytes: int, redactor: Redactor | None = None
+) -> web.Application:
     app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
+    app[REDACTOR_KEY] = redactor or Redactor()  # no rules: rows pass through untouched
     app[SPOOL_KEY] = live.spool
     app[LIVE_KEY] = live
     app[ROUTING_KEY] = routing

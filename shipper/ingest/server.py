@@ -1,7 +1,9 @@
 """Serve one application on a TCP port and a Unix socket at once, so both transports share every code path.
 
-Not responsible for routes. Stopping the server is the first step of a graceful shutdown: it stops accepting,
-then waits (up to the drain timeout) for handlers already committing rows.
+Each listener is either inherited from the service manager (socket activation, see activation.py) or bound here
+from `[ingest] http` / `[ingest] unix`, role by role. Not responsible for routes. Stopping the server is the first
+step of a graceful shutdown: it stops accepting, then waits (up to the drain timeout) for handlers already
+committing rows.
 """
 
 from __future__ import annotations
@@ -9,49 +11,79 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from pathlib import Path
 
 from aiohttp import web
 
 from shipper.config import IngestConfig, parse_host_port
+from shipper.ingest.activation import Listeners, inherited_listeners
 
 log = logging.getLogger(__name__)
 
+BACKLOG = 1024
+
 
 class IngestServer:
-    def __init__(self, app: web.Application, config: IngestConfig, drain_timeout: float) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        config: IngestConfig,
+        drain_timeout: float,
+        listeners: Listeners | None = None,
+    ) -> None:
+        """`listeners`: inherited sockets to serve; None reads them from the environment (LISTEN_FDS) at start."""
         self._app = app
         self._config = config
         self._drain_timeout = drain_timeout
+        self._listeners = listeners
         self._runner: web.AppRunner | None = None
+        # The socket file this process bound, and so must remove; never one the service manager owns.
+        self._own_socket_file: Path | None = None
         self.addresses: list[str] = []
 
     async def start(self) -> None:
+        listeners = self._listeners if self._listeners is not None else inherited_listeners()
         runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await runner.setup()
         self._runner = runner
-        if self._config.http:
+        if listeners.http:
+            await self._serve_inherited(runner, listeners.http)
+        elif self._config.http:
             host, port = parse_host_port(self._config.http)
-            site = web.TCPSite(
-                runner, host, port, backlog=1024, reuse_address=True, shutdown_timeout=self._drain_timeout
+            await self._start_site(
+                web.TCPSite(
+                    runner, host, port, backlog=BACKLOG, reuse_address=True, shutdown_timeout=self._drain_timeout
+                )
             )
-            await site.start()
-            self.addresses.append(site.name)
-        if self._config.unix:
-            path = Path(self._config.unix)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # The spool lock proves no other shipper owns this config, so a leftover socket is stale.
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            unix_site = web.UnixSite(runner, str(path), backlog=1024, shutdown_timeout=self._drain_timeout)
-            await unix_site.start()
-            os.chmod(path, self._config.unix_mode)
-            self.addresses.append(unix_site.name)
+        if listeners.unix:
+            await self._serve_inherited(runner, listeners.unix)
+        elif self._config.unix:
+            await self._bind_unix(runner, Path(self._config.unix))
+
+    async def _serve_inherited(self, runner: web.AppRunner, sockets: tuple[socket.socket, ...]) -> None:
+        # Already bound, with the path, owner and mode the unit gave it: serve as is, never chmod or unlink.
+        for sock in sockets:
+            await self._start_site(web.SockSite(runner, sock, backlog=BACKLOG, shutdown_timeout=self._drain_timeout))
+
+    async def _start_site(self, site: web.BaseSite) -> None:
+        await site.start()
+        self.addresses.append(site.name)
+
+    async def _bind_unix(self, runner: web.AppRunner, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The spool lock proves no other shipper owns this config, so a leftover socket is stale.
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        await self._start_site(web.UnixSite(runner, str(path), backlog=BACKLOG, shutdown_timeout=self._drain_timeout))
+        self._own_socket_file = path
+        os.chmod(path, self._config.unix_mode)
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._config.unix:
+        if self._own_socket_file is not None:
             with contextlib.suppress(FileNotFoundError):
-                Path(self._config.unix).unlink()
+                self._own_socket_file.unlink()
+            self._own_socket_file = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shipper.config import FileSinkConfig, HttpSinkConfig, SinkConfig
+from shipper.enrich.usage import Enricher
 from shipper.sinks.base import Sink
 from shipper.sinks.file import FileSink
 from shipper.sinks.freeplay import Freeplay
@@ -16,12 +17,14 @@ from shipper.sinks.vendor import Adapter, Lookups, VendorSink
 ADAPTERS: dict[str, Adapter] = {"freeplay": Freeplay(), "humanloop": Humanloop(), "keywordsai": KeywordsAI()}
 
 
-def build_sink(name: str, config: SinkConfig, environ: Mapping[str, str], lookups: Lookups) -> Sink:
+def build_sink(
+    name: str, config: SinkConfig, environ: Mapping[str, str], lookups: Lookups, enricher: Enricher | None = None
+) -> Sink:
     if isinstance(config, FileSinkConfig):
         return FileSink(name, config)
     if isinstance(config, HttpSinkConfig):
         return HttpSink(name, config, environ)
-    return VendorSink(name, ADAPTERS[config.type], config, lookups, environ)
+    return VendorSink(name, ADAPTERS[config.type], config, lookups, environ, enricher)
 
 
 __all__ = ["ADAPTERS", "Sink", "VendorSink", "build_sink"]

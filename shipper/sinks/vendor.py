@@ -18,6 +18,7 @@ import orjson
 from multidict import CIMultiDictProxy
 
 from shipper.config import VendorSinkConfig
+from shipper.enrich.usage import Enricher
 from shipper.forward.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.records import BadInput, NewRow
 from shipper.sinks.base import Batching, OutRequest
@@ -160,7 +161,13 @@ class VendorSink:
     """Delivers one spooled vendor call per request, with the app's key (or the sink's) and the vendor's rules."""
 
     def __init__(
-        self, name: str, adapter: Adapter, config: VendorSinkConfig, lookups: Lookups, environ: Mapping[str, str]
+        self,
+        name: str,
+        adapter: Adapter,
+        config: VendorSinkConfig,
+        lookups: Lookups,
+        environ: Mapping[str, str],
+        enricher: Enricher | None = None,
     ) -> None:
         self.name = name
         self.adapter = adapter
@@ -172,6 +179,7 @@ class VendorSink:
         self.sink_key = read_secret(name, config.api_key_env, config.api_key_file, environ, "api_key")
         self.transport = HttpTransport(config.concurrency, config.timeout, KEEP_VENDOR_RESPONSE)
         self._lookups = lookups
+        self.enricher = enricher  # token counts and cost, filled in here: off the ingest path
 
     async def start(self) -> None:
         await self.transport.start()
@@ -202,6 +210,8 @@ class VendorSink:
             return Outcome(Verdict.REJECT, None, f"the remote never told shipper its id for {missing.args[0]}")
         headers = {self.adapter.auth_header: self.adapter.auth_value(key), "Content-Type": "application/json"}
         body = None if row.method == "DELETE" and row.body == b"null" else row.body
+        if body is not None and self.enricher is not None:
+            body = await self.enricher.enrich(self.adapter.type, row.method, row.path, body)
         request = OutRequest(row.method, self.base_url + path + render_query(query), headers, body)
         return await self.transport.send(request, lambda status, hdrs, answer: self.classify(row, status, hdrs, answer))
 

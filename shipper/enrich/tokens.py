@@ -1,0 +1,174 @@
+"""Offline token counting: tiktoken's own encodings, built from rank files shipped inside the package.
+
+`tiktoken.get_encoding()` downloads its rank files on first use; shipper's hosts often have no internet, so the two
+files shipper needs (`o200k_base`, `cl100k_base`) ship as package data (`shipper/data/*.tiktoken.gz`). Each is
+decompressed, checked against the sha256 tiktoken itself pins, parsed by `tiktoken.load.load_tiktoken_bpe` (which
+checks the hash again) and turned into a `tiktoken.Encoding` by tiktoken_ext.openai_public's own constructor, so
+the pattern, special tokens and vocabulary size are tiktoken's, not a copy. Loading is lazy (an encoding costs
+~40 MB and ~0.1 s, so only the ones a model needs are built), cached, thread-safe and never touches the network.
+
+Not responsible for the chat-message formula (chat.py) or for what a vendor record looks like (usage.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import os
+import tempfile
+import threading
+import types
+from collections.abc import Callable
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+import tiktoken
+import tiktoken.load
+import tiktoken_ext.openai_public  # type: ignore[import-untyped]
+
+from shipper.errors import ShipperError
+
+O200K = "o200k_base"
+CL100K = "cl100k_base"
+# The sha256 of each decompressed rank file: the very `expected_hash` tiktoken_ext.openai_public pins.
+RANK_FILES: dict[str, tuple[str, str]] = {
+    O200K: ("o200k_base.tiktoken.gz", "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"),
+    CL100K: ("cl100k_base.tiktoken.gz", "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"),
+}
+# Model prefixes (after any "provider/" prefix) and their encodings, most specific first; as tiktoken.model maps them.
+_O200K_PREFIXES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4", "gpt-oss", "ft:gpt-4o")
+_CL100K_PREFIXES = (
+    "gpt-4", "gpt-3.5", "gpt-35", "text-embedding-", "davinci-002", "babbage-002", "ft:gpt-4", "ft:gpt-3.5",
+)  # fmt: skip
+
+
+class TokenDataError(ShipperError):
+    """A shipped rank file is missing or corrupted: token counts cannot be trusted, so none are made."""
+
+
+def encoding_for_model(model: str | None) -> str:
+    """The encoding OpenAI's model uses; cl100k_base stands in (an approximation) for every other model.
+
+    Claude, Gemini, Llama, Mistral … have tokenizers of their own that are not public or not offline; cl100k_base
+    counts typically land within ~10-20% of theirs, which is what an estimate of a missing usage figure needs.
+    """
+    if not model:
+        return CL100K
+    name = model.strip().lower().rsplit("/", 1)[-1]  # "openai/gpt-4o", "azure/gpt-4o-mini"
+    if name.startswith(_O200K_PREFIXES):
+        return O200K
+    return CL100K  # the named cl100k models (_CL100K_PREFIXES) and, approximately, everything else
+
+
+def is_openai_model(model: str | None) -> bool:
+    """Whether the count for this model is OpenAI's own tokenizer rather than the cl100k_base approximation."""
+    name = (model or "").strip().lower().rsplit("/", 1)[-1]
+    return name.startswith(_O200K_PREFIXES + _CL100K_PREFIXES)
+
+
+def _package_data() -> Traversable:
+    return resources.files("shipper").joinpath("data")
+
+
+class Encodings:
+    """The shipped encodings, built on first use; a failure is remembered so it is not retried per record."""
+
+    def __init__(self, data_dir: Traversable | Path | None = None) -> None:
+        self._data_dir = data_dir
+        self._lock = threading.Lock()
+        self._built: dict[str, tiktoken.Encoding] = {}
+        self._failed: dict[str, TokenDataError] = {}
+
+    def get(self, name: str) -> tiktoken.Encoding:
+        found = self._built.get(name)
+        if found is not None:
+            return found
+        with self._lock:
+            if name in self._failed:
+                raise self._failed[name]
+            if name not in self._built:
+                try:
+                    self._built[name] = self._build(name)
+                except TokenDataError as exc:
+                    self._failed[name] = exc
+                    raise
+            return self._built[name]
+
+    def loaded(self) -> list[str]:
+        return sorted(self._built)
+
+    def _build(self, name: str) -> tiktoken.Encoding:
+        if name not in RANK_FILES:
+            raise TokenDataError(f"no rank file is shipped for encoding {name!r}")
+        constructor = getattr(tiktoken_ext.openai_public, name)
+        # tiktoken's own constructor, run with our loader in place of its downloader (a copy of the function with
+        # one global swapped: nothing in tiktoken is patched, other threads and callers are unaffected).
+        offline = types.FunctionType(
+            constructor.__code__, {**constructor.__globals__, "load_tiktoken_bpe": self._loader(name)}
+        )
+        spec: dict[str, Any] = offline()
+        return tiktoken.Encoding(**spec)
+
+    def _loader(self, name: str) -> Callable[..., dict[bytes, int]]:
+        filename, pinned = RANK_FILES[name]
+
+        def load(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
+            if expected_hash != pinned:  # tiktoken changed its files: ours would silently count differently
+                raise TokenDataError(f"tiktoken expects {name} with sha256 {expected_hash}, shipper ships {pinned}")
+            return load_ranks(self._read(filename), pinned, name)
+
+        return load
+
+    def _read(self, filename: str) -> bytes:
+        base = self._data_dir if self._data_dir is not None else _package_data()
+        try:
+            return gzip.decompress(base.joinpath(filename).read_bytes())
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise TokenDataError(f"cannot read the shipped rank file {filename}: {exc}") from exc
+
+
+def load_ranks(data: bytes, expected_hash: str, name: str) -> dict[bytes, int]:
+    """Verify then parse with `tiktoken.load.load_tiktoken_bpe`, which verifies once more on its own."""
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_hash:
+        raise TokenDataError(f"rank file for {name} is corrupted: sha256 {actual}, expected {expected_hash}")
+    with tempfile.TemporaryDirectory(prefix="shipper-tiktoken-") as tmp:
+        path = os.path.join(tmp, f"{name}.tiktoken")
+        with open(path, "wb") as file:
+            file.write(data)
+        try:
+            return tiktoken.load.load_tiktoken_bpe(path, expected_hash=expected_hash)
+        except ValueError as exc:
+            raise TokenDataError(f"tiktoken refused the rank file for {name}: {exc}") from exc
+        finally:
+            _forget_cache_copy(path)
+
+
+def _forget_cache_copy(path: str) -> None:
+    """tiktoken copies whatever it loads into its cache directory (named by the sha1 of the path); for a temporary
+    local file that copy is only litter (a new one each start), so remove it. Best effort: it is only disk space."""
+    cache_dir = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get("DATA_GYM_CACHE_DIR"))
+    if cache_dir is None:
+        cache_dir = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    if cache_dir:
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(cache_dir, hashlib.sha1(path.encode()).hexdigest()))
+
+
+DEFAULT_ENCODINGS = Encodings()
+
+
+class TokenCounter:
+    """Counts text in the encoding of a model; `encode_ordinary` so text that spells a special token is just text."""
+
+    def __init__(self, encodings: Encodings = DEFAULT_ENCODINGS) -> None:
+        self.encodings = encodings
+
+    def encoding(self, model: str | None) -> tiktoken.Encoding:
+        return self.encodings.get(encoding_for_model(model))
+
+    def text(self, text: str, model: str | None) -> int:
+        return len(self.encoding(model).encode_ordinary(text)) if text else 0

@@ -1,0 +1,112 @@
+"""The sidecar examples in deploy/ hang together: the configuration they give shipper is valid, the app and shipper
+share the socket's directory and group, the spool is persistent, and stop timeouts exceed the drain.
+
+No cluster or Docker daemon is needed: the files are parsed and checked against shipper's own config loader.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipper.config import DaemonConfig, VendorSinkConfig, load_config
+from tests.support import REPO
+
+yaml = pytest.importorskip("yaml")
+
+DEPLOY = REPO / "deploy"
+
+
+def dockerfile_env() -> dict[str, str]:
+    text = (DEPLOY / "Dockerfile").read_text()
+    return dict(re.findall(r"\b(SHIPPER__\w+)=(\S+)", text))
+
+
+def dockerfile_user() -> str:
+    [user] = re.findall(r"^USER (\S+)$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
+    return str(user)
+
+
+def seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+)s", value)
+    assert match, value
+    return float(match.group(1))
+
+
+# -- Kubernetes --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def k8s() -> dict[str, Any]:
+    return {doc["kind"]: doc for doc in yaml.safe_load_all((DEPLOY / "sidecar.yaml").read_text())}
+
+
+def mounts(container: dict[str, Any]) -> dict[str, str]:
+    return {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+
+
+def test_k8s_shipper_is_a_native_sidecar_sharing_the_socket_directory_and_group(k8s: dict[str, Any]) -> None:
+    pod = k8s["StatefulSet"]["spec"]["template"]["spec"]
+    [shipper] = pod["initContainers"]
+    [app] = pod["containers"]
+    assert shipper["restartPolicy"] == "Always"
+    env = {e["name"]: e["value"] for e in shipper["env"]}
+    socket_dir = str(Path(env["SHIPPER__INGEST__UNIX"]).parent)
+    assert mounts(shipper)["socket"] == mounts(app)["socket"] == socket_dir
+    security = pod["securityContext"]
+    assert f"{security['runAsUser']}:{security['runAsGroup']}" == dockerfile_user()
+    assert security["fsGroup"] == security["runAsGroup"]  # the app gets the socket's group
+
+
+def test_k8s_spool_is_a_persistent_claim_per_pod(k8s: dict[str, Any]) -> None:
+    statefulset = k8s["StatefulSet"]
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    [shipper] = statefulset["spec"]["template"]["spec"]["initContainers"]
+    env = {e["name"]: e["value"] for e in shipper["env"]}
+    assert mounts(shipper)[claim["metadata"]["name"]] == str(Path(env["SHIPPER__SPOOL__PATH"]).parent)
+
+
+def test_k8s_config_is_valid_and_its_key_file_is_mounted(k8s: dict[str, Any], tmp_path: Path) -> None:
+    pod = k8s["StatefulSet"]["spec"]["template"]["spec"]
+    [shipper] = pod["initContainers"]
+    config_file = tmp_path / "shipper.toml"
+    config_file.write_text(k8s["ConfigMap"]["data"]["shipper.toml"])
+    env = {e["name"]: e["value"] for e in shipper["env"]}
+    config = load_config(config_file, environ=env)
+    sink = config.sinks["freeplay"]
+    assert isinstance(sink, VendorSinkConfig) and sink.api_key_file is not None
+    key_file = sink.api_key_file
+    assert str(key_file.parent) == mounts(shipper)["keys"]
+    assert key_file.name in k8s["Secret"]["stringData"]
+    assert pod["terminationGracePeriodSeconds"] > 2 * config.daemon.drain_timeout
+
+
+# -- docker compose ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    return services
+
+
+def test_compose_app_shares_shippers_network_socket_volume_and_group(compose: dict[str, Any]) -> None:
+    shipper, app = compose["shipper"], compose["app"]
+    assert app["network_mode"] == "service:shipper"  # 127.0.0.1:8790 is shipper, as in a pod
+    socket_dir = str(Path(dockerfile_env()["SHIPPER__INGEST__UNIX"]).parent)
+    assert f"socket:{socket_dir}" in shipper["volumes"]
+    assert f"socket:{socket_dir}" in app["volumes"]
+    assert shipper["user"] == dockerfile_user()
+    assert app["group_add"] == [dockerfile_user().split(":")[1]]
+    assert app["depends_on"]["shipper"]["condition"] == "service_healthy"
+
+
+def test_compose_environment_alone_is_a_valid_config(compose: dict[str, Any]) -> None:
+    env = {**dockerfile_env(), **{k: str(v) for k, v in compose["shipper"]["environment"].items()}}
+    config = load_config(None, environ=env)
+    assert list(config.sinks) == ["freeplay"]
+    assert f"spool:{config.spool.path.parent}" in compose["shipper"]["volumes"]
+    assert seconds(compose["shipper"]["stop_grace_period"]) > 2 * DaemonConfig().drain_timeout
