@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,6 +15,7 @@ from shipper import __version__
 from shipper.config import Config, load_config
 from shipper.errors import ShipperError
 from shipper.logs import setup_logging
+from shipper.sinks import check_secrets
 from shipper.spool import dlq
 from shipper.status import gather, render_table
 
@@ -83,6 +85,7 @@ def _status(config: Config, args: argparse.Namespace) -> int:
 
 
 def _check_config(config: Config, args: argparse.Namespace) -> int:
+    check_secrets(config.sinks, os.environ)
     print(f"ok: {len(config.sinks)} sink(s): {', '.join(config.sinks)}")
     return 0
 

@@ -38,6 +38,8 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # aiosqlite logs every statement with its parameters at debug: that would print API keys being stored.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 
 class Throttled:

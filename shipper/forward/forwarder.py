@@ -61,6 +61,8 @@ class Forwarder:
         self._stopping = False
         self._inflight: dict[asyncio.Task[None], Sequence[SpoolRow]] = {}
         self._failing_log = Throttled(log)
+        self._batch_records = sink.batching.max_records
+        self._batch_bytes = sink.batching.max_bytes
         self._dead_log = Throttled(log)
 
     @property
@@ -120,8 +122,8 @@ class Forwarder:
         batching = self.sink.batching
         self._added = 0
         self._wake.clear()
-        limit = batching.max_records if batching.max_records > 1 else capacity
-        lease = await self._spool.lease(self.sink.name, limit, batching.max_bytes)
+        limit = self._batch_records if batching.max_records > 1 else capacity
+        lease = await self._spool.lease(self.sink.name, limit, self._batch_bytes)
         rows = lease.rows
         if not rows:
             due = IDLE_POLL if lease.next_due is None else min(IDLE_POLL, max(0.0, lease.next_due - time.time()))
@@ -141,9 +143,9 @@ class Forwarder:
     def _batch_wait(self, rows: Sequence[SpoolRow]) -> float:
         """How long a partial batch should wait for company; 0 sends it now."""
         batching = self.sink.batching
-        if self._stopping or len(rows) >= batching.max_records:
+        if self._stopping or len(rows) >= self._batch_records:
             return 0.0
-        if sum(len(row.body) for row in rows) * 2 >= batching.max_bytes:
+        if sum(len(row.body) for row in rows) * 2 >= self._batch_bytes:
             return 0.0
         return max(0.0, rows[0].created_at + batching.timeout - time.time())
 
@@ -159,6 +161,21 @@ class Forwarder:
             log.error("sink %s: delivery task failed", self.sink.name, exc_info=task.exception())
 
     async def _deliver(self, rows: Sequence[SpoolRow], generation: int) -> None:
+        """Send, and settle what came of it; a refused batch is split in halves to find the row(s) at fault."""
+        outcome = await self._send(rows)
+        if outcome.verdict is Verdict.REJECT and len(rows) > 1:
+            if outcome.status == 413:
+                self._shrink_batches(rows)
+            half = len(rows) // 2
+            await self._deliver(rows[:half], generation)
+            await self._deliver(rows[half:], generation)
+            return
+        try:
+            await self._settle(rows, outcome, generation)
+        except SpoolError as exc:
+            self._failing_log.warning("sink %s: cannot record an outcome (rows stay leased): %s", self.sink.name, exc)
+
+    async def _send(self, rows: Sequence[SpoolRow]) -> Outcome:
         started = time.monotonic()
         try:
             outcome = await self.sink.send(rows)
@@ -169,10 +186,21 @@ class Forwarder:
             self._observe(time.monotonic() - started)
         if outcome.verdict is not Verdict.DELIVERED:
             self.last_error = outcome.detail[:KEEP_DETAIL_CHARS]
-        try:
-            await self._settle(rows, outcome, generation)
-        except SpoolError as exc:
-            self._failing_log.warning("sink %s: cannot record an outcome (rows stay leased): %s", self.sink.name, exc)
+        return outcome
+
+    def _shrink_batches(self, rows: Sequence[SpoolRow]) -> None:
+        """The remote found a batch too large (413): lease at most half of it from now on."""
+        size = sum(len(row.body) for row in rows)
+        self._batch_records = max(1, min(self._batch_records, len(rows) // 2))
+        self._batch_bytes = max(1, min(self._batch_bytes, size // 2))
+        log.warning(
+            "sink %s: the remote refused a batch of %d records (%d bytes) as too large; batches now at most %d / %d",
+            self.sink.name,
+            len(rows),
+            size,
+            self._batch_records,
+            self._batch_bytes,
+        )
 
     async def _settle(self, rows: Sequence[SpoolRow], outcome: Outcome, generation: int) -> None:
         ids = [row.id for row in rows]

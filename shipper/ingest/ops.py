@@ -56,10 +56,11 @@ async def status(request: web.Request) -> web.Response:
             "delivered_per_minute": live.monitor.delivered_per_minute(name),
             "retrying_since": f.backoff.failing_since,
             "last_error": f.last_error,
-            "delivered": f.counters.delivered,
-            "redelivered": f.counters.redelivered,
-            "retried": f.counters.retried,
-            "dead_lettered": f.counters.dead_lettered,
+            # Since this process started; the spool's own totals (queued, dead_lettered) are the status command's.
+            "delivered_since_start": f.counters.delivered,
+            "redelivered_since_start": f.counters.redelivered,
+            "retried_since_start": f.counters.retried,
+            "dead_lettered_since_start": f.counters.dead_lettered,
         }
     return json_response({"pid": os.getpid(), "sinks": sinks})
 

@@ -44,18 +44,14 @@ class IngestServer:
 
     async def start(self) -> None:
         listeners = self._listeners if self._listeners is not None else inherited_listeners()
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=self._drain_timeout)
         await runner.setup()
         self._runner = runner
         if listeners.http:
             await self._serve_inherited(runner, listeners.http)
         elif self._config.http:
             host, port = parse_host_port(self._config.http)
-            await self._start_site(
-                web.TCPSite(
-                    runner, host, port, backlog=BACKLOG, reuse_address=True, shutdown_timeout=self._drain_timeout
-                )
-            )
+            await self._start_site(web.TCPSite(runner, host, port, backlog=BACKLOG, reuse_address=True))
         if listeners.unix:
             await self._serve_inherited(runner, listeners.unix)
         elif self._config.unix:
@@ -64,7 +60,7 @@ class IngestServer:
     async def _serve_inherited(self, runner: web.AppRunner, sockets: tuple[socket.socket, ...]) -> None:
         # Already bound, with the path, owner and mode the unit gave it: serve as is, never chmod or unlink.
         for sock in sockets:
-            await self._start_site(web.SockSite(runner, sock, backlog=BACKLOG, shutdown_timeout=self._drain_timeout))
+            await self._start_site(web.SockSite(runner, sock, backlog=BACKLOG))
 
     async def _start_site(self, site: web.BaseSite) -> None:
         await site.start()
@@ -75,7 +71,7 @@ class IngestServer:
         # The spool lock proves no other shipper owns this config, so a leftover socket is stale.
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        await self._start_site(web.UnixSite(runner, str(path), backlog=BACKLOG, shutdown_timeout=self._drain_timeout))
+        await self._start_site(web.UnixSite(runner, str(path), backlog=BACKLOG))
         self._own_socket_file = path
         os.chmod(path, self._config.unix_mode)
 

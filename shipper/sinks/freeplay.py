@@ -3,7 +3,9 @@
 Ids are the client's (sessions and traces are uuid4s made in the SDK); a completion id is echoed when the body has
 one, else minted here and written into the forwarded body so the remote stores the same id the app was told.
 Sessions exist implicitly, so session metadata and deletes wait for the session's earlier rows (scope
-`fp:s:<id>`). Freeplay's SDK insists on exact codes (201 for records and feedback, 200 for PATCHes): so do we.
+`fp:s:<id>`; an update joins the scope of the entity it updates). A child (`parent_id`) does not wait for its parent
+trace: the SDK itself records the parent last, and Freeplay accepts children first. Freeplay's SDK insists on
+exact codes (201 for records and feedback, 200 for PATCHes): so do we.
 """
 
 from __future__ import annotations
@@ -23,11 +25,6 @@ CREATED = frozenset({201})
 OK = frozenset({200})
 
 
-def _parent(body: dict[str, Any]) -> str | None:
-    parent = body.get("parent_id")
-    return f"fp:t:{parent}" if isinstance(parent, str) and parent else None
-
-
 def _completion(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spooled:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -37,7 +34,7 @@ def _completion(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spooled:
         raise BadInput(422, "invalid_body", "completion_id must be an id string", field="completion_id")
     return Spooled(
         "POST", m.group(0), {**body, "completion_id": cid}, 200, {"completion_id": cid},
-        key=f"fp:c:{cid}", scope=f"fp:s:{m.group(2)}", after=_parent(body), kind="create",
+        key=f"fp:c:{cid}", scope=f"fp:s:{m.group(2)}", kind="create",
     )  # fmt: skip
 
 
@@ -48,8 +45,7 @@ def _completion_update(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spo
 
 def _trace(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spooled:
     return Spooled(
-        "POST", m.group(0), body, 201, {}, key=f"fp:t:{m.group(3)}", scope=f"fp:s:{m.group(2)}",
-        after=_parent(body), kind="create",
+        "POST", m.group(0), body, 201, {}, key=f"fp:t:{m.group(3)}", scope=f"fp:s:{m.group(2)}", kind="create",
     )  # fmt: skip
 
 

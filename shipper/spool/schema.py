@@ -69,6 +69,17 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (sink, local)
     ) WITHOUT ROWID;
     """,
+    # 3: which scope (session) an entity belongs to, so its later updates join it; dead creates found by key.
+    """
+    CREATE TABLE entity_scopes (
+        sink TEXT NOT NULL,
+        key TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (sink, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX dead_letters_by_key ON dead_letters (sink, key) WHERE key IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

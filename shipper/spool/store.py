@@ -37,10 +37,19 @@ MAX_GROUP_OPS = 2048
 QUEUE_DEPTH = 8192
 
 _COLUMNS = "id, sink, key, method, path, query, body, created_at, attempts, scope, after, kind, credential_id"
-_INSERT = (
-    "INSERT INTO rows (id, sink, key, method, path, query, body, created_at, scope, after, kind, credential_id)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO rows ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_DEAD_ON_ARRIVAL = (
+    f"INSERT INTO dead_letters ({_COLUMNS}, failed_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# Ids come from the rows table's sequence; a row dead on arrival never enters it, so move the sequence past it.
+_BUMP_SEQUENCE = "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'rows'"
+_REMEMBER_SCOPE = "INSERT OR IGNORE INTO entity_scopes (sink, key, scope, created_at) VALUES (?, ?, ?, ?)"
+_DEAD_CREATE_FOR = (
+    "SELECT id, key FROM dead_letters WHERE sink = ? AND kind = 'create' AND key IN (?, ?) ORDER BY id LIMIT 1"
+)
+# Entities whose create is older than this are forgotten: their updates no longer join the create's scope.
+SCOPE_RETENTION = 30 * 86400
+MAX_CACHED_SCOPES = 100_000
 _OLDER = "SELECT 1 FROM rows AS p WHERE p.sink = r.sink AND p.id < r.id AND"
 _LEASE = f"""
 WITH candidates AS (
@@ -121,6 +130,7 @@ class Spool:
         self._credential_ids: dict[str, int] = {}
         self._credentials: dict[int, str] = {}
         self._upstream: dict[tuple[str, str], str] = {}
+        self._scopes: dict[tuple[str, str], str] = {}
         self._writer = asyncio.create_task(self._run_writer(), name="spool-writer")
 
     @classmethod
@@ -134,6 +144,7 @@ class Spool:
             await conn.execute("PRAGMA busy_timeout=5000")
             # One process owns the spool (the lock says so): any lease left in the file is from a dead sender.
             await conn.execute("UPDATE rows SET lease_until = 0 WHERE lease_until > 0")
+            await conn.execute("DELETE FROM entity_scopes WHERE created_at < ?", (time.time() - SCOPE_RETENTION,))
         except BaseException:
             os.close(lock_fd)
             raise
@@ -301,7 +312,9 @@ class Spool:
             found = await cursor.fetchone()
         next_id = (int(found[0]) if found else 0) + 1
         now = time.time()
-        params: list[tuple[Any, ...]] = []
+        queued: list[tuple[Any, ...]] = []
+        dead: list[tuple[Any, ...]] = []
+        scopes: list[tuple[str, str, str, float]] = []
         out: list[list[int]] = []
         for rows in batches:
             ids = list(range(next_id, next_id + len(rows)))
@@ -311,11 +324,59 @@ class Spool:
                 cred = (
                     None if r.credential is None else await self._credential_id(r.sink, r.credential, new_credentials)
                 )
-                params.append(
-                    (row_id, r.sink, r.key, r.method, r.path, r.query, r.body, now, r.scope, r.after, r.kind, cred)
+                scope = r.scope
+                if r.kind == "update" and r.key is not None and scope is None:
+                    scope = await self._entity_scope(r.sink, r.key)
+                values = (
+                    row_id,
+                    r.sink,
+                    r.key,
+                    r.method,
+                    r.path,
+                    r.query,
+                    r.body,
+                    now,
+                    0,
+                    scope,
+                    r.after,
+                    r.kind,
+                    cred,
                 )
-        await self._conn.executemany(_INSERT, params)
+                died = await self._dead_create(r) if (r.kind == "update" and r.key) or r.after else None
+                if died is None:
+                    queued.append(values)
+                else:
+                    dead.append((*values, now, f"depends on row {died[0]} ({died[1]}), which was dead-lettered"))
+                if r.kind == "create" and r.key is not None and scope is not None:
+                    scopes.append((r.sink, r.key, scope, now))
+                    self._scopes[(r.sink, r.key)] = scope
+        await self._conn.executemany(_INSERT, queued)
+        if dead:
+            await self._conn.executemany(_DEAD_ON_ARRIVAL, dead)
+            await self._conn.execute(_BUMP_SEQUENCE, (next_id - 1,))
+        if scopes:
+            await self._conn.executemany(_REMEMBER_SCOPE, scopes)
         return out
+
+    async def _entity_scope(self, sink: str, key: str) -> str | None:
+        """The scope the entity's create named (an update of a Freeplay trace belongs to the trace's session)."""
+        if (sink, key) not in self._scopes:
+            query = "SELECT scope FROM entity_scopes WHERE sink = ? AND key = ?"
+            async with self._conn.execute(query, (sink, key)) as cursor:
+                found = await cursor.fetchone()
+            if found is None:
+                return None
+            if len(self._scopes) > MAX_CACHED_SCOPES:
+                self._scopes.clear()
+            self._scopes[(sink, key)] = found[0]
+        return self._scopes[(sink, key)]
+
+    async def _dead_create(self, row: NewRow) -> tuple[int, str] | None:
+        """The dead-lettered create this row depends on, if any: such a row could never succeed."""
+        own = row.key if row.kind == "update" else None
+        async with self._conn.execute(_DEAD_CREATE_FOR, (row.sink, own, row.after)) as cursor:
+            found = await cursor.fetchone()
+        return None if found is None else (int(found[0]), str(found[1]))
 
     async def _settle(self, s: Settlement) -> None:
         if s.learned:

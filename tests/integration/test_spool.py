@@ -1,0 +1,284 @@
+"""The spool on a real SQLite file: durable ids, per-key lease order, settlements, the dead-letter table, the lock,
+crash recovery of leases, and the read-only stats `shipper status` shows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import orjson
+import pytest
+
+from shipper.errors import SpoolError
+from shipper.records import NewRow
+from shipper.spool import DeadLetter, Retry, Spool, SpoolRow
+from shipper.spool.stats import read_stats
+from tests.support import query_spool, wait_for
+
+
+def row(n: int, key: str | None = None, sink: str = "remote", size: int = 0) -> NewRow:
+    body = orjson.dumps({"n": n, "pad": "x" * size})
+    return NewRow(sink=sink, method="POST", path="/in", query=None, body=body, key=key)
+
+
+def numbers(rows: Sequence[SpoolRow]) -> list[int]:
+    return [orjson.loads(r.body)["n"] for r in rows]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "spool.db"
+
+
+@pytest.fixture
+async def spool(path: Path) -> AsyncIterator[Spool]:
+    opened = await Spool.open(path, "fsync", lease_timeout=300.0)
+    yield opened
+    await opened.close()
+
+
+@pytest.mark.parametrize("durability", ["fsync", "os"])
+async def test_append_returns_increasing_ids_that_survive_close_and_reopen(path: Path, durability: str) -> None:
+    spool = await Spool.open(path, durability)
+    first = await spool.append([row(0), row(1), row(2)])
+    second = await spool.append([row(3)])
+    assert first == sorted(first)
+    assert second[0] > first[-1]
+    await spool.close()
+
+    spool = await Spool.open(path, durability)
+    try:
+        lease = await spool.lease("remote", 100)
+        assert [r.id for r in lease.rows] == first + second
+        assert numbers(lease.rows) == [0, 1, 2, 3]
+        await spool.settle(delivered=[r.id for r in lease.rows])
+        # Ids are never reused, even once every row is gone: a duplicate can always be told apart.
+        third = await spool.append([row(4)])
+        assert third[0] > second[0]
+    finally:
+        await spool.close()
+    spool = await Spool.open(path, durability)
+    try:
+        assert (await spool.append([row(5)]))[0] > third[0]
+    finally:
+        await spool.close()
+
+
+async def test_concurrent_appends_get_distinct_contiguous_ids_in_one_group_commit(spool: Spool) -> None:
+    results = await asyncio.gather(*(spool.append([row(n * 10 + i) for i in range(5)]) for n in range(50)))
+    for ids in results:
+        assert ids == list(range(ids[0], ids[0] + 5))
+    flat = [i for ids in results for i in ids]
+    assert len(set(flat)) == 250
+    lease = await spool.lease("remote", 1000)
+    assert len(lease.rows) == 250
+
+
+async def test_a_later_row_of_a_key_waits_while_an_earlier_one_is_queued_leased_or_backing_off(spool: Spool) -> None:
+    ids = await spool.append([row(0, "a"), row(1, "a"), row(2), row(3, "b"), row(4, "b"), row(5), row(6, "a")])
+    a0, a1, _, b0, b1, _, a2 = ids
+
+    # Queued: only the oldest row of each key is eligible; unkeyed rows flow beside them.
+    lease = await spool.lease("remote", 100)
+    assert numbers(lease.rows) == [0, 2, 3, 5]
+
+    # Leased: nothing more of "a" or "b" while their first rows are out.
+    again = await spool.lease("remote", 100)
+    assert again.rows == []
+
+    # Backing off: "a"'s first row fails and waits; "a" stays blocked, "b" moves on when its first is delivered.
+    await spool.settle(
+        retry=[Retry(a0, time.time() + 60, "HTTP 503")], delivered=[b0, lease.rows[1].id, lease.rows[3].id]
+    )
+    lease = await spool.lease("remote", 100)
+    assert [r.id for r in lease.rows] == [b1]
+    assert lease.next_due is not None  # it says when "a" can go again
+
+    # Once "a"'s first row is delivered, its next one (and only that) becomes eligible.
+    await spool.settle(delivered=[a0, b1])
+    lease = await spool.lease("remote", 100)
+    assert [r.id for r in lease.rows] == [a1]
+    await spool.settle(delivered=[a1])
+    assert [r.id for r in (await spool.lease("remote", 100)).rows] == [a2]
+
+
+async def test_the_same_key_on_another_sink_does_not_wait(spool: Spool) -> None:
+    await spool.append([row(0, "k", sink="remote"), row(1, "k", sink="audit")])
+    assert numbers((await spool.lease("remote", 10)).rows) == [0]
+    assert numbers((await spool.lease("audit", 10)).rows) == [1]
+
+
+async def test_a_dead_lettered_row_frees_the_next_row_of_its_key(spool: Spool) -> None:
+    first, second = await spool.append([row(0, "k"), row(1, "k")])
+    await spool.lease("remote", 10)
+    await spool.settle(dead=[DeadLetter(first, 400, '{"error": "bad"}', "rejected by the remote")])
+    assert [r.id for r in (await spool.lease("remote", 10)).rows] == [second]
+
+
+async def test_lease_counts_attempts_and_leases_only_its_own_sink(spool: Spool) -> None:
+    await spool.append([row(0), row(1, sink="audit")])
+    (leased,) = (await spool.lease("remote", 10)).rows
+    assert leased.attempts == 1
+    assert leased.sink == "remote"
+
+
+async def test_settle_delivered_removes_the_row_for_good(spool: Spool, path: Path) -> None:
+    (row_id,) = await spool.append([row(0)])
+    await spool.lease("remote", 10)
+    await spool.settle(delivered=[row_id])
+    assert (await spool.lease("remote", 10)).rows == []
+    assert query_spool(path, "SELECT count(*) FROM rows")[0][0] == 0
+    assert query_spool(path, "SELECT count(*) FROM dead_letters")[0][0] == 0
+
+
+async def test_settle_retry_keeps_the_row_until_due_and_reports_when(spool: Spool) -> None:
+    (row_id,) = await spool.append([row(0)])
+    await spool.lease("remote", 10)
+    due = time.time() + 0.3
+    await spool.settle(retry=[Retry(row_id, due, "HTTP 503: busy")])
+    lease = await spool.lease("remote", 10)
+    assert lease.rows == []
+    assert lease.next_due == pytest.approx(due)
+    await wait_for(lambda: time.time() >= due, timeout=5)
+    (again,) = (await spool.lease("remote", 10)).rows
+    assert again.id == row_id
+    assert again.attempts == 2
+
+
+async def test_settle_released_hands_the_row_back_without_counting_an_attempt(spool: Spool) -> None:
+    (row_id,) = await spool.append([row(0)])
+    (leased,) = (await spool.lease("remote", 10)).rows
+    assert leased.attempts == 1
+    await spool.settle(released=[row_id])
+    (again,) = (await spool.lease("remote", 10)).rows
+    assert again.id == row_id
+    assert again.attempts == 1
+
+
+async def test_dead_letters_keep_the_row_and_the_remotes_status_response_and_reason(spool: Spool, path: Path) -> None:
+    item = NewRow(
+        sink="remote", method="PUT", path="/things/7", query=b'{"v":2}', body=b'{"name":"seven"}', key="thing-7"
+    )
+    (row_id,) = await spool.append([item])
+    await spool.lease("remote", 10)
+    before = time.time()
+    await spool.settle(dead=[DeadLetter(row_id, 422, '{"error":"name taken"}', "rejected by the remote: HTTP 422")])
+    (dead,) = query_spool(
+        path,
+        "SELECT id, sink, key, method, path, query, body, attempts, failed_at, status, response, reason"
+        " FROM dead_letters",
+    )
+    assert dead[:8] == (row_id, "remote", "thing-7", "PUT", "/things/7", b'{"v":2}', b'{"name":"seven"}', 1)
+    assert before <= dead[8] <= time.time()
+    assert dead[9:] == (422, '{"error":"name taken"}', "rejected by the remote: HTTP 422")
+    assert query_spool(path, "SELECT count(*) FROM rows")[0][0] == 0
+
+
+async def test_a_dead_letter_without_an_answer_keeps_a_null_status(spool: Spool, path: Path) -> None:
+    (row_id,) = await spool.append([row(0)])
+    await spool.lease("remote", 10)
+    await spool.settle(dead=[DeadLetter(row_id, None, None, "gave up (max_attempts=1)")])
+    assert query_spool(path, "SELECT status, response, reason FROM dead_letters") == [
+        (None, None, "gave up (max_attempts=1)")
+    ]
+
+
+@pytest.mark.parametrize(("max_bytes", "count"), [(10_000, 5), (450, 2), (250, 1), (1, 1)])
+async def test_lease_stops_at_max_bytes_but_always_takes_at_least_one_row(
+    spool: Spool, max_bytes: int, count: int
+) -> None:
+    await spool.append([row(n, size=200) for n in range(5)])  # ~220 bytes each
+    lease = await spool.lease("remote", 100, max_bytes)
+    assert numbers(lease.rows) == list(range(count))
+    assert sum(len(r.body) for r in lease.rows) <= max_bytes or count == 1
+
+
+async def test_lease_respects_the_row_limit_in_id_order(spool: Spool) -> None:
+    await spool.append([row(n) for n in range(10)])
+    assert numbers((await spool.lease("remote", 3)).rows) == [0, 1, 2]
+    assert numbers((await spool.lease("remote", 3)).rows) == [3, 4, 5]
+
+
+async def test_a_second_open_of_the_same_spool_fails_with_a_clear_spool_error(spool: Spool, path: Path) -> None:
+    with pytest.raises(SpoolError, match="another shipper is already using the spool"):
+        await Spool.open(path)
+
+
+async def test_the_lock_is_released_on_close(path: Path) -> None:
+    first = await Spool.open(path)
+    await first.close()
+    second = await Spool.open(path)
+    await second.close()
+
+
+async def test_leases_left_in_the_file_by_a_dead_process_are_cleared_on_reopen(path: Path) -> None:
+    spool = await Spool.open(path, lease_timeout=300.0)
+    ids = await spool.append([row(0, "k"), row(1, "k"), row(2)])
+    leased = (await spool.lease("remote", 10)).rows
+    assert [r.id for r in leased] == [ids[0], ids[2]]
+    await spool.close()  # without settling: the sender vanished
+
+    spool = await Spool.open(path, lease_timeout=300.0)
+    try:
+        again = (await spool.lease("remote", 10)).rows
+        assert [r.id for r in again] == [ids[0], ids[2]]
+        assert [r.attempts for r in again] == [2, 2]
+    finally:
+        await spool.close()
+
+
+async def test_an_expired_lease_hands_the_row_back(path: Path) -> None:
+    spool = await Spool.open(path, lease_timeout=0.2)
+    try:
+        (row_id,) = await spool.append([row(0)])
+        await spool.lease("remote", 10)
+        assert (await spool.lease("remote", 10)).rows == []
+        leased_again: list[int] = []
+
+        async def poll() -> None:
+            while not leased_again:
+                leased_again.extend(r.id for r in (await spool.lease("remote", 10)).rows)
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(poll(), 5)
+        assert leased_again == [row_id]
+    finally:
+        await spool.close()
+
+
+async def test_the_file_is_wal_and_versioned(spool: Spool, path: Path) -> None:
+    assert query_spool(path, "PRAGMA journal_mode")[0][0] == "wal"
+    assert query_spool(path, "PRAGMA user_version")[0][0] >= 1
+
+
+async def test_read_stats_reports_queued_leased_retrying_dead_and_oldest_age(spool: Spool, path: Path) -> None:
+    ids = await spool.append([row(n) for n in range(6)] + [row(9, sink="audit")])
+    await spool.lease("remote", 3)  # ids[0:3] leased
+    await spool.settle(
+        retry=[Retry(ids[0], time.time() + 600, "HTTP 503")],
+        dead=[DeadLetter(ids[1], 400, "no", "rejected")],
+        delivered=[ids[2]],
+    )
+    await spool.lease("remote", 1)  # ids[3] leased
+    now = time.time() + 100
+    stats = read_stats(path, ["remote", "audit", "idle"], now=now)
+    by_sink = {s.sink: s for s in stats.sinks}
+    assert set(by_sink) == {"remote", "audit", "idle"}
+    remote = by_sink["remote"]
+    assert (remote.queued, remote.leased, remote.retrying, remote.dead_lettered) == (4, 1, 1, 1)
+    assert remote.oldest_age is not None
+    assert 100 <= remote.oldest_age < 110
+    audit = by_sink["audit"]
+    assert (audit.queued, audit.leased, audit.retrying, audit.dead_lettered) == (1, 0, 0, 0)
+    idle = by_sink["idle"]
+    assert (idle.queued, idle.leased, idle.retrying, idle.dead_lettered, idle.oldest_age) == (0, 0, 0, 0, None)
+    assert stats.file_bytes > 0
+    assert stats.path == str(path)
+    assert stats.to_dict()["sinks"][0]["sink"] == "audit"
+
+
+async def test_read_stats_of_a_missing_spool_is_a_spool_error(tmp_path: Path) -> None:
+    with pytest.raises(SpoolError, match="no spool at"):
+        read_stats(tmp_path / "absent.db", ["remote"])

@@ -1,0 +1,254 @@
+"""Test support: a scriptable fake remote (a real aiohttp server) and the daemon as a real subprocess.
+
+Nothing here imitates shipper's own parts; it plays the world around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+# A behaviour answers one request: return a Response to send it, or None for the default (200 {"ok": true}).
+Behaviour = Callable[[web.Request, bytes], "web.StreamResponse | None"]
+# The same, but may wait (a slow or hanging remote); runs before `behaviour`.
+AsyncBehaviour = Callable[[web.Request, bytes], Awaitable["web.StreamResponse | None"]]
+
+
+@dataclass
+class FakeRemote:
+    """An HTTP remote on 127.0.0.1 that records what it accepts and can be told to fail."""
+
+    port: int = field(default_factory=free_port)
+    received: list[Received] = field(default_factory=list)
+    attempts: int = 0
+    behaviour: Behaviour | None = None
+    async_behaviour: AsyncBehaviour | None = None
+    # time.monotonic() at which each request arrived (every attempt, answered or not).
+    attempt_times: list[float] = field(default_factory=list)
+    in_flight: int = 0
+    _runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        """Stop listening: from now on connections are refused."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.attempts += 1
+        self.attempt_times.append(time.monotonic())
+        if self.async_behaviour is not None:
+            self.in_flight += 1
+            try:
+                response = await self.async_behaviour(request, body)
+            finally:
+                self.in_flight -= 1
+            if response is not None:
+                return response
+        if self.behaviour is not None:
+            response = self.behaviour(request, body)
+            if response is not None:
+                return response
+        self.received.append(Received(request.method, request.path, dict(request.query), dict(request.headers), body))
+        return web.json_response({"ok": True})
+
+    def bodies(self) -> list[Any]:
+        """Every record body received, NDJSON batches split into their lines."""
+        out: list[Any] = []
+        for item in self.received:
+            if item.headers.get("Content-Type", "").startswith("application/x-ndjson"):
+                out.extend(orjson.loads(line) for line in item.body.splitlines() if line)
+            else:
+                out.append(item.json())
+        return out
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def write_config(
+    tmp_path: Path,
+    sinks_toml: str,
+    extra: str = "",
+    http_port: int | None = None,
+    *,
+    drain_timeout: float = 5,
+    ingest_extra: str = "",
+) -> Path:
+    port = http_port or free_port()
+    text = f"""
+[daemon]
+drain_timeout = {drain_timeout}
+
+[ingest]
+http = "127.0.0.1:{port}"
+unix = "{tmp_path / "shipper.sock"}"
+{ingest_extra}
+
+[spool]
+path = "{tmp_path / "spool.db"}"
+
+{extra}
+
+{sinks_toml}
+"""
+    path = tmp_path / "shipper.toml"
+    path.write_text(text)
+    return path
+
+
+@dataclass
+class Daemon:
+    """`shipper run` as a real subprocess, with its stderr kept in a file for post-mortems."""
+
+    config: Path
+    http: str
+    unix: Path
+    proc: asyncio.subprocess.Process | None = None
+    log_path: Path | None = None
+
+    @classmethod
+    def from_config(cls, config: Path) -> Daemon:
+        import tomllib
+
+        data = tomllib.loads(config.read_text())
+        return cls(config, data["ingest"]["http"], Path(data["ingest"]["unix"]))
+
+    async def start(self, timeout: float = 20.0) -> None:
+        self.log_path = self.config.with_suffix(".log")
+        log = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - handed to the child
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shipper", "run", "--config", str(self.config), stdout=log, stderr=log, env=env
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if self.proc.returncode is not None:
+                    raise AssertionError(f"daemon exited with {self.proc.returncode}: {self.logs()}")
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://{self.http}/healthz") as response:
+                        if response.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"daemon did not become healthy: {self.logs()}")
+                await asyncio.sleep(0.05)
+
+    def logs(self) -> str:
+        return self.log_path.read_text() if self.log_path and self.log_path.exists() else ""
+
+    async def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def terminate(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+
+def ndjson(items: list[dict[str, Any]]) -> bytes:
+    return b"".join(orjson.dumps(item) + b"\n" for item in items)
+
+
+def unix_session(path: Path) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)))
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "shipper", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+def query_spool(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read the spool file the way an operator would: a read-only SQLite connection, safe beside the daemon."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+async def post_items(
+    session: aiohttp.ClientSession, url: str, items: list[dict[str, Any]], ndjson_body: bool = True
+) -> list[int]:
+    """POST records (NDJSON, or a JSON array/object); asserts the 202 and returns the acknowledged ids."""
+    if ndjson_body:
+        data, content_type = ndjson(items), "application/x-ndjson"
+    else:
+        data, content_type = orjson.dumps(items[0] if len(items) == 1 else items), "application/json"
+    async with session.post(url, data=data, headers={"Content-Type": content_type}) as response:
+        assert response.status == 202, await response.text()
+        body = await response.json()
+        assert body["accepted"] == len(items)
+        return list(body["ids"])
+
+
+async def run_cli_async(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """`run_cli` without blocking the event loop (servers in this process keep answering meanwhile)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shipper", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
