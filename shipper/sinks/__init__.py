@@ -9,7 +9,7 @@ from shipper.enrich.usage import Enricher
 from shipper.sinks.base import Sink
 from shipper.sinks.file import FileSink
 from shipper.sinks.freeplay import Freeplay
-from shipper.sinks.http import HttpSink
+from shipper.sinks.http import HttpSink, read_secret
 from shipper.sinks.humanloop import Humanloop
 from shipper.sinks.keywordsai import KeywordsAI
 from shipper.sinks.vendor import Adapter, Lookups, VendorSink
@@ -27,4 +27,13 @@ def build_sink(
     return VendorSink(name, ADAPTERS[config.type], config, lookups, environ, enricher)
 
 
-__all__ = ["ADAPTERS", "Sink", "VendorSink", "build_sink"]
+def check_secrets(sinks: Mapping[str, SinkConfig], environ: Mapping[str, str]) -> None:
+    """Resolve every sink's secret now, so `check-config` refuses exactly what `run` would (ConfigError)."""
+    for name, config in sinks.items():
+        if isinstance(config, HttpSinkConfig):
+            read_secret(name, config.auth_env, config.auth_file, environ)
+        elif not isinstance(config, FileSinkConfig):
+            read_secret(name, config.api_key_env, config.api_key_file, environ, "api_key")
+
+
+__all__ = ["ADAPTERS", "Sink", "VendorSink", "build_sink", "check_secrets"]
