@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from shipper.errors import ConfigError
 
@@ -57,6 +57,22 @@ class IngestConfig(_Section):
     unix_mode: int = Field(0o660, ge=0, le=0o777)
     # Larger than any sane single LLM record (long contexts included), small enough to bound memory per request.
     max_body_bytes: int = Field(5 * 1024 * 1024, gt=0)
+    # One NDJSON line is one record: a line this long is a mistake or an attack, not a log.
+    max_line_bytes: int = Field(1024 * 1024, gt=0)
+    # Records per request: bounds the work one request can make the writer do.
+    max_items: int = Field(10_000, gt=0)
+    # JSON nesting deeper than this is refused (orjson itself cannot re-encode past 254 levels).
+    max_depth: int = Field(128, ge=2, le=250)
+    # Requests handled at once; past it, 503 with Retry-After instead of unbounded memory.
+    max_concurrent_requests: int = Field(1024, gt=0)
+    # A client that takes longer than this to send its body gets 408; idle keep-alive connections close after it.
+    client_timeout: float = Field(15.0, gt=0)
+    # Largest request line / header field; longer ones get 400 from the HTTP parser.
+    max_header_bytes: int = Field(8190, ge=1024)
+    # Group owning the Unix socket ("" keeps the daemon's own group).
+    unix_group: str = ""
+    # Shared secret (Authorization: Bearer or X-Shipper-Token) for TCP requests; required off loopback.
+    token: SecretStr | None = None
 
     @field_validator("http")
     @classmethod
@@ -65,6 +81,12 @@ class IngestConfig(_Section):
             parse_host_port(value)
         return value
 
+    @model_validator(mode="after")
+    def _check_exposure(self) -> IngestConfig:
+        if self.http and not is_loopback(parse_host_port(self.http)[0]) and not self.token:
+            raise ValueError(f"http = {self.http!r} is not loopback: set [ingest] token so strangers cannot write")
+        return self
+
 
 class SpoolConfig(_Section):
     path: Path = Path("var/spool.db")
@@ -72,6 +94,11 @@ class SpoolConfig(_Section):
     durability: Literal["fsync", "os"] = "fsync"
     # A leased row comes back to the queue after this long if its sender vanished; above any sink timeout.
     lease_timeout: float = Field(300.0, gt=0)
+    # Bounds on what the spool may hold (None: no bound but the disk). Bytes are live pages plus the WAL.
+    max_bytes: int | None = Field(None, gt=0)
+    max_rows: int | None = Field(None, gt=0)
+    # reject: ingest answers 503 + Retry-After and nothing acknowledged is dropped. drop_oldest: make room.
+    when_full: Literal["reject", "drop_oldest"] = "reject"
 
 
 class _SinkBase(_Section):
@@ -83,6 +110,10 @@ class _SinkBase(_Section):
     max_age: float | None = Field(None, gt=0)
     # Requests in flight at once; the remote's capacity, not ours, is the limit that matters.
     concurrency: int = Field(16, ge=1, le=1024)
+    # Adapt the in-flight limit below `concurrency` to the remote: +1 per healthy round, x0.9 on 429/503 or slowing.
+    adaptive_concurrency: bool = True
+    # Consecutive failures that open the circuit (then one probe at a time until a success closes it).
+    breaker_threshold: int = Field(5, ge=1)
 
     @model_validator(mode="after")
     def _check_backoff(self) -> _SinkBase:
@@ -111,6 +142,8 @@ class HttpSinkConfig(_SinkBase):
     batch_timeout: float = Field(1.0, ge=0)
     # A remote that has not answered by then is treated as failed and retried.
     timeout: float = Field(30.0, gt=0)
+    # Verify the remote's TLS certificate against this bundle instead of the system's (verification is always on).
+    ca_file: Path | None = None
     auth_header: str = "Authorization"
     # The header's whole value (e.g. "Bearer abc") comes from this environment variable or file; never the config.
     auth_env: str | None = None
@@ -152,6 +185,7 @@ class VendorSinkConfig(_SinkBase):
     api_key_file: Path | None = None
     override_key: bool = False
     timeout: float = Field(30.0, gt=0)
+    ca_file: Path | None = None
     # Serve this vendor's SDK paths on the ingest listeners; at most one sink per vendor may.
     dropin: bool = True
 

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections import Counter
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,10 +26,12 @@ from shipper.forward.forwarder import Forwarder
 from shipper.ingest.keys import Routing
 from shipper.ingest.routes import build_app
 from shipper.ingest.server import IngestServer
+from shipper.logs import Throttled
 from shipper.metrics import IngestCounters, Metrics, SpoolMonitor
 from shipper.notify import Notifier
 from shipper.sinks import Sink, VendorSink, build_sink
 from shipper.spool import Spool
+from shipper.spool.bounds import Bounds
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class Daemon:
         self.monitor = SpoolMonitor(config.spool.path, lambda: self.forwarders)
         self.metrics = Metrics(self.counters, lambda: self.forwarders, self.monitor)
         self._reload_lock = asyncio.Lock()
+        self._drop_log = Throttled(log)
         self._spool: Spool | None = None
         self.notifier = Notifier()
 
@@ -82,7 +86,12 @@ class Daemon:
             stack.callback(self.notifier.close)
             # Pinged from this loop for the daemon's whole life, the drain included: a stalled loop gets restarted.
             await stack.enter_async_context(self.notifier.watchdog_running())
-            self._spool = await Spool.open(spool_config.path, spool_config.durability, spool_config.lease_timeout)
+            bounds = Bounds(spool_config.max_bytes, spool_config.max_rows, spool_config.when_full, self._dropped)
+            self._spool = await Spool.open(
+                spool_config.path, spool_config.durability, spool_config.lease_timeout, bounds
+            )
+            if self.spool.recovered_from is not None:
+                self.counters.spool_recoveries += 1
             stack.push_async_callback(self.spool.close)
             stack.push_async_callback(self._close_sinks)
             for name, sink_config in self.config.sinks.items():
@@ -124,6 +133,12 @@ class Daemon:
     async def _close_sinks(self) -> None:
         for running in self.running.values():
             await running.sink.close()
+
+    def _dropped(self, counts: Counter[str]) -> None:
+        """Rows dropped to stay within the spool's bounds (when_full = drop_oldest): counted, logged at an interval."""
+        for sink, count in counts.items():
+            self.counters.dropped[(sink, "spool_full")] += count
+        self._drop_log.warning("spool full: dropped the oldest rows to make room (%s)", dict(counts))
 
     def _side_task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

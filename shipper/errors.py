@@ -11,3 +11,11 @@ class ConfigError(ShipperError):
 
 class SpoolError(ShipperError):
     """The spool cannot be opened, locked or written."""
+
+
+class SpoolFull(SpoolError):
+    """The spool reached its configured bound ([spool] max_bytes / max_rows with when_full = "reject")."""
+
+
+class DiskFull(SpoolError):
+    """The filesystem under the spool has no space left; writes resume by themselves when space returns."""

@@ -37,6 +37,7 @@ class IngestCounters:
     received: Counter[str] = field(default_factory=Counter)  # sink → records committed
     rejected: Counter[str] = field(default_factory=Counter)  # reason → requests refused
     dropped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (sink, reason) → records dropped
+    spool_recoveries: int = 0  # damaged spools moved aside at start
 
 
 class SpoolMonitor:
@@ -113,7 +114,12 @@ class ShipperCollector(Collector):
         )
         for (sink, reason), count in self._ingest.dropped.items():
             dropped.add_metric([sink, reason], count)
-        yield from (received, rejected, dropped)
+        recovered = CounterMetricFamily(
+            "shipper_spool_recoveries",
+            "Damaged spools moved aside and replaced at start",
+            value=self._ingest.spool_recoveries,
+        )
+        yield from (received, rejected, dropped, recovered)
 
     def _sink_metrics(self) -> Iterator[Metric]:
         families: dict[str, Any] = {

@@ -9,10 +9,16 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from shipper.errors import SpoolError
+from shipper.errors import DiskFull, SpoolError, SpoolFull
 from shipper.ingest.keys import COUNTERS_KEY, MAX_BODY_KEY, REDACTOR_KEY, ROUTING_KEY, SPOOL_KEY
 from shipper.ingest.responses import error_response
 from shipper.records import BadInput, NewRow
+
+# Nothing from the request was spooled in any of these; the client should send it again later.
+SPOOL_FAILURES: dict[type[SpoolError], tuple[int, str]] = {
+    SpoolFull: (503, "spool_full"),
+    DiskFull: (507, "insufficient_storage"),
+}
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -32,9 +38,10 @@ async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | we
     try:
         ids = await request.app[SPOOL_KEY].append(rows)
     except SpoolError as exc:
-        response = error_response(503, "spool_unavailable", str(exc))
+        status, code = SPOOL_FAILURES.get(type(exc), (503, "spool_unavailable"))
+        response = error_response(status, code, str(exc))
         response.headers["Retry-After"] = "1"
-        request.app[COUNTERS_KEY].rejected["spool_unavailable"] += 1
+        request.app[COUNTERS_KEY].rejected[code] += 1
         return response
     request.app[COUNTERS_KEY].received.update(row.sink for row in rows)
     return ids

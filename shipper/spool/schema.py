@@ -84,14 +84,29 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def pragmas(durability: str) -> list[str]:
+    """Every connection that writes runs these: WAL for concurrent readers (status) and one sequential fsync per
+    commit; FULL syncs the WAL on commit; the WAL is checkpointed at ~4 MiB and cut back to 16 MiB after a burst."""
+    return [
+        "PRAGMA journal_mode=WAL",
+        f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}",
+        "PRAGMA busy_timeout=5000",
+        "PRAGMA foreign_keys=OFF",
+        "PRAGMA wal_autocheckpoint=1000",
+        f"PRAGMA journal_size_limit={16 * 1024 * 1024}",
+    ]
+
+
 def apply_pragmas(conn: sqlite3.Connection, durability: str) -> None:
-    """WAL for concurrent readers (status) and one sequential fsync per commit; FULL syncs the WAL on commit."""
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
-    conn.execute("PRAGMA busy_timeout=5000")
-    conn.execute("PRAGMA foreign_keys=OFF")
-    # Checkpoint at ~4 MiB of WAL so the WAL stays small while the queue churns.
-    conn.execute("PRAGMA wal_autocheckpoint=1000")
+    for pragma in pragmas(durability):
+        conn.execute(pragma)
+
+
+def ensure_incremental_vacuum(conn: sqlite3.Connection) -> None:
+    """Let the writer give freed pages back to the filesystem after a backlog drains (once per file)."""
+    if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("VACUUM")
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
+import errno
 import hashlib
 import logging
 import os
@@ -26,10 +26,13 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from shipper.errors import SpoolError
+from shipper.errors import DiskFull, SpoolError, SpoolFull
+from shipper.logs import Throttled
 from shipper.records import NewRow
+from shipper.spool.bounds import Bounds, excess, row_bytes, rows_to_drop
+from shipper.spool.files import lock, prepare_file
 from shipper.spool.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
-from shipper.spool.schema import apply_pragmas, migrate
+from shipper.spool.schema import pragmas
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,13 @@ _REMEMBER_SCOPE = "INSERT OR IGNORE INTO entity_scopes (sink, key, scope, create
 _DEAD_CREATE_FOR = (
     "SELECT id, key FROM dead_letters WHERE sink = ? AND kind = 'create' AND key IN (?, ?) ORDER BY id LIMIT 1"
 )
+_DROP_OLDEST = (
+    "DELETE FROM rows WHERE id IN (SELECT id FROM rows WHERE lease_until <= ? ORDER BY id LIMIT ?) RETURNING sink"
+)
+ROW_RECOUNT_INTERVAL = 30.0
+MAINTENANCE_INTERVAL = 5.0
+VACUUM_MIN_PAGES = 256  # 1 MiB of free pages before it is worth giving them back
+VACUUM_MAX_PAGES = 4096  # at most 16 MiB per pass, so one pass never stalls the writer for long
 # Entities whose create is older than this are forgotten: their updates no longer join the create's scope.
 SCOPE_RETENTION = 30 * 86400
 MAX_CACHED_SCOPES = 100_000
@@ -87,30 +97,12 @@ class _Op:
     call: Call | None = None
 
 
-def _lock(path: Path) -> int:
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise SpoolError(f"another shipper is already using the spool {path}") from None
-    return fd
-
-
-def prepare_file(path: Path, durability: str) -> None:
-    """Create (0600) and migrate the file synchronously, before the event loop depends on it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    try:
-        conn = sqlite3.connect(path, isolation_level=None)
-        try:
-            apply_pragmas(conn, durability)
-            migrate(conn)
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise SpoolError(f"cannot open spool {path}: {exc}") from exc
+def _classify_failure(exc: BaseException) -> SpoolError:
+    """ENOSPC is the operator's to fix and passes by itself (507); anything else is the spool's (503)."""
+    text = str(exc)
+    if "full" in text or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return DiskFull(f"no space left for the spool: {text}")
+    return SpoolError(f"spool write failed: {text}")
 
 
 def _digest(sink: str, secret: str) -> str:
@@ -120,8 +112,23 @@ def _digest(sink: str, secret: str) -> str:
 class Spool:
     """Async facade over the spool file; create with `await Spool.open(...)`, end with `await close()`."""
 
-    def __init__(self, conn: aiosqlite.Connection, lock_fd: int, path: Path, lease_timeout: float) -> None:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        lock_fd: int,
+        path: Path,
+        lease_timeout: float,
+        bounds: Bounds | None = None,
+        page_size: int = 4096,
+    ) -> None:
         self.path = path
+        self.recovered_from: Path | None = None
+        self._bounds = bounds or Bounds()
+        self._page_size = page_size
+        self._rows: int | None = None
+        self._rows_synced = 0.0
+        self._dropped: Counter[str] = Counter()
+        self._next_maintenance = 0.0
         self._conn = conn
         self._lock_fd = lock_fd
         self._lease_timeout = lease_timeout
@@ -131,24 +138,35 @@ class Spool:
         self._credentials: dict[int, str] = {}
         self._upstream: dict[tuple[str, str], str] = {}
         self._scopes: dict[tuple[str, str], str] = {}
+        self._failure_log = Throttled(log, 10.0)
         self._writer = asyncio.create_task(self._run_writer(), name="spool-writer")
 
     @classmethod
-    async def open(cls, path: Path, durability: str = "fsync", lease_timeout: float = 300.0) -> Spool:
+    async def open(
+        cls,
+        path: Path,
+        durability: str = "fsync",
+        lease_timeout: float = 300.0,
+        bounds: Bounds | None = None,
+    ) -> Spool:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock(path)
+        lock_fd = lock(path)
         try:
-            prepare_file(path, durability)
+            damaged = prepare_file(path, durability)
             conn = await aiosqlite.connect(path, isolation_level=None)
-            await conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'fsync' else 'NORMAL'}")
-            await conn.execute("PRAGMA busy_timeout=5000")
+            for pragma in pragmas(durability):
+                await conn.execute(pragma)
             # One process owns the spool (the lock says so): any lease left in the file is from a dead sender.
             await conn.execute("UPDATE rows SET lease_until = 0 WHERE lease_until > 0")
             await conn.execute("DELETE FROM entity_scopes WHERE created_at < ?", (time.time() - SCOPE_RETENTION,))
+            async with conn.execute("PRAGMA page_size") as cursor:
+                page_size = int((await cursor.fetchone() or (4096,))[0])
         except BaseException:
             os.close(lock_fd)
             raise
-        return cls(conn, lock_fd, path, lease_timeout)
+        spool = cls(conn, lock_fd, path, lease_timeout, bounds or Bounds(), page_size)
+        spool.recovered_from = damaged
+        return spool
 
     def watch(self, sink: str, callback: Callable[[int], None]) -> None:
         """Call `callback(count)` after each commit that adds rows for `sink` (the forwarder's wake-up)."""
@@ -253,18 +271,27 @@ class Spool:
         except (sqlite3.Error, OSError) as exc:
             with contextlib.suppress(sqlite3.Error):
                 await self._conn.execute("ROLLBACK")
-            log.error("spool commit failed: %s", exc)
-            error = SpoolError(f"spool write failed: {exc}")
+            self._rows = None
+            self._dropped.clear()
+            error = _classify_failure(exc)
+            self._failure_log.warning("spool commit failed: %s", exc)
             for op in group:
                 if not op.future.done():
                     op.future.set_exception(error)
             return
+        if self._dropped and self._bounds.on_drop is not None:
+            self._bounds.on_drop(self._dropped)
+        self._dropped = Counter()
         self._credential_ids.update(new_credentials)
         self._upstream.update({(sink, local): upstream for sink, local, upstream in learned})
         added: Counter[str] = Counter()
         for op, result in zip(group, results, strict=True):
-            if not op.future.done():
-                op.future.set_result(result)
+            if op.future.done():
+                continue
+            if isinstance(result, SpoolError):
+                op.future.set_exception(result)
+                continue
+            op.future.set_result(result)
             if op.append:
                 added.update(row.sink for row in op.append)
         for sink, count in added.items():
@@ -278,6 +305,10 @@ class Spool:
         """Appends first, then settlements (they free keyed successors), then leases and calls; one transaction."""
         results: list[Any] = [None] * len(group)
         appends = [(i, op.append) for i, op in enumerate(group) if op.append is not None]
+        if appends and not await self._admit([rows for _, rows in appends]):
+            for i, _ in appends:
+                results[i] = SpoolFull("the spool is full ([spool] max_bytes / max_rows); retry later")
+            appends = []
         if appends:
             inserted = await self._insert([rows for _, rows in appends], new_credentials)
             for (i, _), ids in zip(appends, inserted, strict=True):
@@ -293,7 +324,56 @@ class Spool:
                 results[i] = await self._lease(*op.lease)
             elif op.call is not None:
                 results[i] = await op.call(self._conn)
+        if time.monotonic() >= self._next_maintenance:
+            await self._maintain()
         return results
+
+    async def _admit(self, batches: list[Sequence[NewRow]]) -> bool:
+        """Whether the appends fit the bounds, after dropping the oldest rows when `when_full = drop_oldest`."""
+        if not self._bounds.bounded:
+            return True
+        rows_in = sum(len(rows) for rows in batches)
+        bytes_in = sum(row_bytes(rows) for rows in batches)
+        rows_now, bytes_now = await self._row_count(), await self._used_bytes()
+        over_rows, over_bytes = excess(self._bounds, rows_now, bytes_now, rows_in, bytes_in)
+        if over_rows <= 0 and over_bytes <= 0:
+            return True
+        if self._bounds.when_full == "reject":
+            return False
+        wanted = rows_to_drop(over_rows, over_bytes, bytes_now / max(rows_now, 1))
+        dropped = list(await self._conn.execute_fetchall(_DROP_OLDEST, (time.time(), wanted)))
+        self._dropped.update(sink for (sink,) in dropped)
+        self._rows = rows_now - len(dropped)
+        return len(dropped) >= wanted
+
+    async def _row_count(self) -> int:
+        # Kept in step with appends and settlements; recounted now and then (the CLI may add rows too).
+        if self._rows is None or time.monotonic() - self._rows_synced > ROW_RECOUNT_INTERVAL:
+            async with self._conn.execute("SELECT count(*) FROM rows") as cursor:
+                found = await cursor.fetchone()
+            self._rows = int(found[0]) if found else 0
+            self._rows_synced = time.monotonic()
+        return self._rows
+
+    async def _used_bytes(self) -> int:
+        """Live pages of the database plus the WAL: what the spool occupies once free pages are given back."""
+        async with self._conn.execute("PRAGMA page_count") as cursor:
+            pages = int((await cursor.fetchone() or (0,))[0])
+        async with self._conn.execute("PRAGMA freelist_count") as cursor:
+            free = int((await cursor.fetchone() or (0,))[0])
+        try:
+            wal = os.stat(self.path.with_name(self.path.name + "-wal")).st_size
+        except FileNotFoundError:
+            wal = 0
+        return (pages - free) * self._page_size + wal
+
+    async def _maintain(self) -> None:
+        """Give free pages back to the filesystem a slice at a time, so the file shrinks after a backlog drains."""
+        self._next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
+        async with self._conn.execute("PRAGMA freelist_count") as cursor:
+            free = int((await cursor.fetchone() or (0,))[0])
+        if free >= VACUUM_MIN_PAGES:
+            await self._conn.execute_fetchall(f"PRAGMA incremental_vacuum({min(free, VACUUM_MAX_PAGES)})")
 
     async def _credential_id(self, sink: str, secret: str, new: dict[str, int]) -> int:
         digest = _digest(sink, secret)
@@ -351,6 +431,8 @@ class Spool:
                     scopes.append((r.sink, r.key, scope, now))
                     self._scopes[(r.sink, r.key)] = scope
         await self._conn.executemany(_INSERT, queued)
+        if self._rows is not None:
+            self._rows += len(queued)
         if dead:
             await self._conn.executemany(_DEAD_ON_ARRIVAL, dead)
             await self._conn.execute(_BUMP_SEQUENCE, (next_id - 1,))
@@ -387,6 +469,8 @@ class Spool:
             await self._dead_letter(s.dead)
         if s.delivered:
             await self._conn.execute(f"DELETE FROM rows WHERE id IN ({_IDS})", (orjson.dumps(s.delivered),))
+        if self._rows is not None:
+            self._rows -= len(s.delivered) + len(s.dead)
         if s.retry:
             await self._conn.executemany(
                 "UPDATE rows SET lease_until = 0, next_attempt_at = ?, last_error = ? WHERE id = ?",

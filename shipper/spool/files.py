@@ -1,0 +1,85 @@
+"""The spool's files on disk: the exclusive lock, creation with safe modes, and what to do with a damaged file.
+
+A spool that fails `PRAGMA quick_check`, or is not a database at all, is moved aside with a timestamp (with its WAL
+and shared-memory files, so `shipper spool salvage` can read it) and a fresh one takes its place: the daemon keeps
+serving, and the operator salvages the readable rows. A file that cannot be opened for other reasons (permissions,
+a full disk) is an error, never moved. Not responsible for queue logic (store.py).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from shipper.errors import SpoolError
+from shipper.spool.schema import apply_pragmas, ensure_incremental_vacuum, migrate
+
+log = logging.getLogger(__name__)
+
+SIDE_FILES = ("", "-wal", "-shm")
+
+
+def lock(path: Path) -> int:
+    """Hold an exclusive lock beside the spool for the daemon's life: one process owns a spool."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolError(f"another shipper is already using the spool {path}") from None
+    return fd
+
+
+def _check(path: Path, durability: str) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        apply_pragmas(conn, durability)
+        verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {verdict}")
+        ensure_incremental_vacuum(conn)
+        migrate(conn)
+    finally:
+        conn.close()
+
+
+def move_aside(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in SIDE_FILES:
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(target.with_name(target.name + suffix))
+    return target
+
+
+def prepare_file(path: Path, durability: str) -> Path | None:
+    """Create (0600), check and migrate the file; returns where a damaged file was moved, if one was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    try:
+        _check(path, durability)
+        return None
+    except sqlite3.OperationalError as exc:
+        raise SpoolError(f"cannot open spool {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        damaged = move_aside(path)
+        log.error(
+            "spool %s is damaged (%s); moved it to %s and started a fresh one."
+            " Recover its rows with: shipper spool salvage %s",
+            path,
+            exc,
+            damaged,
+            damaged,
+        )
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    try:
+        _check(path, durability)
+    except sqlite3.DatabaseError as exc:
+        raise SpoolError(f"cannot create a fresh spool at {path}: {exc}") from exc
+    return damaged
