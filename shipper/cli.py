@@ -17,6 +17,7 @@ from shipper.errors import ShipperError
 from shipper.logs import setup_logging
 from shipper.sinks import check_secrets
 from shipper.spool import dlq
+from shipper.spool.salvage import salvage
 from shipper.status import gather, render_table
 
 Command = Callable[[Config, argparse.Namespace], int]
@@ -60,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     purge.add_argument("--older-than", help="only those that failed longer ago than this (30m, 2h, 7d)")
     purge.add_argument("--sink")
     purge.add_argument("--all", action="store_true", help="delete all (required without --older-than)")
+    spool = commands.add_parser("spool", help="spool maintenance").add_subparsers(dest="spool_command", required=True)
+    salvage = command(spool, "salvage", "re-queue every readable row of a damaged spool file", _spool_salvage)
+    salvage.add_argument("file", type=Path, help="the damaged file (spool.db.damaged-…)")
     return parser
 
 
@@ -127,6 +131,18 @@ def _dlq_purge(config: Config, args: argparse.Namespace) -> int:
         raise ShipperError("say --older-than DURATION, or --all to delete every dead letter")
     older = dlq.parse_duration(args.older_than) if args.older_than else None
     print(f"purged {dlq.purge(config.spool.path, older, args.sink)} dead letter(s)")
+    return 0
+
+
+def _spool_salvage(config: Config, args: argparse.Namespace) -> int:
+    def progress(what: str, count: int) -> None:
+        print(f"{what}: {count}", file=sys.stderr, flush=True)
+
+    report = salvage(args.file, config.spool.path, progress)
+    print(
+        f"salvaged {args.file} into {config.spool.path}: {report.requeued} row(s) re-queued,"
+        f" {report.dead_letters} dead letter(s) kept, {report.unreadable_stretches} unreadable stretch(es) skipped"
+    )
     return 0
 
 

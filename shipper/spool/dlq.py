@@ -47,7 +47,8 @@ class DeadRow:
         return asdict(self)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect_writable(path: Path) -> sqlite3.Connection:
+    """The spool for a short write beside the running daemon; refuses a file of another schema version."""
     if not path.exists():
         raise SpoolError(f"no spool at {path}")
     try:
@@ -86,7 +87,7 @@ def _row(values: Sequence[Any]) -> DeadRow:
 
 
 def list_dead(path: Path, sink: str | None = None, since: float | None = None) -> list[DeadRow]:
-    conn = _connect(path)
+    conn = connect_writable(path)
     try:
         where, params = _where(sink, since)
         return [_row(r) for r in conn.execute(f"SELECT {_FIELDS} FROM dead_letters{where} ORDER BY id", params)]
@@ -95,7 +96,7 @@ def list_dead(path: Path, sink: str | None = None, since: float | None = None) -
 
 
 def show_dead(path: Path, row_id: int) -> DeadRow:
-    conn = _connect(path)
+    conn = connect_writable(path)
     try:
         found = conn.execute(f"SELECT {_FIELDS} FROM dead_letters WHERE id = ?", (row_id,)).fetchone()
     finally:
@@ -113,7 +114,7 @@ def replay(
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Move matching dead letters back into the queue, oldest first; returns how many."""
-    conn = _connect(path)
+    conn = connect_writable(path)
     try:
         where, params = _where(sink, since, ids)
         chosen = [r[0] for r in conn.execute(f"SELECT id FROM dead_letters{where} ORDER BY id", params)]
@@ -139,7 +140,7 @@ def replay(
 
 def purge(path: Path, older_than: float | None = None, sink: str | None = None) -> int:
     """Delete dead letters that failed more than `older_than` seconds ago (all of them when None)."""
-    conn = _connect(path)
+    conn = connect_writable(path)
     try:
         clauses: list[str] = []
         params: list[Any] = []
