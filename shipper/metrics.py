@@ -27,7 +27,7 @@ from shipper.spool.stats import SinkStats, SpoolStats, read_stats
 
 log = logging.getLogger(__name__)
 
-STATES = ("up", "backing_off", "probing")
+STATES = ("up", "backing_off", "probing", "open")
 # Local sends take milliseconds; a remote across the world up to seconds; past 30 s is a timeout anyway.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from shipper.config import SinkConfig
 from shipper.errors import SpoolError
+from shipper.forward.concurrency import AdaptiveLimit
 from shipper.forward.retry import Outcome, SinkBackoff, Verdict, backoff
 from shipper.logs import Throttled
 from shipper.sinks.base import Sink
@@ -27,6 +28,8 @@ from shipper.spool import DeadLetter, Retry, Spool, SpoolRow
 log = logging.getLogger(__name__)
 
 KEEP_DETAIL_CHARS = 2048
+# Answers that mean "slow down": the adaptive limit shrinks on them.
+PUSH_BACK = frozenset({429, 503})
 # Rows can also appear without an append in this process (a dead-letter replay from the CLI): look now and then.
 IDLE_POLL = 1.0
 
@@ -52,7 +55,9 @@ class Forwarder:
         self.counters = SinkCounters()
         self.last_error: str | None = None
         self._observe = observe
-        self.backoff = SinkBackoff(policy.retry_initial_backoff, policy.retry_max_backoff)
+        self.backoff = SinkBackoff(policy.retry_initial_backoff, policy.retry_max_backoff, policy.breaker_threshold)
+        self.adaptive = AdaptiveLimit(sink.concurrency)
+        self._adaptive_on = policy.adaptive_concurrency and sink.concurrency > 1
         self._spool = spool
         self._policy = policy
         self._rng = rng or random.Random()
@@ -71,7 +76,9 @@ class Forwarder:
 
     @property
     def concurrency_limit(self) -> int:
-        return 1 if self.backoff.failing else self.sink.concurrency
+        if self.backoff.failing:
+            return 1
+        return self.adaptive.value if self._adaptive_on else self.sink.concurrency
 
     def stop(self) -> None:
         """Lease nothing more; in-flight sends carry on until `drain`."""
@@ -182,8 +189,11 @@ class Forwarder:
         except Exception as exc:
             log.exception("sink %s: send raised; will retry", self.sink.name)
             outcome = Outcome(Verdict.RETRY, None, f"internal error: {type(exc).__name__}")
+        elapsed = time.monotonic() - started
         if self._observe is not None:
-            self._observe(time.monotonic() - started)
+            self._observe(elapsed)
+        if outcome.status is not None:
+            self.adaptive.on_answer(elapsed, pushed_back=outcome.status in PUSH_BACK)
         if outcome.verdict is not Verdict.DELIVERED:
             self.last_error = outcome.detail[:KEEP_DETAIL_CHARS]
         return outcome
@@ -229,7 +239,14 @@ class Forwarder:
 
     async def _retry(self, rows: Sequence[SpoolRow], outcome: Outcome, generation: int) -> None:
         now = time.time()
+        was_open = self.backoff.state(now) == "open"
         pause = self.backoff.on_failure(generation, now, outcome.retry_after, self._rng)
+        if not was_open and self.backoff.state(now + pause) == "open":
+            log.warning(
+                "sink %s: circuit open after %d consecutive failures; probing one request at a time",
+                self.sink.name,
+                self.backoff.failures,
+            )
         self._failing_log.warning(
             "sink %s: delivery failing (%s); pausing %.2fs", self.sink.name, outcome.detail[:200], pause
         )

@@ -75,6 +75,7 @@ class SinkBackoff:
 
     initial: float
     cap: float
+    threshold: int = 5  # consecutive failures after which the circuit counts as open
     failures: int = 0
     generation: int = 0
     paused_until: float = 0.0
@@ -106,7 +107,9 @@ class SinkBackoff:
         return self.failures > 0
 
     def state(self, now: float) -> str:
-        """`up`; `backing_off` while paused; `probing` while one request tests a failing remote."""
+        """`up`; `open` past `threshold` failures; else `backing_off` while paused, `probing` while a probe is out."""
         if not self.failing:
             return "up"
+        if self.failures >= self.threshold:
+            return "open"
         return "backing_off" if self.paused_until > now else "probing"
