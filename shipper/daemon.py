@@ -98,7 +98,7 @@ class Daemon:
                 await self._start_sink(name, sink_config, build_sink(name, sink_config, os.environ, self.spool))
             monitor = asyncio.create_task(self.monitor.run(), name="spool-monitor")
             stack.push_async_callback(_cancel, monitor)
-            app = build_app(self, self.routing, self.counters, self.config.ingest.max_body_bytes)
+            app = build_app(self, self.routing, self.counters, self.config.ingest)
             server = IngestServer(app, self.config.ingest, self.config.daemon.drain_timeout)
             await server.start()
             log.info("shipper started", extra={"listen": server.addresses, "sinks": list(self.config.sinks)})

@@ -116,41 +116,80 @@ def check_utf8(raw: bytes) -> None:
         raise BadInput(400, "invalid_utf8", f"body is not valid UTF-8 at byte {exc.start}", offset=exc.start) from None
 
 
-def _ndjson_items(raw: bytes) -> Iterator[tuple[int, Any]]:
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request may ask of the daemon; each limit has its own error code."""
+
+    max_line_bytes: int = 1024 * 1024
+    max_items: int = 10_000
+    max_depth: int = 128
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether JSON nesting exceeds `limit` levels; iterative, so hostile input cannot exhaust the stack."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > limit:
+                return True
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _check_depth(raw: bytes, value: Any, limits: Limits, **where: Any) -> None:
+    # Counting brackets is C-speed; only a body with enough of them is walked.
+    if raw.count(b"[") + raw.count(b"{") > limits.max_depth and too_deep(value, limits.max_depth):
+        raise BadInput(400, "too_deep", f"JSON nested deeper than {limits.max_depth} levels", **where)
+
+
+def _ndjson_items(raw: bytes, limits: Limits) -> Iterator[tuple[int, Any]]:
     index = 0
     for line_no, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
+        if len(line) > limits.max_line_bytes:
+            message = f"line {line_no} is longer than {limits.max_line_bytes} bytes"
+            raise BadInput(413, "line_too_long", message, index=index, line=line_no)
         try:
-            yield index, orjson.loads(line)
+            value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise BadInput(400, "invalid_json", f"line {line_no}: {exc}", index=index, line=line_no) from None
+        _check_depth(line, value, limits, index=index, line=line_no)
+        yield index, value
         index += 1
 
 
-def _json_items(raw: bytes) -> list[Any]:
+def _json_items(raw: bytes, limits: Limits) -> list[Any]:
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadInput(400, "invalid_json", str(exc)) from None
+    _check_depth(raw, value, limits)
     return value if isinstance(value, list) else [value]
 
 
-def parse_records(raw: bytes, content_type: str, sinks: Collection[str]) -> list[NewRow]:
+def parse_records(raw: bytes, content_type: str, sinks: Collection[str], limits: Limits | None = None) -> list[NewRow]:
     """Decode a whole request body into rows; all of it or none of it."""
+    limits = limits or Limits()
     if content_type in NDJSON_TYPES:
         check_utf8(raw)
-        items: Iterator[tuple[int, Any]] | enumerate[Any] = _ndjson_items(raw)
+        items: Iterator[tuple[int, Any]] | enumerate[Any] = _ndjson_items(raw, limits)
     elif content_type in JSON_TYPES:
         check_utf8(raw)
-        items = enumerate(_json_items(raw))
+        items = enumerate(_json_items(raw, limits))
     else:
         raise BadInput(
             415,
             "unsupported_media_type",
             f"content type {content_type or '(none)'!r} is not application/x-ndjson or application/json",
         )
-    rows = [to_row(item, index, sinks) for index, item in items]
+    rows = []
+    for index, item in items:
+        if index >= limits.max_items:
+            raise BadInput(413, "too_many_items", f"more than {limits.max_items} records in one request", index=index)
+        rows.append(to_row(item, index, sinks))
     if not rows:
         raise BadInput(400, "empty", "the request carries no records")
     return rows

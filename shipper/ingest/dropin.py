@@ -20,7 +20,7 @@ from aiohttp import web
 from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import ROUTING_KEY
 from shipper.ingest.responses import error_response, json_response
-from shipper.records import BadInput, NewRow
+from shipper.records import BadInput, NewRow, check_path
 from shipper.sinks.transport import read_capped
 from shipper.sinks.vendor import Proxied, Spooled, VendorSink, normalize_path
 
@@ -109,6 +109,10 @@ async def dropin(request: web.Request) -> web.StreamResponse:
         if plan is None:
             continue
         if isinstance(plan, Proxied):
+            try:
+                check_path(plan.path)
+            except ValueError as exc:
+                raise BadInput(400, "invalid_path", f"cannot proxy {plan.path!r}: path {exc}", field="path") from None
             return await proxy(request, sink, plan, raw)
         ids = await commit(request, [plan.row(sink.name, credential_for(sink, request.headers))])
         return ids if isinstance(ids, web.Response) else json_response(plan.answer, plan.status)

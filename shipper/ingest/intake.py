@@ -5,12 +5,13 @@ Not responsible for parsing or validation (records.py, the vendor adapters).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from aiohttp import web
 
 from shipper.errors import DiskFull, SpoolError, SpoolFull
-from shipper.ingest.keys import COUNTERS_KEY, MAX_BODY_KEY, REDACTOR_KEY, ROUTING_KEY, SPOOL_KEY
+from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY, REDACTOR_KEY, ROUTING_KEY, SPOOL_KEY
 from shipper.ingest.responses import error_response
 from shipper.records import BadInput, NewRow
 
@@ -22,11 +23,17 @@ SPOOL_FAILURES: dict[type[SpoolError], tuple[int, str]] = {
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The whole body, refusing early on a declared length over the limit."""
-    limit = request.app[MAX_BODY_KEY]
+    """The whole body, refusing early on a declared length over the limit, and a client too slow to send it."""
+    config = request.app[INGEST_KEY]
+    limit = config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BadInput(413, "body_too_large", f"request body is larger than {limit} bytes", limit=limit)
-    return await request.read()
+    try:
+        async with asyncio.timeout(config.client_timeout):
+            return await request.read()
+    except TimeoutError:
+        message = f"the body did not arrive within {config.client_timeout:g}s"
+        raise BadInput(408, "client_timeout", message) from None
 
 
 async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | web.Response:

@@ -11,9 +11,11 @@ from typing import Protocol
 
 from aiohttp import web
 
+from shipper.config import IngestConfig
 from shipper.enrich.redact import Redactor
 from shipper.forward.forwarder import Forwarder
 from shipper.metrics import IngestCounters, Metrics, SpoolMonitor
+from shipper.records import Limits
 from shipper.sinks.vendor import VendorSink
 from shipper.spool import Spool
 
@@ -39,7 +41,8 @@ class Live(Protocol):
 
 
 SPOOL_KEY = web.AppKey("spool", Spool)
-MAX_BODY_KEY = web.AppKey("max_body_bytes", int)
+INGEST_KEY = web.AppKey("ingest", IngestConfig)
+LIMITS_KEY = web.AppKey("limits", Limits)
 ROUTING_KEY = web.AppKey("routing", Routing)
 COUNTERS_KEY = web.AppKey("counters", IngestCounters)
 LIVE_KEY: web.AppKey[Live] = web.AppKey("live")

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from shipper.ingest.keys import COUNTERS_KEY, MAX_BODY_KEY
+from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY
 from shipper.records import BadInput
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except BadInput as exc:
         return _counted(request, json_response(exc.body(), exc.status), exc.code)
     except web.HTTPRequestEntityTooLarge:
-        limit = request.app[MAX_BODY_KEY]
+        limit = request.app[INGEST_KEY].max_body_bytes
         message = f"request body is larger than {limit} bytes"
         return _counted(request, error_response(413, "body_too_large", message, limit=limit), "body_too_large")
     except web.HTTPException as exc:

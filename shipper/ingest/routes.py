@@ -10,14 +10,17 @@ from typing import Any
 
 from aiohttp import web
 
+from shipper.config import IngestConfig
 from shipper.enrich.redact import Redactor
 from shipper.ingest import ops
 from shipper.ingest.dropin import dropin, plan_native
+from shipper.ingest.guard import IN_FLIGHT_KEY, admission, token_check
 from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import (
     COUNTERS_KEY,
+    INGEST_KEY,
+    LIMITS_KEY,
     LIVE_KEY,
-    MAX_BODY_KEY,
     REDACTOR_KEY,
     ROUTING_KEY,
     SPOOL_KEY,
@@ -26,13 +29,13 @@ from shipper.ingest.keys import (
 )
 from shipper.ingest.responses import json_errors, json_response
 from shipper.metrics import IngestCounters
-from shipper.records import BadInput, parse_records
+from shipper.records import BadInput, Limits, parse_records
 
 
 async def post_records(request: web.Request) -> web.Response:
     raw = await read_body(request)
     routing = request.app[ROUTING_KEY]
-    rows = parse_records(raw, request.content_type, routing.sinks)
+    rows = parse_records(raw, request.content_type, routing.sinks, request.app[LIMITS_KEY])
     vendors = routing.vendors
     answers: list[Any] | None = None
     if vendors and any(row.sink in vendors for row in rows):
@@ -56,15 +59,17 @@ async def post_records(request: web.Request) -> web.Response:
 
 
 def build_app(
-    live: Live, routing: Routing, counters: IngestCounters, max_body_bytes: int, redactor: Redactor | None = None
+    live: Live, routing: Routing, counters: IngestCounters, config: IngestConfig, redactor: Redactor | None = None
 ) -> web.Application:
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[json_errors])
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors, token_check, admission])
     app[REDACTOR_KEY] = redactor or Redactor()  # no rules: rows pass through untouched
     app[SPOOL_KEY] = live.spool
     app[LIVE_KEY] = live
     app[ROUTING_KEY] = routing
     app[COUNTERS_KEY] = counters
-    app[MAX_BODY_KEY] = max_body_bytes
+    app[INGEST_KEY] = config
+    app[LIMITS_KEY] = Limits(config.max_line_bytes, config.max_items, config.max_depth)
+    app[IN_FLIGHT_KEY] = [0]
     app.router.add_post("/v1/records", post_records)
     ops.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", dropin)

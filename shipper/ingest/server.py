@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import socket
 from pathlib import Path
 
 from aiohttp import web
 
 from shipper.config import IngestConfig, parse_host_port
+from shipper.errors import ConfigError
 from shipper.ingest.activation import Listeners, inherited_listeners
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,16 @@ class IngestServer:
 
     async def start(self) -> None:
         listeners = self._listeners if self._listeners is not None else inherited_listeners()
-        runner = web.AppRunner(self._app, access_log=None, handle_signals=False, shutdown_timeout=self._drain_timeout)
+        config = self._config
+        runner = web.AppRunner(
+            self._app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self._drain_timeout,
+            keepalive_timeout=config.client_timeout,
+            max_line_size=config.max_header_bytes,
+            max_field_size=config.max_header_bytes,
+        )
         await runner.setup()
         self._runner = runner
         if listeners.http:
@@ -71,8 +82,19 @@ class IngestServer:
         # The spool lock proves no other shipper owns this config, so a leftover socket is stale.
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        await self._start_site(web.UnixSite(runner, str(path), backlog=BACKLOG))
+        # Born owner-only, then opened up to unix_mode: never, even for an instant, wider than configured.
+        umask = os.umask(0o177)
+        try:
+            await self._start_site(web.UnixSite(runner, str(path), backlog=BACKLOG))
+        finally:
+            os.umask(umask)
         self._own_socket_file = path
+        if self._config.unix_group:
+            try:
+                shutil.chown(path, group=self._config.unix_group)
+            except (LookupError, PermissionError) as exc:
+                group = self._config.unix_group
+                raise ConfigError(f"ingest.unix_group: cannot give the socket to {group!r}: {exc}") from exc
         os.chmod(path, self._config.unix_mode)
 
     async def stop(self) -> None:

@@ -68,7 +68,7 @@ class HttpSink:
         secret = read_secret(name, config.auth_env, config.auth_file, environ)
         if secret is not None:
             self._headers[config.auth_header] = secret
-        self._transport = HttpTransport(config.concurrency, config.timeout)
+        self._transport = HttpTransport(config.concurrency, config.timeout, ca_file=config.ca_file)
 
     async def start(self) -> None:
         await self._transport.start()

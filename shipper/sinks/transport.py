@@ -7,7 +7,9 @@ configured base URL) and keeps only the start of an error answer. Not responsibl
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -35,14 +37,18 @@ async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
 
 
 class HttpTransport:
-    def __init__(self, concurrency: int, timeout: float, keep_bytes: int = KEEP_RESPONSE_BYTES) -> None:
+    def __init__(
+        self, concurrency: int, timeout: float, keep_bytes: int = KEEP_RESPONSE_BYTES, ca_file: Path | None = None
+    ) -> None:
         self._concurrency = concurrency
         self._timeout = timeout
         self._keep_bytes = keep_bytes
+        # Verification is always on; a sink may only choose which authorities it trusts.
+        self._ssl = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self._concurrency, keepalive_timeout=30, ssl=True)
+        connector = aiohttp.TCPConnector(limit=self._concurrency, keepalive_timeout=30, ssl=self._ssl)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self._timeout),
@@ -70,6 +76,12 @@ class HttpTransport:
                 return classify(response.status, response.headers, body)
         except TimeoutError:
             return Outcome(Verdict.RETRY, None, f"no answer within {self._timeout:g}s")
+        except aiohttp.ClientConnectorCertificateError as exc:
+            return Outcome(Verdict.RETRY, None, f"TLS certificate not trusted: {exc.certificate_error}")
+        except aiohttp.ClientSSLError as exc:
+            return Outcome(Verdict.RETRY, None, f"TLS error: {exc}")
+        except aiohttp.ClientConnectorDNSError as exc:
+            return Outcome(Verdict.RETRY, None, f"cannot resolve host: {exc.os_error}")
         except aiohttp.ClientConnectorError as exc:
             return Outcome(Verdict.RETRY, None, f"cannot connect: {exc.os_error.strerror or exc.os_error}")
         except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:

@@ -177,7 +177,7 @@ class VendorSink:
         self.base_url = config.base_url
         self.override_key = config.override_key
         self.sink_key = read_secret(name, config.api_key_env, config.api_key_file, environ, "api_key")
-        self.transport = HttpTransport(config.concurrency, config.timeout, KEEP_VENDOR_RESPONSE)
+        self.transport = HttpTransport(config.concurrency, config.timeout, KEEP_VENDOR_RESPONSE, config.ca_file)
         self._lookups = lookups
         self.enricher = enricher  # token counts and cost, filled in here: off the ingest path
 

@@ -1,0 +1,63 @@
+"""Who may come in, and how much at once: the shared token for TCP clients and the cap on requests in flight.
+
+The token is compared in constant time and accepted as `X-Shipper-Token` or `Authorization: Bearer`; when it came in
+`Authorization`, that header is removed before any route sees it, so it can never be taken for a vendor's API key.
+Requests over the Unix socket are trusted to its file permissions; `/healthz` stays open for probes.
+Not responsible for what a request may contain (records.py, limits in intake.py).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+
+from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY
+from shipper.ingest.responses import Handler, error_response
+
+OPEN_PATHS = frozenset({"/healthz"})
+IN_FLIGHT_KEY = web.AppKey("in_flight", list[int])
+
+
+def _over_tcp(request: web.Request) -> bool:
+    return request.transport is not None and isinstance(request.transport.get_extra_info("sockname"), tuple)
+
+
+def _matches(offered: str | None, token: str) -> bool:
+    return offered is not None and hmac.compare_digest(offered.encode(), token.encode())
+
+
+@web.middleware
+async def token_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+    secret = request.app[INGEST_KEY].token
+    if secret is None or request.path in OPEN_PATHS or not _over_tcp(request):
+        return await handler(request)
+    token = secret.get_secret_value()
+    if _matches(request.headers.get("X-Shipper-Token"), token):
+        return await handler(request)
+    authorization = request.headers.get(hdrs.AUTHORIZATION, "")
+    if authorization[:7].lower() == "bearer " and _matches(authorization[7:].strip(), token):
+        headers = CIMultiDict(request.headers)
+        del headers[hdrs.AUTHORIZATION]
+        return await handler(request.clone(headers=headers))
+    request.app[COUNTERS_KEY].rejected["invalid_token"] += 1
+    response = error_response(401, "invalid_token", "send shipper's token as X-Shipper-Token or Authorization: Bearer")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="shipper"'
+    return response
+
+
+@web.middleware
+async def admission(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Past `max_concurrent_requests` in flight, answer 503 at once instead of queueing without bound."""
+    in_flight = request.app[IN_FLIGHT_KEY]
+    if in_flight[0] >= request.app[INGEST_KEY].max_concurrent_requests:
+        request.app[COUNTERS_KEY].rejected["too_busy"] += 1
+        response = error_response(503, "too_busy", "too many requests in flight; retry shortly")
+        response.headers["Retry-After"] = "1"
+        return response
+    in_flight[0] += 1
+    try:
+        return await handler(request)
+    finally:
+        in_flight[0] -= 1
