@@ -71,21 +71,21 @@ def _run(config: Config, args: argparse.Namespace) -> int:
     from shipper.daemon import run
 
     setup_logging(args.log_level or config.daemon.log_level, args.log_format)
-    return run(config, args.config)
+    return run(config, args.config, args.log_level)
 
 
 def _status(config: Config, args: argparse.Namespace) -> int:
-    while True:
-        view = gather(config)
-        text = orjson.dumps(view, option=orjson.OPT_INDENT_2).decode() if args.json else render_table(view)
-        if args.watch is None:
-            print(text)
-            return 0
-        print("\x1b[H\x1b[2J" + text, flush=True)
-        try:
+    try:
+        while True:
+            view = gather(config)
+            text = orjson.dumps(view, option=orjson.OPT_INDENT_2).decode() if args.json else render_table(view)
+            if args.watch is None:
+                print(text)
+                return 0
+            print("\x1b[H\x1b[2J" + text, flush=True)
             time.sleep(args.watch)
-        except KeyboardInterrupt:
-            return 0
+    except KeyboardInterrupt:  # the way out of --watch
+        return 0
 
 
 def _check_config(config: Config, args: argparse.Namespace) -> int:

@@ -1,10 +1,10 @@
 """Wiring and lifecycle: open the spool, start sinks and forwarders, serve ingest, reload, shut down gracefully.
 
-Signal handlers only set events. Shutdown order matters: stop intake first (handlers already committing finish),
-then stop leasing, let in-flight sends finish within `drain_timeout`, hand back what did not, close the spool.
-SIGHUP reloads sinks, limits and the log level; a bad new configuration is refused and the old one stays. A
-forwarder that dies unexpectedly stops the whole daemon rather than leaving a silent half.
-Not responsible for argument parsing (cli.py).
+Signal handlers only set events. Shutdown order matters: refuse new records first (503 `stopping`; `/readyz` turns
+503 while `/healthz` stays 200), let requests already committing finish, stop leasing, let in-flight sends finish
+within `drain_timeout`, hand back what did not, and only then close the listeners and the spool. SIGHUP reloads
+sinks, limits and the log level; a bad new configuration is refused and the old one stays. A forwarder that dies
+unexpectedly stops the whole daemon rather than leaving a silent half. Not responsible for argument parsing.
 """
 
 from __future__ import annotations
@@ -17,51 +17,47 @@ import signal
 import time
 from collections import Counter
 from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-from shipper.config import Config, SinkConfig, load_config
+from shipper.config import Config, load_config
 from shipper.errors import ConfigError
+from shipper.forward.fleet import Fleet
 from shipper.forward.forwarder import Forwarder
+from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
 from shipper.ingest.keys import Routing
 from shipper.ingest.routes import build_app
 from shipper.ingest.server import IngestServer
 from shipper.logs import Throttled
 from shipper.metrics import IngestCounters, Metrics, SpoolMonitor
 from shipper.notify import Notifier
-from shipper.sinks import Sink, VendorSink, build_sink
+from shipper.sinks import build_sink
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(slots=True)
-class Running:
-    """One sink as the daemon runs it: the sink, its forwarder and the forwarder's task."""
-
-    config: SinkConfig
-    sink: Sink
-    forwarder: Forwarder
-    task: asyncio.Task[None]
+# Sections a reload cannot apply to a running daemon: listeners, the spool file, and what ingest does to records.
+RESTART_SECTIONS = ("ingest", "spool", "redact", "enrich")
 
 
 class Daemon:
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None, log_level: str | None = None) -> None:
         self.config = config
         self.config_path = config_path
+        self.log_level = log_level  # the command line's --log-level outlives reloads
         self.stop_event = asyncio.Event()
         self.stopping = False
         self.failed = False
         self.counters = IngestCounters()
-        self.running: dict[str, Running] = {}
         self.routing = Routing(frozenset(config.sinks))
         self.monitor = SpoolMonitor(config.spool.path, lambda: self.forwarders)
         self.metrics = Metrics(self.counters, lambda: self.forwarders, self.monitor)
+        self.notifier = Notifier()
         self._reload_lock = asyncio.Lock()
         self._drop_log = Throttled(log)
         self._spool: Spool | None = None
-        self.notifier = Notifier()
+        self._fleet: Fleet | None = None
 
     @property
     def spool(self) -> Spool:
@@ -70,8 +66,14 @@ class Daemon:
         return self._spool
 
     @property
+    def fleet(self) -> Fleet:
+        if self._fleet is None:
+            raise RuntimeError("no sink is running")
+        return self._fleet
+
+    @property
     def forwarders(self) -> list[Forwarder]:
-        return [r.forwarder for r in self.running.values()]
+        return self._fleet.forwarders if self._fleet is not None else []
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -81,58 +83,37 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_notified()))
-        spool_config = self.config.spool
         async with AsyncExitStack() as stack:
             stack.callback(self.notifier.close)
             # Pinged from this loop for the daemon's whole life, the drain included: a stalled loop gets restarted.
             await stack.enter_async_context(self.notifier.watchdog_running())
-            bounds = Bounds(spool_config.max_bytes, spool_config.max_rows, spool_config.when_full, self._dropped)
-            self._spool = await Spool.open(
-                spool_config.path, spool_config.durability, spool_config.lease_timeout, bounds
-            )
-            if self.spool.recovered_from is not None:
-                self.counters.spool_recoveries += 1
-            stack.push_async_callback(self.spool.close)
-            stack.push_async_callback(self._close_sinks)
+            await self._open_spool(stack)
+            self._fleet = Fleet(self.spool, self.metrics, self.routing, self._side_task_done)
+            stack.push_async_callback(self.fleet.close_all)
             for name, sink_config in self.config.sinks.items():
-                await self._start_sink(name, sink_config, build_sink(name, sink_config, os.environ, self.spool))
+                await self.fleet.start(name, sink_config, build_sink(name, sink_config, os.environ, self.spool))
             monitor = asyncio.create_task(self.monitor.run(), name="spool-monitor")
             stack.push_async_callback(_cancel, monitor)
             app = build_app(self, self.routing, self.counters, self.config.ingest)
             server = IngestServer(app, self.config.ingest, self.config.daemon.drain_timeout)
             await server.start()
+            stack.push_async_callback(server.stop)
             log.info("shipper started", extra={"listen": server.addresses, "sinks": list(self.config.sinks)})
             # Only now: the spool is open and every listener accepts, so systemd may start what depends on us.
             self.notifier.ready()
             async with self.notifier.status_running(self.monitor.summary):
                 await self.stop_event.wait()
-            self.notifier.stopping(status="stopping: intake closed, draining in-flight sends")
-            await self._shutdown(server)
+            self.notifier.stopping(status="stopping: refusing new records, draining in-flight sends")
+            await self._shutdown(server, app[IN_FLIGHT_KEY])
         return 1 if self.failed else 0
 
-    async def _start_sink(self, name: str, config: SinkConfig, sink: Sink) -> None:
-        await sink.start()
-        forwarder = Forwarder(self.spool, sink, config, observe=self.metrics.observer(name))
-        task = asyncio.create_task(forwarder.run(), name=f"forward-{name}")
-        task.add_done_callback(self._side_task_done)
-        self.running[name] = Running(config, sink, forwarder, task)
-        self._publish_routing()
-
-    async def _stop_sink(self, name: str, drain_timeout: float | None) -> int:
-        running = self.running.pop(name)
-        self._publish_routing()
-        running.forwarder.stop()
-        await running.task
-        abandoned = await running.forwarder.drain(drain_timeout)
-        await running.sink.close()
-        return abandoned
-
-    def _publish_routing(self) -> None:
-        self.routing.vendors = {n: r.sink for n, r in self.running.items() if isinstance(r.sink, VendorSink)}
-
-    async def _close_sinks(self) -> None:
-        for running in self.running.values():
-            await running.sink.close()
+    async def _open_spool(self, stack: AsyncExitStack) -> None:
+        spool = self.config.spool
+        bounds = Bounds(spool.max_bytes, spool.max_rows, spool.when_full, self._dropped)
+        self._spool = await Spool.open(spool.path, spool.durability, spool.lease_timeout, bounds)
+        stack.push_async_callback(self._spool.close)
+        if self._spool.recovered_from is not None:
+            self.counters.spool_recoveries += 1
 
     def _dropped(self, counts: Counter[str]) -> None:
         """Rows dropped to stay within the spool's bounds (when_full = drop_oldest): counted, logged at an interval."""
@@ -157,10 +138,13 @@ class Daemon:
     async def reload(self) -> None:
         """Apply a changed configuration file: sinks, limits and log level; listeners and spool need a restart."""
         async with self._reload_lock:
+            if self.stopping:
+                return
             try:
                 new = load_config(self.config_path)
-                if new.ingest != self.config.ingest or new.spool != self.config.spool:
-                    raise ConfigError("[ingest] and [spool] changes need a restart")
+                changed = [name for name in RESTART_SECTIONS if getattr(new, name) != getattr(self.config, name)]
+                if changed:
+                    raise ConfigError(f"changes to [{'], ['.join(changed)}] need a restart")
                 built = {
                     name: build_sink(name, sink, os.environ, self.spool)
                     for name, sink in new.sinks.items()
@@ -169,34 +153,31 @@ class Daemon:
             except ConfigError as exc:
                 log.error("reload refused, the running configuration stays: %s", exc)
                 return
-            logging.getLogger().setLevel(new.daemon.log_level.upper())
-            removed = [name for name in self.config.sinks if name not in new.sinks or name in built]
+            logging.getLogger().setLevel((self.log_level or new.daemon.log_level).upper())
+            gone = [name for name in self.config.sinks if name not in new.sinks]
             self.routing.sinks = frozenset(new.sinks)
-            for name in removed:
-                # No deadline: cancelling a send here would mean sending it again, so let it finish.
-                await self._stop_sink(name, None)
-            for name, sink in built.items():
-                await self._start_sink(name, new.sinks[name], sink)
             self.config = new
-            log.info("configuration reloaded", extra={"restarted_sinks": sorted(built), "removed": removed})
+            for name in gone:
+                await self.fleet.remove(name)
+            for name, sink in built.items():
+                await self.fleet.replace(name, new.sinks[name], sink)
+            log.info("configuration reloaded", extra={"restarted_sinks": sorted(built), "removed": gone})
 
-    async def _shutdown(self, server: IngestServer) -> None:
+    async def _shutdown(self, server: IngestServer, in_flight: InFlight) -> None:
         self.stopping = True
         started = time.monotonic()
         deadline = started + self.config.daemon.drain_timeout
-        log.info("shutting down: intake stopped, draining in-flight sends")
+        log.info("shutting down: refusing new records, draining in-flight sends")
+        if in_flight.count:  # requests already committing get their answer
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(in_flight.idle.wait(), max(0.0, deadline - time.monotonic()))
+        abandoned = await self.fleet.stop_all(deadline)
         await server.stop()
-        totals = {name: running.forwarder.counters for name, running in self.running.items()}
-        for running in self.running.values():
-            running.forwarder.stop()
-        abandoned = 0
-        for name in list(self.running):
-            abandoned += await self._stop_sink(name, max(0.0, deadline - time.monotonic()))
         log.info(
             "shipper stopped after %.2fs; %d in-flight row(s) handed back to the spool",
             time.monotonic() - started,
             abandoned,
-            extra={"sinks": {name: asdict(counters) for name, counters in totals.items()}},
+            extra={"sinks": {name: asdict(counters) for name, counters in self.fleet.counters.items()}},
         )
 
 
@@ -206,10 +187,11 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-def run(config: Config, config_path: Path | None = None) -> int:
+def run(config: Config, config_path: Path | None = None, log_level: str | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT; uvloop when installed (a faster loop for the same code)."""
+    daemon = Daemon(config, config_path, log_level)
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(Daemon(config, config_path).run())
-    return uvloop.run(Daemon(config, config_path).run())
+        return asyncio.run(daemon.run())
+    return uvloop.run(daemon.run())

@@ -9,6 +9,7 @@ write path. Every drop is counted with a reason. Not responsible for serving HTT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -178,6 +179,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+    def forget(self, sink: str) -> None:
+        """A sink removed by a reload stops being exported."""
+        with contextlib.suppress(KeyError):
+            self.send_seconds.remove(sink)
 
     def observer(self, sink: str) -> Callable[[float], None]:
         child = self.send_seconds.labels(sink)

@@ -126,11 +126,13 @@ def write_config(
     *,
     drain_timeout: float = 5,
     ingest_extra: str = "",
+    daemon_extra: str = "",
 ) -> Path:
     port = http_port or free_port()
     text = f"""
 [daemon]
 drain_timeout = {drain_timeout}
+{daemon_extra}
 
 [ingest]
 http = "127.0.0.1:{port}"
@@ -158,6 +160,8 @@ class Daemon:
     unix: Path
     proc: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
+    # Extra `shipper run` arguments (e.g. "--log-format", "text").
+    args: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Path) -> Daemon:
@@ -171,7 +175,16 @@ class Daemon:
         log = open(self.log_path, "ab")  # noqa: SIM115, ASYNC230 - handed to the child
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shipper", "run", "--config", str(self.config), stdout=log, stderr=log, env=env
+            sys.executable,
+            "-m",
+            "shipper",
+            "run",
+            "--config",
+            str(self.config),
+            *self.args,
+            stdout=log,
+            stderr=log,
+            env=env,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -200,6 +213,30 @@ class Daemon:
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def ensure_stopped(self) -> None:
+        """For `finally:` blocks: a graceful stop if the daemon still runs, kill -9 if that hangs."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        try:
+            await self.terminate(timeout=15)
+        except TimeoutError:
+            await self.kill9()
+
+    def sighup(self) -> None:
+        assert self.proc is not None and self.proc.returncode is None
+        self.proc.send_signal(signal.SIGHUP)
+
+    def log_lines(self) -> list[str]:
+        return [line for line in self.logs().splitlines() if line.strip()]
+
+    def json_logs(self) -> list[dict[str, Any]]:
+        """Every log line parsed as JSON (raises on a line that is not: JSON is the default format)."""
+        return [orjson.loads(line) for line in self.log_lines()]
+
+    async def wait_for_log(self, text: str, count: int = 1, timeout: float = 30.0) -> None:
+        """Wait until at least `count` log lines contain `text`."""
+        await wait_for(lambda: sum(text in line for line in self.log_lines()) >= count, timeout=timeout)
 
 
 def ndjson(items: list[dict[str, Any]]) -> bytes:
@@ -252,3 +289,56 @@ async def run_cli_async(*args: str, timeout: float = 60) -> tuple[int, str, str]
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+# --- Prometheus scrapes ------------------------------------------------------------------------------------------
+
+Labels = tuple[tuple[str, str], ...]
+
+
+def parse_metrics(text: str) -> dict[tuple[str, Labels], float]:
+    """Prometheus text → {(sample name, sorted labels): value}, parsed by prometheus_client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[tuple[str, Labels], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(samples: dict[tuple[str, Labels], float], name: str, **labels: str) -> float | None:
+    """One sample's value, or None when the daemon does not export it."""
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def by_label(samples: dict[tuple[str, Labels], float], name: str, label: str) -> dict[str, float]:
+    """Every sample of `name`, keyed by the value of one label (e.g. the rejection reason)."""
+    return {dict(labels)[label]: value for (n, labels), value in samples.items() if n == name}
+
+
+async def scrape(session: aiohttp.ClientSession, base: str) -> tuple[str, dict[tuple[str, Labels], float]]:
+    """GET {base}/metrics: the raw text and its parsed samples."""
+    async with session.get(f"{base}/metrics") as response:
+        assert response.status == 200, await response.text()
+        assert response.headers["Content-Type"].startswith("text/plain"), response.headers["Content-Type"]
+        text = await response.text()
+    return text, parse_metrics(text)
+
+
+async def wait_for_metrics(
+    session: aiohttp.ClientSession,
+    base: str,
+    predicate: Callable[[dict[tuple[str, Labels], float]], bool],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+) -> dict[tuple[str, Labels], float]:
+    """Scrape until `predicate(samples)` holds; returns those samples (spool gauges refresh every few seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, samples = await scrape(session, base)
+        if predicate(samples):
+            return samples
+        if time.monotonic() > deadline:
+            raise AssertionError(f"metrics did not reach the expected state within {timeout}s: {samples}")
+        await asyncio.sleep(interval)

@@ -50,9 +50,10 @@ class Forwarder:
         policy: SinkConfig,
         rng: random.Random | None = None,
         observe: Callable[[float], None] | None = None,
+        counters: SinkCounters | None = None,
     ) -> None:
         self.sink = sink
-        self.counters = SinkCounters()
+        self.counters = counters or SinkCounters()
         self.last_error: str | None = None
         self._observe = observe
         self.backoff = SinkBackoff(policy.retry_initial_backoff, policy.retry_max_backoff, policy.breaker_threshold)
@@ -79,6 +80,13 @@ class Forwarder:
         if self.backoff.failing:
             return 1
         return self.adaptive.value if self._adaptive_on else self.sink.concurrency
+
+    def flush_logs(self) -> None:
+        """Say how many throttled lines were never printed, so a folded count is not lost at a stop."""
+        for throttled, what in ((self._dead_log, "dead-letter"), (self._failing_log, "delivery failure")):
+            folded = throttled.reset()
+            if folded:
+                log.warning("sink %s: %d more %s line(s) were folded", self.sink.name, folded, what)
 
     def stop(self) -> None:
         """Lease nothing more; in-flight sends carry on until `drain`."""
@@ -196,6 +204,14 @@ class Forwarder:
             self.adaptive.on_answer(elapsed, pushed_back=outcome.status in PUSH_BACK)
         if outcome.verdict is not Verdict.DELIVERED:
             self.last_error = outcome.detail[:KEEP_DETAIL_CHARS]
+        log.debug(
+            "sink %s: %d row(s) sent in %.3fs: %s %s",
+            self.sink.name,
+            len(rows),
+            elapsed,
+            outcome.verdict.value,
+            outcome.status if outcome.status is not None else "-",
+        )
         return outcome
 
     def _shrink_batches(self, rows: Sequence[SpoolRow]) -> None:
@@ -224,7 +240,8 @@ class Forwarder:
             self.counters.redelivered += sum(1 for row in rows if row.attempts > 1)
         elif outcome.verdict is Verdict.REJECT:
             self.backoff.on_success()
-            reason = f"rejected by the remote: {outcome.detail}"
+            where = "rejected by the remote" if outcome.status is not None else "refused before sending"
+            reason = f"{where}: {outcome.detail}"
             await self._dead_letter(rows, outcome, reason)
         else:
             await self._retry(rows, outcome, generation)

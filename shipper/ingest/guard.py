@@ -8,16 +8,39 @@ Not responsible for what a request may contain (records.py, limits in intake.py)
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from dataclasses import dataclass, field
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY
+from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY, LIVE_KEY
 from shipper.ingest.responses import Handler, error_response
 
 OPEN_PATHS = frozenset({"/healthz"})
-IN_FLIGHT_KEY = web.AppKey("in_flight", list[int])
+# Still answered while shutting down, so probes and scrapers see the drain.
+OPERATIONS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/status"})
+
+
+@dataclass(slots=True)
+class InFlight:
+    """Requests being handled; shutdown waits for `idle` before it stops the sinks."""
+
+    count: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def enter(self) -> None:
+        self.count += 1
+        self.idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self.idle.set()
+
+
+IN_FLIGHT_KEY = web.AppKey("in_flight", InFlight)
 
 
 def _over_tcp(request: web.Request) -> bool:
@@ -49,15 +72,20 @@ async def token_check(request: web.Request, handler: Handler) -> web.StreamRespo
 
 @web.middleware
 async def admission(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Past `max_concurrent_requests` in flight, answer 503 at once instead of queueing without bound."""
+    """Refuse new work once shutdown begins, and past `max_concurrent_requests` in flight: 503 at once."""
+    if request.app[LIVE_KEY].stopping and request.path not in OPERATIONS:
+        request.app[COUNTERS_KEY].rejected["stopping"] += 1
+        response = error_response(503, "stopping", "shipper is shutting down; send to its successor")
+        response.headers["Retry-After"] = "1"
+        return response
     in_flight = request.app[IN_FLIGHT_KEY]
-    if in_flight[0] >= request.app[INGEST_KEY].max_concurrent_requests:
+    if in_flight.count >= request.app[INGEST_KEY].max_concurrent_requests:
         request.app[COUNTERS_KEY].rejected["too_busy"] += 1
         response = error_response(503, "too_busy", "too many requests in flight; retry shortly")
         response.headers["Retry-After"] = "1"
         return response
-    in_flight[0] += 1
+    in_flight.enter()
     try:
         return await handler(request)
     finally:
-        in_flight[0] -= 1
+        in_flight.leave()

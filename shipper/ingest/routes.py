@@ -14,7 +14,7 @@ from shipper.config import IngestConfig
 from shipper.enrich.redact import Redactor
 from shipper.ingest import ops
 from shipper.ingest.dropin import dropin, plan_native
-from shipper.ingest.guard import IN_FLIGHT_KEY, admission, token_check
+from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight, admission, token_check
 from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import (
     COUNTERS_KEY,
@@ -69,7 +69,7 @@ def build_app(
     app[COUNTERS_KEY] = counters
     app[INGEST_KEY] = config
     app[LIMITS_KEY] = Limits(config.max_line_bytes, config.max_items, config.max_depth)
-    app[IN_FLIGHT_KEY] = [0]
+    app[IN_FLIGHT_KEY] = InFlight()
     app.router.add_post("/v1/records", post_records)
     ops.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", dropin)

@@ -44,3 +44,12 @@ class OutRequest:
     url: str
     headers: dict[str, str]
     body: bytes | None
+
+
+def failure_detail(status: int, answer: bytes, secrets: Sequence[str | None] = ()) -> str:
+    """`HTTP <status>: <start of the answer>`, with any key we sent blanked: some remotes quote the header back."""
+    text = answer.decode("utf-8", "replace")
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[REDACTED]")
+    return f"HTTP {status}: {text[:512]}"

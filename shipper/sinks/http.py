@@ -17,7 +17,7 @@ from multidict import CIMultiDictProxy
 from shipper.config import HttpSinkConfig
 from shipper.errors import ConfigError
 from shipper.forward.retry import Outcome, Verdict, classify_status, parse_retry_after
-from shipper.sinks.base import Batching, OutRequest
+from shipper.sinks.base import Batching, OutRequest, failure_detail
 from shipper.sinks.transport import HttpTransport
 from shipper.spool import SpoolRow
 
@@ -46,11 +46,13 @@ def render_query(raw: bytes | None) -> str:
     return "?" + urlencode({k: ("true" if v is True else "false" if v is False else str(v)) for k, v in pairs.items()})
 
 
-def classify_response(status: int, headers: CIMultiDictProxy[str], body: bytes) -> Outcome:
+def classify_response(
+    status: int, headers: CIMultiDictProxy[str], body: bytes, secrets: Sequence[str | None] = ()
+) -> Outcome:
     verdict = classify_status(status)
     if verdict is Verdict.DELIVERED:
         return Outcome(verdict, status)
-    detail = f"HTTP {status}: {body[:512].decode('utf-8', 'replace')}"
+    detail = failure_detail(status, body, secrets)
     return Outcome(verdict, status, detail, parse_retry_after(headers.get("Retry-After"), time.time()))
 
 
@@ -66,8 +68,10 @@ class HttpSink:
         self._base_url = config.base_url
         self._headers = dict(config.headers)
         secret = read_secret(name, config.auth_env, config.auth_file, environ)
+        self._secrets: tuple[str | None, ...] = ()
         if secret is not None:
             self._headers[config.auth_header] = secret
+            self._secrets = (secret, secret.partition(" ")[2] or None)
         self._transport = HttpTransport(config.concurrency, config.timeout, ca_file=config.ca_file)
 
     async def start(self) -> None:
@@ -88,4 +92,7 @@ class HttpSink:
         return OutRequest(row.method, url, {**self._headers, "Content-Type": "application/json"}, row.body)
 
     async def send(self, rows: Sequence[SpoolRow]) -> Outcome:
-        return await self._transport.send(self.build_request(rows), classify_response)
+        return await self._transport.send(
+            self.build_request(rows),
+            lambda status, headers, body: classify_response(status, headers, body, self._secrets),
+        )

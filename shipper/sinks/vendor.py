@@ -21,7 +21,7 @@ from shipper.config import VendorSinkConfig
 from shipper.enrich.usage import Enricher
 from shipper.forward.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.records import BadInput, NewRow
-from shipper.sinks.base import Batching, OutRequest
+from shipper.sinks.base import Batching, OutRequest, failure_detail
 from shipper.sinks.http import read_secret, render_query
 from shipper.sinks.transport import HttpTransport
 from shipper.spool import SpoolRow
@@ -213,9 +213,13 @@ class VendorSink:
         if body is not None and self.enricher is not None:
             body = await self.enricher.enrich(self.adapter.type, row.method, row.path, body)
         request = OutRequest(row.method, self.base_url + path + render_query(query), headers, body)
-        return await self.transport.send(request, lambda status, hdrs, answer: self.classify(row, status, hdrs, answer))
+        return await self.transport.send(
+            request, lambda status, hdrs, answer: self.classify(row, status, hdrs, answer, key)
+        )
 
-    def classify(self, row: SpoolRow, status: int, headers: CIMultiDictProxy[str], answer: bytes) -> Outcome:
+    def classify(
+        self, row: SpoolRow, status: int, headers: CIMultiDictProxy[str], answer: bytes, key: str | None = None
+    ) -> Outcome:
         success = self.adapter.success(row)
         verdict = classify_status(status, success)
         if verdict is Verdict.DELIVERED:
@@ -224,7 +228,7 @@ class VendorSink:
         if 200 <= status <= 299 and success is not None:
             expected = ", ".join(str(code) for code in sorted(success))
             return Outcome(verdict, status, f"HTTP {status} where the vendor's SDK requires {expected}")
-        detail = f"HTTP {status}: {answer[:512].decode('utf-8', 'replace')}"
+        detail = failure_detail(status, answer, (key,))
         return Outcome(verdict, status, detail, parse_retry_after(headers.get("Retry-After"), time.time()))
 
 

@@ -118,6 +118,11 @@ def replay(
     try:
         where, params = _where(sink, since, ids)
         chosen = [r[0] for r in conn.execute(f"SELECT id FROM dead_letters{where} ORDER BY id", params)]
+        missing = sorted(set(ids) - set(chosen))
+        if missing:
+            raise SpoolError(
+                f"no dead letter with id {', '.join(map(str, missing))} (matching the filters); nothing replayed"
+            )
         done = 0
         for start in range(0, len(chosen), CHUNK):
             chunk = chosen[start : start + CHUNK]

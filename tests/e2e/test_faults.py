@@ -29,6 +29,7 @@ from aiohttp import web
 from tests.support import (
     Daemon,
     FakeRemote,
+    ndjson,
     post_items,
     query_spool,
     run_cli,
@@ -103,9 +104,13 @@ class Streamer:
         self.stop = asyncio.Event()
 
     async def _send(self, session: aiohttp.ClientSession, url: str, items: list[dict[str, Any]]) -> bool:
+        """True when acknowledged; a 503 `stopping` from a draining daemon is a refusal, like a closed port."""
         sent = {item["body"]["n"] for item in items}
         try:
-            await post_items(session, url, items, ndjson_body=len(items) > 1)
+            async with session.post(url, data=ndjson(items), headers={"Content-Type": "application/x-ndjson"}) as r:
+                if r.status == 503 and (await r.json())["error"] == "stopping":
+                    return False
+                assert r.status == 202, await r.text()
         except (aiohttp.ClientError, OSError, TimeoutError):
             self.unanswered |= sent
             return False

@@ -1,0 +1,154 @@
+"""`shipper run` as a real subprocess in a scratch directory, and its peak RSS from /proc.
+
+Sink set-ups: `batch` and `replay` forward to the fake remote; `down` points at a port nobody listens on and backs
+off for an hour after the first refusal, so ingest runs with the forwarder idle (what an outage looks like).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.remote import free_port
+from bench.wire import connect, get
+
+REPO = Path(__file__).resolve().parent.parent
+# The spool must sit on the disk a real deployment would use (not tmpfs, where fsync is free): the repo's var/.
+SCRATCH = REPO / "var" / "bench"
+
+_SINKS = {
+    "batch": 'batch = true\nbatch_timeout = 0.1\nbase_url = "{url}"',
+    "replay": 'batch = false\nbase_url = "{url}"',
+    "down": 'batch = true\nbatch_timeout = 0.1\nbase_url = "http://127.0.0.1:{dead}"\n'
+    "retry_initial_backoff = 3600\nretry_max_backoff = 3600",
+}
+
+
+def config_text(workdir: Path, http_port: int, durability: str, sink: str, remote_url: str) -> str:
+    sink_lines = _SINKS[sink].format(url=remote_url, dead=free_port())
+    return f"""[daemon]
+drain_timeout = 5
+log_level = "warning"
+
+[ingest]
+http = "127.0.0.1:{http_port}"
+unix = "{workdir / "shipper.sock"}"
+
+[spool]
+path = "{workdir / "spool.db"}"
+durability = "{durability}"
+
+[sinks.remote]
+type = "http"
+{sink_lines}
+"""
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[bytes]
+    http: str
+    unix: str
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def peak_rss_mb(self) -> float:
+        """VmHWM: the most resident memory the process has ever had."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmHWM in /proc status")
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+
+async def _wait_healthy(daemon: Daemon, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if daemon.proc.poll() is not None:
+            raise RuntimeError(f"shipper exited with {daemon.proc.returncode}:\n{daemon.log_tail()}")
+        with contextlib.suppress(OSError):
+            client = await connect(daemon.http)
+            try:
+                status, _ = await asyncio.wait_for(client.request(get("/healthz")), 2)
+            finally:
+                client.close()
+            if status == 200:
+                return
+        if loop.time() > deadline:
+            raise RuntimeError(f"shipper did not become healthy:\n{daemon.log_tail()}")
+        await asyncio.sleep(0.05)
+
+
+async def _stop(daemon: Daemon) -> None:
+    if daemon.proc.poll() is None:
+        daemon.proc.send_signal(signal.SIGTERM)
+        for _ in range(300):
+            if daemon.proc.poll() is not None:
+                return
+            await asyncio.sleep(0.05)
+        daemon.proc.kill()
+        daemon.proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    durability: str, sink: str, remote_url: str, src: Path = REPO, profile: Path | None = None
+) -> AsyncIterator[Daemon]:
+    """A fresh daemon with an empty spool; the scratch directory goes when it stops.
+
+    With `profile`, py-spy (if on PATH) samples the daemon for its whole life into that file as collapsed stacks.
+    """
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"{sink}-{durability}-", dir=SCRATCH))
+    port = free_port()
+    config = workdir / "shipper.toml"
+    config.write_text(config_text(workdir, port, durability, sink, remote_url))
+    log = workdir / "shipper.log"
+    daemon = Daemon(_spawn(config, log, src), f"127.0.0.1:{port}", f"unix:{workdir / 'shipper.sock'}", log)
+    spy = None
+    try:
+        await _wait_healthy(daemon, 30)
+        spy = _start_py_spy(daemon.pid, profile) if profile else None
+        yield daemon
+    except BaseException:
+        print(f"shipper's log ended with:\n{daemon.log_tail()}", file=sys.stderr)
+        raise
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        await _stop(daemon)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _spawn(config: Path, log: Path, src: Path) -> subprocess.Popen[bytes]:
+    """`python -m shipper run` with `src` first on the path (the repo, or another checkout to compare with)."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    with open(log, "wb") as out:
+        command = [sys.executable, "-m", "shipper", "run", "--config", str(config)]
+        return subprocess.Popen(command, stdout=out, stderr=out, cwd=src, env=env)
+
+
+def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    exe = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if exe is None:
+        print("--profile: py-spy is not installed (pip install py-spy); not profiling", file=sys.stderr)
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    command = [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking", "-o", str(out)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -1,0 +1,114 @@
+"""Turn measurements into figures (value, target, ceiling, verdict) and print them as one table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (id, label, scenario, key, unit, comparison, target, ceiling, ceiling key)
+_FIGURES: tuple[tuple[str, str, str, str, str, str, float | None, str, str], ...] = (
+    ("a_fsync", "(a) ingest NDJSON/unix, fsync, forwarding on", "a.ingest.fsync.batch", "records_per_s",
+     "rec/s", ">=", 30_000, "FULL/256", "rows_per_s"),
+    ("a_fsync_down", "(a) ingest NDJSON/unix, fsync, remote down", "a.ingest.fsync.down", "records_per_s",
+     "rec/s", ">=", 30_000, "FULL/256", "rows_per_s"),
+    ("a_os", "(a) ingest NDJSON/unix, os, forwarding on", "a.ingest.os.batch", "records_per_s",
+     "rec/s", ">=", 30_000, "NORMAL/256", "rows_per_s"),
+    ("a_os_down", "(a) ingest NDJSON/unix, os, remote down", "a.ingest.os.down", "records_per_s",
+     "rec/s", ">=", 30_000, "NORMAL/256", "rows_per_s"),
+    ("b_max", "(b) single-record TCP max, fsync, fwd on", "b.single.max", "requests_per_s",
+     "req/s", ">=", 5_000, "FULL/16", "rows_per_s"),
+    ("b_p50", "(b) ack latency p50 @1000 req/s", "b.single.latency", "p50_ms",
+     "ms", "<=", None, "FULL/1", "commit_p50_ms"),
+    ("b_p99", "(b) ack latency p99 @1000 req/s", "b.single.latency", "p99_ms",
+     "ms", "<=", 15, "FULL/1", "commit_p99_ms"),
+    ("c_batch", "(c) end to end, http batch, fsync", "c.e2e.batch", "records_per_s",
+     "rec/s", ">=", 20_000, "FULL/256", "rows_per_s"),
+    ("c_replay", "(c) end to end, http replay, fsync", "c.e2e.replay", "records_per_s",
+     "rec/s", ">=", 4_000, "FULL/16", "rows_per_s"),
+)  # fmt: skip
+RSS_TARGET_MB = 150.0
+
+
+def _verdict(value: float, comparison: str, target: float | None) -> str:
+    if target is None:
+        return "-"
+    if comparison == ">=":
+        return "pass" if value >= target else f"short by {100 * (1 - value / target):.0f}%"
+    return "pass" if value <= target else f"over by {100 * (value / target - 1):.0f}%"
+
+
+def figures(measured: dict[str, Any]) -> list[dict[str, Any]]:
+    scenarios, ceilings = measured["scenarios"], measured["ceiling"]
+    out = []
+    for fid, label, scenario, key, unit, comparison, target, ceiling, ceiling_key in _FIGURES:
+        found = scenarios.get(scenario)
+        if not found or key not in found:
+            continue
+        value = found[key]
+        verdict = _verdict(value, comparison, target)
+        if found.get("errors"):
+            verdict += f" ({found['errors']} errors: {found.get('first_error', '')[:60]})"
+        if found.get("complete") is False:
+            verdict = f"incomplete: {found['received']} of {found['records']} in {found['seconds']:.0f}s"
+        out.append({
+            "id": fid, "label": label, "value": value, "unit": unit, "comparison": comparison, "target": target,
+            "ceiling": ceilings[ceiling][ceiling_key], "ceiling_of": f"SQLite {ceiling}", "verdict": verdict,
+            "daemon_cpu_pct": found.get("cpu_daemon_pct"), "other_cpu_pct": found.get("cpu_other_pct"),
+        })  # fmt: skip
+    if scenarios:
+        rss = max(found["peak_rss_mb"] for found in scenarios.values())
+        out.append({
+            "id": "d_rss", "label": "(d) daemon peak RSS (VmHWM, max of runs)", "value": rss, "unit": "MB",
+            "comparison": "<=", "target": RSS_TARGET_MB, "ceiling": None, "ceiling_of": "",
+            "verdict": _verdict(rss, "<=", RSS_TARGET_MB), "daemon_cpu_pct": None, "other_cpu_pct": None,
+        })  # fmt: skip
+    return out
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+    return f"{text} {unit}".strip()
+
+
+def table(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    head = ("figure", "result", "target", "ceiling (same run)", "daemon CPU", "others' CPU", "verdict")
+    rows = [head]
+    for f in results["figures"]:
+        target = "-" if f["target"] is None else f"{f['comparison']} {_num(f['target'], f['unit'])}"
+        ceiling = "-" if f["ceiling"] is None else f"{_num(f['ceiling'])} ({f['ceiling_of']})"
+        cpu = "-" if f["daemon_cpu_pct"] is None else f"{f['daemon_cpu_pct']:.0f}%"
+        other = "-" if f["other_cpu_pct"] is None else f"{f['other_cpu_pct']:.0f}%"
+        rows.append((f["label"], _num(f["value"], f["unit"]), target, ceiling, cpu, other, f["verdict"]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = [
+        f"shipper bench {meta['date']}, shipper {meta['shipper_commit']}, "
+        f"on {meta['cpus']} CPUs ({meta['cpu_model']}), Python {meta['python']}, "
+        f"records {meta['record_line_bytes']} B/line ({meta['record_body_bytes']} B body), "
+        f"load at start {meta['load_average_at_start'][0]:.2f}",
+        "",
+    ]
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    lines += ["", "ceilings: raw sqlite3, WAL, insert 1 KB rows + delete the previous group, per commit:"]
+    for name, c in results["ceiling"].items():
+        lines.append(
+            f"  {name:<11} {c['rows_per_s']:>9,.0f} rows/s  {c['commits_per_s']:>7,.0f} commits/s  "
+            f"commit p50 {c['commit_p50_ms']:.2f} ms  p99 {c['commit_p99_ms']:.2f} ms"
+        )
+    lines += [
+        "",
+        "CPU columns are % of one core in the measured window; others' CPU is everything on the host that is not",
+        "the daemon, the fake remote or the load generator (another test suite, say): above ~10% the run was noisy.",
+        "",
+        "per scenario:",
+    ]
+    for name, s in results["scenarios"].items():
+        shown = {k: v for k, v in s.items() if k not in ("first_error",) and v is not None}
+        lines.append(
+            f"  {name}: " + ", ".join(f"{k}={_num(v) if isinstance(v, float) else v}" for k, v in shown.items())
+        )
+    return "\n".join(lines)

@@ -1,0 +1,236 @@
+"""The benchmark's running order: SQLite ceiling, then (a) ingest, (b) single records, (c) end to end, (d) RSS.
+
+Each scenario gets a fresh daemon and an empty spool; the fake remote runs in its own process for the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import resource
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import ceiling, daemon, load, report, usage
+from bench.loop import run_loop
+from bench.records import Records
+from bench.remote import RemoteProcess
+from bench.wire import now
+
+INGEST_BATCH = 100  # records per NDJSON request: ~110 KB, what a client flushing every few ms might send
+INGEST_CONNECTIONS = 8  # enough concurrent clients to keep the spool writer's groups full
+SINGLE_CONNECTIONS = 16  # "several concurrent keep-alive clients" for the single-record maximum
+LATENCY_RATE = 1000.0
+LATENCY_CONNECTIONS = 32
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Plan:
+    warmup: float
+    window: float
+    latency_seconds: float
+    e2e_batch_records: int
+    e2e_replay_records: int
+    e2e_deadline: float
+    ceiling_seconds: float
+
+
+FULL = Plan(1.0, 10.0, 10.0, 200_000, 40_000, 60.0, 1.5)
+QUICK = Plan(0.5, 3.0, 4.0, 60_000, 12_000, 20.0, 0.7)
+
+
+class Bench:
+    def __init__(self, plan: Plan, src: Path, profile: Path | None, quiet_budget: float) -> None:
+        self.plan = plan
+        self.src = src
+        self.profile = profile
+        self.quiet_budget = quiet_budget
+        self.records = Records()
+        self.remote = RemoteProcess()
+        self.scenarios: dict[str, dict[str, Any]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _daemon(self, name: str, durability: str, sink: str) -> AsyncIterator[daemon.Daemon]:
+        self.quiet_budget = await usage.wait_for_quiet(self.quiet_budget)
+        profile = self.profile / f"{name}.txt" if self.profile else None
+        async with daemon.running(durability, sink, self.remote.url, self.src, profile) as d:
+            yield d
+
+    def _pids(self, d: daemon.Daemon) -> dict[str, int]:
+        assert self.remote.pid is not None
+        return {"daemon": d.pid, "remote": self.remote.pid, "harness": os.getpid()}
+
+    async def _measured(self, d: daemon.Daemon, start: float, end: float, work: Any) -> dict[str, Any]:
+        """Run `work` and add the CPU each process used inside [start, end) and the daemon's peak RSS."""
+
+        async def cpu() -> dict[str, float]:
+            await asyncio.sleep(max(0.0, start - now()))
+            before = usage.snapshot(self._pids(d), now())
+            await asyncio.sleep(max(0.0, end - now()))
+            return usage.percentages(before, usage.snapshot(self._pids(d), now()))
+
+        result, used = await asyncio.gather(work, cpu())
+        return {**result, **used, "peak_rss_mb": d.peak_rss_mb()}
+
+    async def ingest(self, durability: str, sink: str) -> None:
+        """(a) NDJSON batches over the Unix socket, closed loop."""
+        name = f"a.ingest.{durability}.{sink}"
+        async with self._daemon(name, durability, sink) as d:
+            start = now() + self.plan.warmup
+            end = start + self.plan.window
+            build = lambda seq: self.records.ndjson_request(seq, INGEST_BATCH)  # noqa: E731
+            work = load.closed_loop(d.unix, INGEST_CONNECTIONS, build, INGEST_BATCH, start, end)
+            self.scenarios[name] = await self._measured(d, start, end, work)
+
+    async def single(self) -> None:
+        """(b) one record per request over TCP: the closed-loop maximum, then latency at a fixed open-loop rate."""
+        async with self._daemon("b.single", "fsync", "batch") as d:
+            start = now() + self.plan.warmup
+            end = start + self.plan.window
+            work = load.closed_loop(d.http, SINGLE_CONNECTIONS, self.records.single_request, 1, start, end)
+            self.scenarios["b.single.max"] = await self._measured(d, start, end, work)
+            await asyncio.sleep(1.0)  # let the forwarder drain what the maximum left queued
+            start = now() + 0.3
+            end = start + self.plan.latency_seconds
+            work = load.open_loop(
+                d.http, self.records, LATENCY_RATE, start, self.plan.latency_seconds, LATENCY_CONNECTIONS, 10**8
+            )
+            self.scenarios["b.single.latency"] = await self._measured(d, start, end, work)
+
+    async def end_to_end(self, sink: str, total: int) -> None:
+        """(c) from the first record sent until the remote holds all `total` of them."""
+        name = f"c.e2e.{sink}"
+        async with self._daemon(name, "fsync", sink) as d:
+            base = self.remote.records
+            start = now()
+            pusher = asyncio.create_task(load.push(d.unix, self.records, total, INGEST_BATCH, INGEST_CONNECTIONS))
+            before = usage.snapshot(self._pids(d), start)
+            while self.remote.records - base < total and now() - start < self.plan.e2e_deadline:
+                if pusher.done() and pusher.exception() is not None:
+                    break
+                await asyncio.sleep(0.01)
+            received = self.remote.records - base
+            complete = received >= total
+            done = self.remote.last_at if complete else now()
+            used = usage.percentages(before, usage.snapshot(self._pids(d), now()))
+            ingest_done = await pusher if pusher.done() else None
+            if ingest_done is None:
+                pusher.cancel()
+            self.scenarios[name] = {
+                "records_per_s": received / (done - start),
+                "records": total,
+                "received": received,
+                "complete": complete,
+                "seconds": done - start,
+                "ingest_seconds": None if ingest_done is None else ingest_done - start,
+                **used,
+                "peak_rss_mb": d.peak_rss_mb(),
+            }
+
+    async def run(self, only: set[str]) -> dict[str, Any]:
+        scratch = daemon.SCRATCH
+        scratch.mkdir(parents=True, exist_ok=True)
+        bodies = [orjson.dumps(orjson.loads(self.records.line(i))["body"]) for i in range(32)]
+        seconds = self.plan.ceiling_seconds
+        ceilings = {
+            f"{sync}/{group}": ceiling.measure(scratch, sync, group, seconds, bodies)
+            for sync, group in (("FULL", 1), ("FULL", SINGLE_CONNECTIONS), ("FULL", 256), ("NORMAL", 256))
+        }
+        self.remote.start()
+        try:
+            if "a" in only:
+                for durability in ("fsync", "os"):
+                    for sink in ("batch", "down"):
+                        await self.ingest(durability, sink)
+            if "b" in only:
+                await self.single()
+            if "c" in only:
+                await self.end_to_end("batch", self.plan.e2e_batch_records)
+                await self.end_to_end("replay", self.plan.e2e_replay_records)
+        finally:
+            self.remote.stop()
+        return {"ceiling": ceilings, "scenarios": self.scenarios}
+
+
+def _meta(args: argparse.Namespace, plan: Plan, records: Records) -> dict[str, Any]:
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": "make bench" + (" (--quick)" if args.quick else ""),
+        "shipper_src": str(args.shipper_src),
+        "shipper_commit": _commit(args.shipper_src),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg(),
+        "plan": asdict(plan),
+        "record_body_bytes": records.body_bytes,
+        "record_line_bytes": records.line_bytes,
+        "ingest_batch": INGEST_BATCH,
+        "ingest_connections": INGEST_CONNECTIONS,
+        "single_connections": SINGLE_CONNECTIONS,
+        "latency_rate": LATENCY_RATE,
+        "latency_connections": LATENCY_CONNECTIONS,
+    }
+
+
+def _commit(src: Path) -> str:
+    """The checkout's commit, `+dirty` when shipper/ has uncommitted changes; "unknown" outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True, check=True)
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "shipper"], capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.decode().strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter windows and fewer records (~1 minute)")
+    parser.add_argument("--only", default="abc", help="scenarios to run, any of a, b, c (default: abc)")
+    parser.add_argument("--profile", type=Path, help="sample each daemon with py-spy into DIR/<scenario>.txt")
+    parser.add_argument("--shipper-src", type=Path, default=daemon.REPO, help="run shipper from this source tree")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each scenario, wait while other work keeps the host busy; at most SECONDS in all",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "latest.json", help="where to write the JSON")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    bench = Bench(plan, args.shipper_src.resolve(), args.profile, args.wait_quiet)
+    started = time.monotonic()
+    measured = run_loop(bench.run(set(args.only)))
+    results = {"meta": _meta(args, plan, bench.records), **measured}
+    results["meta"]["wall_seconds"] = round(time.monotonic() - started, 1)
+    results["meta"]["load_average_at_end"] = os.getloadavg()
+    results["figures"] = report.figures(measured)
+    print(report.table(results))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    print(f"\nwritten to {args.out}")
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"harness CPU: {own.ru_utime + own.ru_stime:.1f}s over {results['meta']['wall_seconds']}s")
+    return 0
