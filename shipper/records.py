@@ -7,6 +7,7 @@ Not responsible for transport (HTTP status mapping lives in ingest) or for writi
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ class NewRow:
     credential: str | None = field(default=None, repr=False)  # the remote's API key; stored once, never logged
 
 
+@functools.lru_cache(maxsize=4096)
 def check_path(path: str) -> str:
     """Reject any path that could leave the sink's base URL: another host, a parent directory, a smuggled header."""
     if not path:

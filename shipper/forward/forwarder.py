@@ -68,6 +68,8 @@ class Forwarder:
         self._inflight: dict[asyncio.Task[None], Sequence[SpoolRow]] = {}
         self._failing_log = Throttled(log)
         self._batch_records = sink.batching.max_records
+        self._backlog = True  # rows may be waiting from before a restart
+        self._first_added: float | None = None
         self._batch_bytes = sink.batching.max_bytes
         self._dead_log = Throttled(log)
 
@@ -117,8 +119,13 @@ class Forwarder:
         return len(abandoned)
 
     def _on_append(self, count: int) -> None:
+        """Wake the loop for what changes its plan: any row in replay mode; a batch's first row or a full batch."""
+        first = self._first_added is None
+        if first:
+            self._first_added = time.monotonic()
         self._added += count
-        self._wake.set()
+        if first or self.sink.batching.max_records == 1 or self._added >= self._batch_records:
+            self._wake.set()
 
     async def _wait(self, timeout: float | None) -> None:
         self._wake.clear()
@@ -135,34 +142,41 @@ class Forwarder:
             await self._wait(None)
             return
         batching = self.sink.batching
+        if batching.max_records > 1 and not await self._batch_ready():
+            return
         self._added = 0
+        self._first_added = None
         self._wake.clear()
         limit = self._batch_records if batching.max_records > 1 else capacity
         lease = await self._spool.lease(self.sink.name, limit, self._batch_bytes)
         rows = lease.rows
+        self._backlog = len(rows) >= limit
         if not rows:
             due = IDLE_POLL if lease.next_due is None else min(IDLE_POLL, max(0.0, lease.next_due - time.time()))
             await self._wait(due)
             return
         if batching.max_records > 1:
-            wait = self._batch_wait(rows)
-            if wait > 0:
-                await self._spool.settle(released=[row.id for row in rows])
-                await self._wait(wait)
-                return
             self._spawn(rows)
         else:
             for row in rows:
                 self._spawn([row])
 
-    def _batch_wait(self, rows: Sequence[SpoolRow]) -> float:
-        """How long a partial batch should wait for company; 0 sends it now."""
-        batching = self.sink.batching
-        if self._stopping or len(rows) >= self._batch_records:
-            return 0.0
-        if sum(len(row.body) for row in rows) * 2 >= self._batch_bytes:
-            return 0.0
-        return max(0.0, rows[0].created_at + batching.timeout - time.time())
+    async def _batch_ready(self) -> bool:
+        """Lease a batch only when it can be full, or its first record has waited `batch_timeout`, or rows may be
+        waiting that no append announced (at start, after a send: retries and successors). Never lease to release."""
+        if self._backlog or self._stopping:
+            return True
+        if self._added >= self._batch_records:
+            return True
+        if self._first_added is None:
+            await self._wait(IDLE_POLL)
+            self._backlog = self._added == 0  # a quiet second: look for retries that came due
+            return False
+        remaining = self._first_added + self.sink.batching.timeout - time.monotonic()
+        if remaining <= 0:
+            return True
+        await self._wait(remaining)
+        return False
 
     def _spawn(self, rows: Sequence[SpoolRow]) -> None:
         task = asyncio.create_task(self._deliver(rows, self.backoff.generation))
@@ -171,6 +185,7 @@ class Forwarder:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
+        self._backlog = True  # its rows' successors (same key) may be free now, and failed rows may be due
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("sink %s: delivery task failed", self.sink.name, exc_info=task.exception())

@@ -80,6 +80,15 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX dead_letters_by_key ON dead_letters (sink, key) WHERE key IS NOT NULL;
     """,
+    # 4: leases in a table of their own: taking a lease writes a tiny row instead of rewriting the record (and its
+    # body) into the WAL; `rows.attempts` now counts attempts that ended (failed, or cut short by a crash).
+    """
+    CREATE TABLE leases (
+        id INTEGER PRIMARY KEY,                 -- a row in `rows` being sent
+        until REAL NOT NULL                     -- after this, the row may be handed out again
+    );
+    ALTER TABLE rows DROP COLUMN lease_until;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

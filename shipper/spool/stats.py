@@ -63,8 +63,8 @@ def read_stats(path: Path, sinks: list[str], now: float | None = None) -> SpoolS
         queue = {
             row[0]: row[1:]
             for row in conn.execute(
-                "SELECT sink, count(*), sum(lease_until > ?), sum(next_attempt_at > ?), min(created_at)"
-                " FROM rows GROUP BY sink",
+                "SELECT sink, count(*), sum(EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id AND l.until > ?)),"
+                " sum(next_attempt_at > ?), min(created_at) FROM rows AS r GROUP BY sink",
                 (now, now),
             )
         }

@@ -40,6 +40,8 @@ MAX_GROUP_OPS = 2048
 QUEUE_DEPTH = 8192
 
 _COLUMNS = "id, sink, key, method, path, query, body, created_at, attempts, scope, after, kind, credential_id"
+# A leased row's `attempts` is the number of this attempt: the ended ones plus this one.
+_LEASED_COLUMNS = _COLUMNS.replace("attempts", "attempts + 1")
 _INSERT = f"INSERT INTO rows ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _DEAD_ON_ARRIVAL = (
     f"INSERT INTO dead_letters ({_COLUMNS}, failed_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -50,9 +52,11 @@ _REMEMBER_SCOPE = "INSERT OR IGNORE INTO entity_scopes (sink, key, scope, create
 _DEAD_CREATE_FOR = (
     "SELECT id, key FROM dead_letters WHERE sink = ? AND kind = 'create' AND key IN (?, ?) ORDER BY id LIMIT 1"
 )
-_DROP_OLDEST = (
-    "DELETE FROM rows WHERE id IN (SELECT id FROM rows WHERE lease_until <= ? ORDER BY id LIMIT ?) RETURNING sink"
-)
+_DROP_OLDEST = """
+DELETE FROM rows WHERE id IN (
+    SELECT id FROM rows AS r WHERE NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id) ORDER BY id LIMIT ?
+) RETURNING sink
+"""
 ROW_RECOUNT_INTERVAL = 30.0
 MAINTENANCE_INTERVAL = 5.0
 VACUUM_MIN_PAGES = 256  # 1 MiB of free pages before it is worth giving them back
@@ -64,7 +68,8 @@ _OLDER = "SELECT 1 FROM rows AS p WHERE p.sink = r.sink AND p.id < r.id AND"
 _LEASE = f"""
 WITH candidates AS (
     SELECT id, length(body) AS size FROM rows AS r
-    WHERE sink = :sink AND lease_until <= :now AND next_attempt_at <= :now
+    WHERE sink = :sink AND next_attempt_at <= :now
+      AND NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id AND l.until > :now)
       AND (key IS NULL OR NOT EXISTS ({_OLDER} p.key = r.key))
       AND (after IS NULL OR (NOT EXISTS ({_OLDER} p.key = r.after) AND NOT EXISTS ({_OLDER} p.scope = r.after)))
     ORDER BY id LIMIT :limit
@@ -73,8 +78,7 @@ WITH candidates AS (
         SELECT id, sum(size) OVER (ORDER BY id) AS total, row_number() OVER (ORDER BY id) AS n FROM candidates)
     WHERE total <= :max_bytes OR n = 1
 )
-UPDATE rows SET lease_until = :until, attempts = attempts + 1 WHERE id IN (SELECT id FROM picked)
-RETURNING {_COLUMNS}
+SELECT {_LEASED_COLUMNS} FROM rows WHERE id IN (SELECT id FROM picked) ORDER BY id
 """
 _NEXT_DUE = "SELECT min(next_attempt_at) FROM rows WHERE sink = ? AND next_attempt_at > ?"
 _IDS = "SELECT value FROM json_each(?)"
@@ -156,8 +160,10 @@ class Spool:
             conn = await aiosqlite.connect(path, isolation_level=None)
             for pragma in pragmas(durability):
                 await conn.execute(pragma)
-            # One process owns the spool (the lock says so): any lease left in the file is from a dead sender.
-            await conn.execute("UPDATE rows SET lease_until = 0 WHERE lease_until > 0")
+            # One process owns the spool (the lock says so): any lease left in the file is from a dead sender, whose
+            # send may or may not have reached the remote: it counts as an attempt.
+            await conn.execute("UPDATE rows SET attempts = attempts + 1 WHERE id IN (SELECT id FROM leases)")
+            await conn.execute("DELETE FROM leases")
             await conn.execute("DELETE FROM entity_scopes WHERE created_at < ?", (time.time() - SCOPE_RETENTION,))
             async with conn.execute("PRAGMA page_size") as cursor:
                 page_size = int((await cursor.fetchone() or (4096,))[0])
@@ -341,7 +347,7 @@ class Spool:
         if self._bounds.when_full == "reject":
             return False
         wanted = rows_to_drop(over_rows, over_bytes, bytes_now / max(rows_now, 1))
-        dropped = list(await self._conn.execute_fetchall(_DROP_OLDEST, (time.time(), wanted)))
+        dropped = list(await self._conn.execute_fetchall(_DROP_OLDEST, (wanted,)))
         self._dropped.update(sink for (sink,) in dropped)
         self._rows = rows_now - len(dropped)
         return len(dropped) >= wanted
@@ -473,18 +479,18 @@ class Spool:
             self._rows -= len(s.delivered) + len(s.dead)
         if s.retry:
             await self._conn.executemany(
-                "UPDATE rows SET lease_until = 0, next_attempt_at = ?, last_error = ? WHERE id = ?",
+                "UPDATE rows SET next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE id = ?",
                 [(r.next_attempt_at, r.error, r.id) for r in s.retry],
             )
-        if s.released:
-            await self._conn.execute(
-                f"UPDATE rows SET lease_until = 0, attempts = max(attempts - 1, 0) WHERE id IN ({_IDS})",
-                (orjson.dumps(s.released),),
-            )
+        ended = s.delivered + [d.id for d in s.dead] + [r.id for r in s.retry] + s.released
+        if ended:
+            await self._conn.execute(f"DELETE FROM leases WHERE id IN ({_IDS})", (orjson.dumps(ended),))
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         """Move rows to dead_letters; a dead create takes its updates and dependants along, transitively."""
         now = time.time()
+        sent = orjson.dumps([d.id for d in dead])
+        await self._conn.execute(f"UPDATE rows SET attempts = attempts + 1 WHERE id IN ({_IDS})", (sent,))
         while dead:
             ids = orjson.dumps([d.id for d in dead])
             await self._conn.executemany(_DEAD, [(now, d.status, d.response, d.reason, d.id) for d in dead])
@@ -499,9 +505,13 @@ class Spool:
 
     async def _lease(self, sink: str, limit: int, max_bytes: int) -> Lease:
         now = time.time()
-        params = {"sink": sink, "now": now, "limit": limit, "max_bytes": max_bytes, "until": now + self._lease_timeout}
-        fetched = await self._conn.execute_fetchall(_LEASE, params)
-        rows = sorted((SpoolRow(*row) for row in fetched), key=lambda row: row.id)
+        params = {"sink": sink, "now": now, "limit": limit, "max_bytes": max_bytes}
+        rows = [SpoolRow(*row) for row in await self._conn.execute_fetchall(_LEASE, params)]
+        if rows:
+            until = now + self._lease_timeout
+            await self._conn.executemany(
+                "INSERT OR REPLACE INTO leases (id, until) VALUES (?, ?)", [(row.id, until) for row in rows]
+            )
         next_due = None
         if len(rows) < limit:
             async with self._conn.execute(_NEXT_DUE, (sink, now)) as cursor:
