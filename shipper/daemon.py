@@ -21,6 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from shipper.config import Config, load_config
+from shipper.enrich.collector import EnrichCollector
+from shipper.enrich.redact import Redactor
+from shipper.enrich.usage import Enricher
 from shipper.errors import ConfigError
 from shipper.forward.fleet import Fleet
 from shipper.forward.forwarder import Forwarder
@@ -53,6 +56,9 @@ class Daemon:
         self.routing = Routing(frozenset(config.sinks))
         self.monitor = SpoolMonitor(config.spool.path, lambda: self.forwarders)
         self.metrics = Metrics(self.counters, lambda: self.forwarders, self.monitor)
+        self.redactor = Redactor(config.redact)  # [redact]: applied in ingest, before the spool append
+        self.enricher = Enricher(config.enrich)  # [enrich]: applied by vendor sinks, just before sending
+        self.metrics.registry.register(EnrichCollector(self.enricher.counters, self.redactor.counters))
         self.notifier = Notifier()
         self._reload_lock = asyncio.Lock()
         self._drop_log = Throttled(log)
@@ -91,10 +97,11 @@ class Daemon:
             self._fleet = Fleet(self.spool, self.metrics, self.routing, self._side_task_done)
             stack.push_async_callback(self.fleet.close_all)
             for name, sink_config in self.config.sinks.items():
-                await self.fleet.start(name, sink_config, build_sink(name, sink_config, os.environ, self.spool))
+                sink = build_sink(name, sink_config, os.environ, self.spool, self.enricher)
+                await self.fleet.start(name, sink_config, sink)
             monitor = asyncio.create_task(self.monitor.run(), name="spool-monitor")
             stack.push_async_callback(_cancel, monitor)
-            app = build_app(self, self.routing, self.counters, self.config.ingest)
+            app = build_app(self, self.routing, self.counters, self.config.ingest, self.redactor)
             server = IngestServer(app, self.config.ingest, self.config.daemon.drain_timeout)
             await server.start()
             stack.push_async_callback(server.stop)
@@ -146,7 +153,7 @@ class Daemon:
                 if changed:
                     raise ConfigError(f"changes to [{'], ['.join(changed)}] need a restart")
                 built = {
-                    name: build_sink(name, sink, os.environ, self.spool)
+                    name: build_sink(name, sink, os.environ, self.spool, self.enricher)
                     for name, sink in new.sinks.items()
                     if self.config.sinks.get(name) != sink
                 }

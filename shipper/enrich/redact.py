@@ -6,9 +6,10 @@ over every string value left (message contents, inputs, outputs, metadata…; ob
 Paths are relative to the body that will be sent to the remote. A changed record lists the rules that fired in
 its metadata (`shipper_redacted`, see marks.py; `_shipper_redacted` at the top of a generic record).
 
-The hot path: a body the rules cannot touch is passed through as the same bytes, unparsed. The built-in patterns
-and the paths' literal pieces are searched in the raw JSON text first (rules.py explains why that finds every
-match); only a hit costs a parse, a walk and a re-serialisation. User patterns are matched on every record.
+The hot path: a body the rules cannot touch is passed through as the same bytes, unparsed. Each built-in's
+necessary condition and each path's literal pieces are looked for in the raw JSON text first (rules.py explains
+why that never misses a match); only a hit costs a parse and a walk, with just the rules that hit, and only a
+change costs a re-serialisation. User patterns have no such shortcut: with one configured, every record is parsed.
 
 Ids that route a record are never touched (Freeplay `completion_id`/`parent_id`; Humanloop `path`, `id`, `log_id`,
 `trace_parent_id`): rewriting them would break ordering and id mapping. Not responsible for the rule definitions
@@ -18,6 +19,7 @@ Ids that route a record are never touched (Freeplay `completion_id`/`parent_id`;
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,7 @@ PROTECTED: dict[str | None, frozenset[str]] = {
     "humanloop": frozenset({"path", "id", "log_id", "trace_parent_id"}),
 }
 _NONE: frozenset[str] = frozenset()
+_UNICODE_ESCAPE = re.compile(r"\\u")  # a compiled literal: sre's prefix search beats `in` for two characters
 
 
 @dataclass(slots=True)
@@ -57,7 +60,7 @@ class Redactor:
         self.drop = tuple(PathRule.parse(path) for path in config.drop)
         self.mask = tuple(PathRule.parse(path) for path in config.mask)
         self.mask_with = config.mask_with
-        self._prefilter = all(rule.prefilter is not None for rule in self.patterns)
+        self._needs_lower = bool(self.drop or self.mask) or any(rule.needs_lower for rule in self.patterns)
 
     @property
     def active(self) -> bool:
@@ -75,66 +78,88 @@ class Redactor:
 
     def redact_body(self, raw: bytes, vendor: str | None, method: str, path: str) -> bytes:
         """The same bytes object when nothing changed."""
-        if not self.active or not self._may_match(raw):
+        if not self.active:
+            return raw
+        patterns, drop, mask = self._plan(raw)
+        if not patterns and not drop and not mask:
             return raw
         body = orjson.loads(raw)
-        fired = self.redact_value(body, vendor)
+        fired = self._redact(body, vendor, patterns, drop, mask)
         if not fired:
             return raw
-        if isinstance(body, dict) or vendor is not None:
-            mark(vendor, method, path, body, "redacted", fired)
+        mark(vendor, method, path, body, "redacted", fired)
         self.counters.records += 1
         self.counters.rules.update(fired)
         return orjson.dumps(body)
 
     def redact_value(self, body: Any, vendor: str | None = None) -> set[str]:
-        """Redact a decoded body in place; returns the names of the rules that changed something."""
+        """Redact a decoded body in place with every rule; returns the names of the rules that changed something."""
+        return self._redact(body, vendor, self.patterns, self.drop, self.mask)
+
+    def _plan(self, raw: bytes) -> tuple[tuple[PatternRule, ...], tuple[PathRule, ...], tuple[PathRule, ...]]:
+        """The rules that might apply, by a necessary condition read off the raw text, so most bodies are never
+        parsed and a parsed one meets only the rules that can touch it. A `\\u` escape could spell anything."""
+        text = raw.decode("utf-8", "replace")
+        if _UNICODE_ESCAPE.search(text) is not None:
+            return self.patterns, self.drop, self.mask
+        lowered = text.lower() if self._needs_lower else ""
+        return (
+            tuple(rule for rule in self.patterns if rule.might is None or rule.might(text, lowered)),
+            tuple(rule for rule in self.drop if rule.may_apply(lowered)),
+            tuple(rule for rule in self.mask if rule.may_apply(lowered)),
+        )
+
+    def _redact(
+        self,
+        body: Any,
+        vendor: str | None,
+        patterns: tuple[PatternRule, ...],
+        drop: tuple[PathRule, ...],
+        mask: tuple[PathRule, ...],
+    ) -> set[str]:
         fired: set[str] = set()
         protected = PROTECTED.get(vendor, _NONE) if isinstance(body, dict) else _NONE
-        for rule in self.drop:
+        for rule in drop:
             if _apply_path(body, rule.matchers, None, protected):
                 fired.add("drop")
-        for rule in self.mask:
+        for rule in mask:
             if _apply_path(body, rule.matchers, self.mask_with, protected):
                 fired.add("mask")
-        if self.patterns:
-            self._scrub_container(body, fired, protected)
+        if patterns:
+            _scrub_container(body, patterns, fired, protected)
         return fired
 
-    def _may_match(self, raw: bytes) -> bool:
-        text = raw.decode("utf-8", "replace")
-        if not self._prefilter or "\\u" in text or "\\/" in text:
-            return True
-        if any(rule.hits_raw(text) for rule in self.patterns):
-            return True
-        if self.drop or self.mask:
-            lowered = text.lower()
-            return any(rule.may_apply(lowered) for rule in (*self.drop, *self.mask))
-        return False
 
-    def _scrub(self, text: str, fired: set[str]) -> str:
-        for rule in self.patterns:
-            replaced = rule.sub(text)
-            if replaced != text:
-                fired.add(rule.name)
-                text = replaced
-        return text
+def _scrub(text: str, patterns: tuple[PatternRule, ...], fired: set[str]) -> str:
+    lowered: str | None = None
+    for rule in patterns:
+        if rule.might is not None:  # the same cheap test, per string: most strings skip the regex
+            if rule.needs_lower and lowered is None:
+                lowered = text.lower()
+            if not rule.might(text, lowered or ""):
+                continue
+        replaced = rule.sub(text)
+        if replaced != text:
+            fired.add(rule.name)
+            text = replaced
+    return text
 
-    def _scrub_container(self, node: Any, fired: set[str], protected: frozenset[str] = _NONE) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in protected:
-                    continue
-                if isinstance(value, str):
-                    node[key] = self._scrub(value, fired)
-                elif isinstance(value, dict | list):
-                    self._scrub_container(value, fired)
-        elif isinstance(node, list):
-            for index, value in enumerate(node):
-                if isinstance(value, str):
-                    node[index] = self._scrub(value, fired)
-                elif isinstance(value, dict | list):
-                    self._scrub_container(value, fired)
+
+def _scrub_container(node: Any, patterns: tuple[PatternRule, ...], fired: set[str], protected: frozenset[str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in protected:
+                continue
+            if isinstance(value, str):
+                node[key] = _scrub(value, patterns, fired)
+            elif isinstance(value, dict | list):
+                _scrub_container(value, patterns, fired, _NONE)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            if isinstance(value, str):
+                node[index] = _scrub(value, patterns, fired)
+            elif isinstance(value, dict | list):
+                _scrub_container(value, patterns, fired, _NONE)
 
 
 def _apply_path(

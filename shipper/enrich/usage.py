@@ -5,7 +5,8 @@
 | Freeplay completion     | `call_info.usage.{prompt,completion}_tokens` | none: Freeplay prices usage itself       |
 | Humanloop prompt log    | `prompt_tokens`, `output_tokens`             | `prompt_cost`, `output_cost`             |
 | Keywords AI log create  | `prompt_tokens`, `completion_tokens`         | `cost`, unless the app sent unit prices  |
-Only fields the app left out (absent or null) are filled; a value it sent is never replaced. Prompt tokens come
+Only fields the app left out (absent or null) are filled; a value it sent is never replaced; a record that names
+no model is left alone (no tokenizer to choose, no price to find, and the vendor may count better). Prompt tokens come
 from the messages (and tool schemas) by chat.py's formula, completion tokens from the reply; a record without a
 reply gets no completion count. Neither Humanloop nor Keywords AI has a field for the API style, so shipper reads
 Freeplay's convention from the record's metadata: `metadata.api_style = "batch"` prices at the batch rate. What was
@@ -52,6 +53,10 @@ def _absent(mapping: dict[str, Any], *names: str) -> list[str]:
     return [name for name in names if mapping.get(name) is None]
 
 
+def _named(model: Any) -> bool:
+    return isinstance(model, str) and bool(model.strip())
+
+
 def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -62,9 +67,9 @@ def _freeplay(body: dict[str, Any], ctx: Context) -> set[str]:
     call = call if isinstance(call, dict) else {}
     usage = _obj(call.get("usage"))
     missing = _absent(usage, "prompt_tokens", "completion_tokens")
-    if not ctx.tokens or not missing or not isinstance(messages, list) or not messages:
-        return set()
     model = call.get("model")
+    if not ctx.tokens or not missing or not _named(model) or not isinstance(messages, list) or not messages:
+        return set()
     # all_messages ends with the reply when the call produced one.
     last = messages[-1]
     replied = isinstance(last, dict) and last.get("role") == "assistant"
@@ -81,6 +86,8 @@ def _freeplay(body: dict[str, Any], ctx: Context) -> set[str]:
 def _humanloop(body: dict[str, Any], ctx: Context) -> set[str]:
     prompt = _obj(body.get("prompt"))
     model, provider = prompt.get("model"), prompt.get("provider")
+    if not _named(model):
+        return set()
     output = body.get("output_message") if body.get("output_message") is not None else body.get("output")
     done: set[str] = set()
     if ctx.tokens:
@@ -100,6 +107,8 @@ def _humanloop(body: dict[str, Any], ctx: Context) -> set[str]:
 
 def _keywordsai(body: dict[str, Any], ctx: Context) -> set[str]:
     model = body.get("model")
+    if not _named(model):
+        return set()
     prompt_messages = body.get("prompt_messages")
     prompt: Any = prompt_messages if prompt_messages is not None else body.get("input")
     completion = body.get("completion_message")

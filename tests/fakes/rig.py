@@ -28,6 +28,7 @@ HL_SINK_KEY = "hl_sk_sink_456"
 KW_SINK_KEY = "kw-sink-key-456"
 APP_KEYS = (FP_KEY, HL_KEY, KW_KEY)
 SINK_KEYS = (FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY)
+PASS_THROUGH = "[enrich]\ntokens = false\ncost = false\n"
 
 
 def sink_toml(
@@ -139,6 +140,8 @@ async def vendor_rig(
             sink_toml("kw", "keywordsai", kw.url, keys["kw"], **sink_options),
         ]
     )
+    # The SDK tests compare what the fake received with what the SDK sends directly: no enrichment unless asked.
+    extra = extra if "[enrich]" in extra else PASS_THROUGH + extra
     daemon = Daemon.from_config(write_config(tmp_path, sinks, extra=extra))
     rig = Rig(tmp_path, fp, hl, kw, daemon)
     try:
