@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.enrich
 
 # SOAK_SECONDS shortens it (default 600).
 soak: $(STAMP)
