@@ -40,6 +40,8 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root.setLevel(level.upper())
     # aiosqlite logs every statement with its parameters at debug: that would print API keys being stored.
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    # aiohttp logs each malformed request it refuses, traceback and all: any local client could flood the journal.
+    logging.getLogger("aiohttp.server").addFilter(OncePerInterval())
 
 
 class Throttled:
@@ -67,3 +69,29 @@ class Throttled:
         """Forget the interval; returns how many lines were folded and never printed."""
         folded, self._folded, self._last = self._folded, 0, 0.0
         return folded
+
+
+class OncePerInterval(logging.Filter):
+    """Let one record through per `interval`, without its traceback, noting how many were held back."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        super().__init__()
+        self._interval = interval
+        self._last = 0.0
+        self._held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if self._last and now - self._last < self._interval:
+            self._held += 1
+            return False
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()}: {record.exc_info[1]}"
+            record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        if self._held:
+            record.msg = f"{record.getMessage()} (and {self._held} more like it)"
+            record.args = None
+        self._last, self._held = now, 0
+        return True

@@ -140,7 +140,7 @@ def too_deep(value: Any, limit: int) -> bool:
     return False
 
 
-def _check_depth(raw: bytes, value: Any, limits: Limits, **where: Any) -> None:
+def check_depth(raw: bytes, value: Any, limits: Limits, **where: Any) -> None:
     # Counting brackets is C-speed; only a body with enough of them is walked.
     if raw.count(b"[") + raw.count(b"{") > limits.max_depth and too_deep(value, limits.max_depth):
         raise BadInput(400, "too_deep", f"JSON nested deeper than {limits.max_depth} levels", **where)
@@ -158,7 +158,7 @@ def _ndjson_items(raw: bytes, limits: Limits) -> Iterator[tuple[int, Any]]:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise BadInput(400, "invalid_json", f"line {line_no}: {exc}", index=index, line=line_no) from None
-        _check_depth(line, value, limits, index=index, line=line_no)
+        check_depth(line, value, limits, index=index, line=line_no)
         yield index, value
         index += 1
 
@@ -168,7 +168,7 @@ def _json_items(raw: bytes, limits: Limits) -> list[Any]:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadInput(400, "invalid_json", str(exc)) from None
-    _check_depth(raw, value, limits)
+    check_depth(raw, value, limits)
     return value if isinstance(value, list) else [value]
 
 

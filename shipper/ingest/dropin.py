@@ -18,9 +18,9 @@ import orjson
 from aiohttp import web
 
 from shipper.ingest.intake import commit, read_body
-from shipper.ingest.keys import ROUTING_KEY
+from shipper.ingest.keys import LIMITS_KEY, ROUTING_KEY
 from shipper.ingest.responses import error_response, json_response
-from shipper.records import BadInput, NewRow, check_path
+from shipper.records import BadInput, NewRow, check_depth, check_path
 from shipper.sinks.transport import read_capped
 from shipper.sinks.vendor import Proxied, Spooled, VendorSink, normalize_path
 
@@ -98,6 +98,7 @@ async def dropin(request: web.Request) -> web.StreamResponse:
     vendors = request.app[ROUTING_KEY].vendors
     raw = await read_body(request)
     body = _decode(raw)
+    check_depth(raw, body, request.app[LIMITS_KEY])
     path = request.rel_url.raw_path
     native = NATIVE_ROUTES.get(normalize_path(path))
     if native is not None:

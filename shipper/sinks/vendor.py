@@ -50,7 +50,10 @@ class Spooled:
 
     def row(self, sink: str, credential: str | None) -> NewRow:
         query = orjson.dumps(dict(self.query)) if self.query else None
-        body = orjson.dumps(self.body)
+        try:
+            body = orjson.dumps(self.body)
+        except orjson.JSONEncodeError as exc:  # a backstop: ingest's depth limit refuses such bodies first
+            raise BadInput(400, "unencodable", f"the body cannot be stored as JSON: {exc}") from None
         return NewRow(
             sink, self.method, self.path, query, body, self.key, self.scope, self.after, self.kind, credential
         )
