@@ -29,6 +29,7 @@ import orjson
 from shipper.errors import DiskFull, SpoolError, SpoolFull
 from shipper.logs import Throttled
 from shipper.records import NewRow
+from shipper.spool import sql
 from shipper.spool.bounds import Bounds, excess, row_bytes, rows_to_drop
 from shipper.spool.files import lock, prepare_file
 from shipper.spool.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
@@ -39,24 +40,6 @@ log = logging.getLogger(__name__)
 MAX_GROUP_OPS = 2048
 QUEUE_DEPTH = 8192
 
-_COLUMNS = "id, sink, key, method, path, query, body, created_at, attempts, scope, after, kind, credential_id"
-# A leased row's `attempts` is the number of this attempt: the ended ones plus this one.
-_LEASED_COLUMNS = _COLUMNS.replace("attempts", "attempts + 1")
-_INSERT = f"INSERT INTO rows ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_DEAD_ON_ARRIVAL = (
-    f"INSERT INTO dead_letters ({_COLUMNS}, failed_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# Ids come from the rows table's sequence; a row dead on arrival never enters it, so move the sequence past it.
-_BUMP_SEQUENCE = "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'rows'"
-_REMEMBER_SCOPE = "INSERT OR IGNORE INTO entity_scopes (sink, key, scope, created_at) VALUES (?, ?, ?, ?)"
-_DEAD_CREATE_FOR = (
-    "SELECT id, key FROM dead_letters WHERE sink = ? AND kind = 'create' AND key IN (?, ?) ORDER BY id LIMIT 1"
-)
-_DROP_OLDEST = """
-DELETE FROM rows WHERE id IN (
-    SELECT id FROM rows AS r WHERE NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id) ORDER BY id LIMIT ?
-) RETURNING sink
-"""
 ROW_RECOUNT_INTERVAL = 30.0
 MAINTENANCE_INTERVAL = 5.0
 VACUUM_MIN_PAGES = 256  # 1 MiB of free pages before it is worth giving them back
@@ -64,30 +47,6 @@ VACUUM_MAX_PAGES = 4096  # at most 16 MiB per pass, so one pass never stalls the
 # Entities whose create is older than this are forgotten: their updates no longer join the create's scope.
 SCOPE_RETENTION = 30 * 86400
 MAX_CACHED_SCOPES = 100_000
-_OLDER = "SELECT 1 FROM rows AS p WHERE p.sink = r.sink AND p.id < r.id AND"
-_LEASE = f"""
-WITH candidates AS (
-    SELECT id, length(body) AS size FROM rows AS r
-    WHERE sink = :sink AND next_attempt_at <= :now
-      AND NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id AND l.until > :now)
-      AND (key IS NULL OR NOT EXISTS ({_OLDER} p.key = r.key))
-      AND (after IS NULL OR (NOT EXISTS ({_OLDER} p.key = r.after) AND NOT EXISTS ({_OLDER} p.scope = r.after)))
-    ORDER BY id LIMIT :limit
-), picked AS (
-    SELECT id FROM (
-        SELECT id, sum(size) OVER (ORDER BY id) AS total, row_number() OVER (ORDER BY id) AS n FROM candidates)
-    WHERE total <= :max_bytes OR n = 1
-)
-SELECT {_LEASED_COLUMNS} FROM rows WHERE id IN (SELECT id FROM picked) ORDER BY id
-"""
-_NEXT_DUE = "SELECT min(next_attempt_at) FROM rows WHERE sink = ? AND next_attempt_at > ?"
-_IDS = "SELECT value FROM json_each(?)"
-_DEAD = f"""
-INSERT INTO dead_letters ({_COLUMNS}, failed_at, status, response, reason)
-SELECT {_COLUMNS}, ?, ?, ?, ? FROM rows WHERE id = ?
-"""
-_DEAD_CREATES = f"SELECT id, sink, key FROM rows WHERE kind = 'create' AND key IS NOT NULL AND id IN ({_IDS})"
-_DEPENDANTS = "SELECT id FROM rows WHERE sink = ? AND (key = ? OR after = ?) AND id > ? ORDER BY id"
 
 Call = Callable[[aiosqlite.Connection], Awaitable[Any]]
 
@@ -359,7 +318,7 @@ class Spool:
         if self._bounds.when_full == "reject":
             return False
         wanted = rows_to_drop(over_rows, over_bytes, bytes_now / max(rows_now, 1))
-        dropped = list(await self._conn.execute_fetchall(_DROP_OLDEST, (wanted,)))
+        dropped = list(await self._conn.execute_fetchall(sql.DROP_OLDEST, (wanted,)))
         self._dropped.update(sink for (sink,) in dropped)
         self._rows = rows_now - len(dropped)
         return len(dropped) >= wanted
@@ -448,14 +407,14 @@ class Spool:
                 if r.kind == "create" and r.key is not None and scope is not None:
                     scopes.append((r.sink, r.key, scope, now))
                     self._scopes[(r.sink, r.key)] = scope
-        await self._conn.executemany(_INSERT, queued)
+        await self._conn.executemany(sql.INSERT, queued)
         if self._rows is not None:
             self._rows += len(queued)
         if dead:
-            await self._conn.executemany(_DEAD_ON_ARRIVAL, dead)
-            await self._conn.execute(_BUMP_SEQUENCE, (next_id - 1,))
+            await self._conn.executemany(sql.DEAD_ON_ARRIVAL, dead)
+            await self._conn.execute(sql.BUMP_SEQUENCE, (next_id - 1,))
         if scopes:
-            await self._conn.executemany(_REMEMBER_SCOPE, scopes)
+            await self._conn.executemany(sql.REMEMBER_SCOPE, scopes)
         return out
 
     async def _entity_scope(self, sink: str, key: str) -> str | None:
@@ -474,7 +433,7 @@ class Spool:
     async def _dead_create(self, row: NewRow) -> tuple[int, str] | None:
         """The dead-lettered create this row depends on, if any: such a row could never succeed."""
         own = row.key if row.kind == "update" else None
-        async with self._conn.execute(_DEAD_CREATE_FOR, (row.sink, own, row.after)) as cursor:
+        async with self._conn.execute(sql.DEAD_CREATE_FOR, (row.sink, own, row.after)) as cursor:
             found = await cursor.fetchone()
         return None if found is None else (int(found[0]), str(found[1]))
 
@@ -486,7 +445,7 @@ class Spool:
         if s.dead:
             await self._dead_letter(s.dead)
         if s.delivered:
-            await self._conn.execute(f"DELETE FROM rows WHERE id IN ({_IDS})", (orjson.dumps(s.delivered),))
+            await self._conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (orjson.dumps(s.delivered),))
         if self._rows is not None:
             self._rows -= len(s.delivered) + len(s.dead)
         if s.retry:
@@ -496,29 +455,29 @@ class Spool:
             )
         ended = s.delivered + [d.id for d in s.dead] + [r.id for r in s.retry] + s.released
         if ended:
-            await self._conn.execute(f"DELETE FROM leases WHERE id IN ({_IDS})", (orjson.dumps(ended),))
+            await self._conn.execute(f"DELETE FROM leases WHERE id IN ({sql.IDS})", (orjson.dumps(ended),))
 
     async def _dead_letter(self, dead: list[DeadLetter]) -> None:
         """Move rows to dead_letters; a dead create takes its updates and dependants along, transitively."""
         now = time.time()
         sent = orjson.dumps([d.id for d in dead])
-        await self._conn.execute(f"UPDATE rows SET attempts = attempts + 1 WHERE id IN ({_IDS})", (sent,))
+        await self._conn.execute(f"UPDATE rows SET attempts = attempts + 1 WHERE id IN ({sql.IDS})", (sent,))
         while dead:
             ids = orjson.dumps([d.id for d in dead])
-            await self._conn.executemany(_DEAD, [(now, d.status, d.response, d.reason, d.id) for d in dead])
-            creates = await self._conn.execute_fetchall(_DEAD_CREATES, (ids,))
-            await self._conn.execute(f"DELETE FROM rows WHERE id IN ({_IDS})", (ids,))
+            await self._conn.executemany(sql.DEAD, [(now, d.status, d.response, d.reason, d.id) for d in dead])
+            creates = await self._conn.execute_fetchall(sql.DEAD_CREATES, (ids,))
+            await self._conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (ids,))
             dead = []
             for create_id, sink, key in creates:
                 reason = f"depends on row {create_id} ({key}), which was dead-lettered"
-                for (row_id,) in await self._conn.execute_fetchall(_DEPENDANTS, (sink, key, key, create_id)):
+                for (row_id,) in await self._conn.execute_fetchall(sql.DEPENDANTS, (sink, key, key, create_id)):
                     dead.append(DeadLetter(row_id, None, None, reason))
             dead = list({d.id: d for d in dead}.values())
 
     async def _lease(self, sink: str, limit: int, max_bytes: int) -> Lease:
         now = time.time()
         params = {"sink": sink, "now": now, "limit": limit, "max_bytes": max_bytes}
-        rows = [SpoolRow(*row) for row in await self._conn.execute_fetchall(_LEASE, params)]
+        rows = [SpoolRow(*row) for row in await self._conn.execute_fetchall(sql.LEASE, params)]
         if rows:
             until = now + self._lease_timeout
             await self._conn.executemany(
@@ -526,7 +485,7 @@ class Spool:
             )
         next_due = None
         if len(rows) < limit:
-            async with self._conn.execute(_NEXT_DUE, (sink, now)) as cursor:
+            async with self._conn.execute(sql.NEXT_DUE, (sink, now)) as cursor:
                 found = await cursor.fetchone()
             next_due = found[0] if found else None
         return Lease(rows, next_due)

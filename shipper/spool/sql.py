@@ -1,0 +1,46 @@
+"""The SQL the spool's writer runs, in one place: what a lease, an append and a settlement mean to the file."""
+
+from __future__ import annotations
+
+COLUMNS = "id, sink, key, method, path, query, body, created_at, attempts, scope, after, kind, credential_id"
+# A leased row's `attempts` is the number of this attempt: the ended ones plus this one.
+LEASED_COLUMNS = COLUMNS.replace("attempts", "attempts + 1")
+INSERT = f"INSERT INTO rows ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+DEAD_ON_ARRIVAL = (
+    f"INSERT INTO dead_letters ({COLUMNS}, failed_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Ids come from the rows table's sequence; a row dead on arrival never enters it, so move the sequence past it.
+BUMP_SEQUENCE = "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'rows'"
+REMEMBER_SCOPE = "INSERT OR IGNORE INTO entity_scopes (sink, key, scope, created_at) VALUES (?, ?, ?, ?)"
+DEAD_CREATE_FOR = (
+    "SELECT id, key FROM dead_letters WHERE sink = ? AND kind = 'create' AND key IN (?, ?) ORDER BY id LIMIT 1"
+)
+DROP_OLDEST = """
+DELETE FROM rows WHERE id IN (
+    SELECT id FROM rows AS r WHERE NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id) ORDER BY id LIMIT ?
+) RETURNING sink
+"""
+OLDER = "SELECT 1 FROM rows AS p WHERE p.sink = r.sink AND p.id < r.id AND"
+LEASE = f"""
+WITH candidates AS (
+    SELECT id, length(body) AS size FROM rows AS r
+    WHERE sink = :sink AND next_attempt_at <= :now
+      AND NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id AND l.until > :now)
+      AND (key IS NULL OR NOT EXISTS ({OLDER} p.key = r.key))
+      AND (after IS NULL OR (NOT EXISTS ({OLDER} p.key = r.after) AND NOT EXISTS ({OLDER} p.scope = r.after)))
+    ORDER BY id LIMIT :limit
+), picked AS (
+    SELECT id FROM (
+        SELECT id, sum(size) OVER (ORDER BY id) AS total, row_number() OVER (ORDER BY id) AS n FROM candidates)
+    WHERE total <= :max_bytes OR n = 1
+)
+SELECT {LEASED_COLUMNS} FROM rows WHERE id IN (SELECT id FROM picked) ORDER BY id
+"""
+NEXT_DUE = "SELECT min(next_attempt_at) FROM rows WHERE sink = ? AND next_attempt_at > ?"
+IDS = "SELECT value FROM json_each(?)"
+DEAD = f"""
+INSERT INTO dead_letters ({COLUMNS}, failed_at, status, response, reason)
+SELECT {COLUMNS}, ?, ?, ?, ? FROM rows WHERE id = ?
+"""
+DEAD_CREATES = f"SELECT id, sink, key FROM rows WHERE kind = 'create' AND key IS NOT NULL AND id IN ({IDS})"
+DEPENDANTS = "SELECT id FROM rows WHERE sink = ? AND (key = ? OR after = ?) AND id > ? ORDER BY id"
