@@ -38,9 +38,10 @@ def fetch_live(config: Config) -> dict[str, Any] | None:
     if config.ingest.http:
         host, port = parse_host_port(config.ingest.http)
         candidates.append(http.client.HTTPConnection(host, port, timeout=LIVE_TIMEOUT))
+    headers = {"X-Shipper-Token": config.ingest.token.get_secret_value()} if config.ingest.token else {}
     for conn in candidates:
         try:
-            conn.request("GET", "/v1/status")
+            conn.request("GET", "/v1/status", headers=headers)
             response = conn.getresponse()
             if response.status == 200:
                 live: dict[str, Any] = orjson.loads(response.read())

@@ -28,6 +28,7 @@ from shipper.spool import DeadLetter, Retry, Spool, SpoolRow
 log = logging.getLogger(__name__)
 
 KEEP_DETAIL_CHARS = 2048
+SETTLE_RETRY = 1.0
 # Answers that mean "slow down": the adaptive limit shrinks on them.
 PUSH_BACK = frozenset({429, 503})
 # Rows can also appear without an append in this process (a dead-letter replay from the CLI): look now and then.
@@ -200,10 +201,16 @@ class Forwarder:
             await self._deliver(rows[:half], generation)
             await self._deliver(rows[half:], generation)
             return
-        try:
-            await self._settle(rows, outcome, generation)
-        except SpoolError as exc:
-            self._failing_log.warning("sink %s: cannot record an outcome (rows stay leased): %s", self.sink.name, exc)
+        while True:
+            try:
+                await self._settle(rows, outcome, generation)
+                return
+            except SpoolError as exc:
+                # Keep the outcome until the spool takes it (a full disk passes): sending again would be a repeat.
+                self._failing_log.warning("sink %s: cannot record an outcome yet: %s", self.sink.name, exc)
+                if self._stopping:
+                    return
+                await asyncio.sleep(SETTLE_RETRY)
 
     async def _send(self, rows: Sequence[SpoolRow]) -> Outcome:
         started = time.monotonic()

@@ -78,7 +78,8 @@ async def proxy(request: web.Request, sink: VendorSink, plan: Proxied, raw: byte
     headers = {"Content-Type": request.headers.get("Content-Type", "application/json")} if raw else {}
     if key is not None:
         headers[sink.adapter.auth_header] = sink.adapter.auth_value(key)
-    url = sink.base_url + plan.path + (f"?{request.query_string}" if request.query_string else "")
+    query = request.rel_url.raw_query_string  # as the app encoded it: decoding would turn %23 into a fragment
+    url = sink.base_url + plan.path + (f"?{query}" if query else "")
     try:
         async with sink.transport.session.request(
             request.method, url, data=raw or None, headers=headers, allow_redirects=False

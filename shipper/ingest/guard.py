@@ -57,13 +57,14 @@ async def token_check(request: web.Request, handler: Handler) -> web.StreamRespo
     if secret is None or request.path in OPEN_PATHS or not _over_tcp(request):
         return await handler(request)
     token = secret.get_secret_value()
-    if _matches(request.headers.get("X-Shipper-Token"), token):
-        return await handler(request)
     authorization = request.headers.get(hdrs.AUTHORIZATION, "")
-    if authorization[:7].lower() == "bearer " and _matches(authorization[7:].strip(), token):
+    in_authorization = authorization[:7].lower() == "bearer " and _matches(authorization[7:].strip(), token)
+    if in_authorization:  # whichever header proved it, the token must never pass for a vendor's key
         headers = CIMultiDict(request.headers)
         del headers[hdrs.AUTHORIZATION]
         return await handler(request.clone(headers=headers))
+    if _matches(request.headers.get("X-Shipper-Token"), token):
+        return await handler(request)
     request.app[COUNTERS_KEY].rejected["invalid_token"] += 1
     response = error_response(401, "invalid_token", "send shipper's token as X-Shipper-Token or Authorization: Bearer")
     response.headers["WWW-Authenticate"] = 'Bearer realm="shipper"'
@@ -79,6 +80,8 @@ async def admission(request: web.Request, handler: Handler) -> web.StreamRespons
         response.headers["Retry-After"] = "1"
         return response
     in_flight = request.app[IN_FLIGHT_KEY]
+    if request.path in OPEN_PATHS:  # a liveness probe must not fail because the daemon is busy
+        return await handler(request)
     if in_flight.count >= request.app[INGEST_KEY].max_concurrent_requests:
         request.app[COUNTERS_KEY].rejected["too_busy"] += 1
         response = error_response(503, "too_busy", "too many requests in flight; retry shortly")

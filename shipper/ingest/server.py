@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from shipper.config import IngestConfig, parse_host_port
+from shipper.config import IngestConfig, is_loopback, parse_host_port
 from shipper.errors import ConfigError
 from shipper.ingest.activation import Listeners, inherited_listeners
 
@@ -71,6 +71,9 @@ class IngestServer:
     async def _serve_inherited(self, runner: web.AppRunner, sockets: tuple[socket.socket, ...]) -> None:
         # Already bound, with the path, owner and mode the unit gave it: serve as is, never chmod or unlink.
         for sock in sockets:
+            if sock.family != socket.AF_UNIX and not is_loopback(sock.getsockname()[0]) and not self._config.token:
+                where = sock.getsockname()[0]
+                raise ConfigError(f"ingest.token: the inherited listener on {where} is not loopback; set a token")
             await self._start_site(web.SockSite(runner, sock, backlog=BACKLOG))
 
     async def _start_site(self, site: web.BaseSite) -> None:

@@ -8,6 +8,7 @@ a full disk) is an error, never moved. Not responsible for queue logic (store.py
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -58,17 +59,38 @@ def move_aside(path: Path) -> Path:
     return target
 
 
+def _keep_wal(path: Path) -> Path | None:
+    """A hard link to the WAL: SQLite deletes or checkpoints it when the checking connection closes, even if the
+    database itself proves unreadable, and the WAL may hold the newest acknowledged rows."""
+    wal = path.with_name(path.name + "-wal")
+    kept = path.with_name(path.name + "-wal.kept")
+    with contextlib.suppress(FileNotFoundError):
+        kept.unlink()
+    try:
+        os.link(wal, kept)
+    except FileNotFoundError:
+        return None
+    return kept
+
+
 def prepare_file(path: Path, durability: str) -> Path | None:
     """Create (0600), check and migrate the file; returns where a damaged file was moved, if one was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    kept = _keep_wal(path)
     try:
         _check(path, durability)
+        if kept is not None:
+            kept.unlink()
         return None
     except sqlite3.OperationalError as exc:
+        if kept is not None:
+            kept.unlink()
         raise SpoolError(f"cannot open spool {path}: {exc}") from exc
     except sqlite3.DatabaseError as exc:
         damaged = move_aside(path)
+        if kept is not None:
+            kept.replace(damaged.with_name(damaged.name + "-wal"))
         log.error(
             "spool %s is damaged (%s); moved it to %s and started a fresh one."
             " Recover its rows with: shipper spool salvage %s",

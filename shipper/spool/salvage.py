@@ -21,8 +21,8 @@ from shipper.spool.files import prepare_file
 CHUNK = 256
 ROW_FIELDS = "id, sink, key, method, path, query, body, created_at, scope, after, kind, credential_id"
 DEAD_FIELDS = ROW_FIELDS + ", attempts, failed_at, status, response, reason"
-# Past this many consecutive unreadable ids, assume the table's end is unreachable rather than probing forever.
-MAX_SKIP = 1 << 40
+# When even the table's largest id cannot be read, probe this far at most.
+MAX_SKIP = 1 << 20
 
 
 @dataclass(slots=True)
@@ -33,22 +33,37 @@ class SalvageReport:
 
 
 def _readable(conn: sqlite3.Connection, table: str, fields: str, report: SalvageReport) -> Iterator[tuple[Any, ...]]:
-    """Rows in id order; a range that fails to read is stepped over with a growing stride."""
-    last, stride = 0, 1
-    while stride < MAX_SKIP:
+    """Rows in id order. A range that fails to read is retried one id at a time (a lookup by id touches only that
+    row's page), so a damaged page costs only the rows on it; past the last known id, stop."""
+    try:
+        top = conn.execute(f"SELECT max(id) FROM {table}").fetchone()[0] or 0
+    except sqlite3.DatabaseError:
+        top = MAX_SKIP
+    last = 0
+    while last < top:
         try:
-            batch = conn.execute(f"SELECT {fields} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (last, CHUNK))
-            rows = batch.fetchall()
+            rows = conn.execute(
+                f"SELECT {fields} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (last, CHUNK)
+            ).fetchall()
         except sqlite3.DatabaseError:
             report.unreadable_stretches += 1
-            last += stride
-            stride *= 2
+            yield from _one_by_one(conn, table, fields, last + 1, last + CHUNK)
+            last += CHUNK
             continue
         if not rows:
             return
-        stride = 1
         yield from rows
         last = rows[-1][0]
+
+
+def _one_by_one(conn: sqlite3.Connection, table: str, fields: str, first: int, end: int) -> Iterator[tuple[Any, ...]]:
+    for row_id in range(first, end + 1):
+        try:
+            found = conn.execute(f"SELECT {fields} FROM {table} WHERE id = ?", (row_id,)).fetchone()
+        except sqlite3.DatabaseError:
+            continue
+        if found is not None:
+            yield found
 
 
 def _old_credentials(old: sqlite3.Connection, new: sqlite3.Connection) -> dict[int, int]:
@@ -91,8 +106,12 @@ def salvage(old_path: Path, spool_path: Path, progress: Callable[[str, int], Non
     try:
         old = sqlite3.connect(old_path, isolation_level=None)
         old.execute("PRAGMA query_only=1")
+        tables = {name for (name,) in old.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as exc:
-        raise SpoolError(f"cannot open {old_path}: {exc}") from exc
+        raise SpoolError(f"cannot read {old_path} as a spool: {exc}") from exc
+    if "rows" not in tables:
+        old.close()
+        raise SpoolError(f"{old_path} is not a shipper spool (it has no rows table)")
     if not spool_path.exists():
         prepare_file(spool_path, "fsync")
     new = connect_writable(spool_path)

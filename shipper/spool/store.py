@@ -248,6 +248,9 @@ class Spool:
                 if not op.future.done():
                     op.future.set_exception(error)
             return
+        if time.monotonic() >= self._next_maintenance:
+            with contextlib.suppress(sqlite3.Error):  # housekeeping: a failure here costs only disk space
+                await self._maintain()
         if self._dropped and self._bounds.on_drop is not None:
             self._bounds.on_drop(self._dropped)
         self._dropped = Counter()
@@ -301,8 +304,6 @@ class Spool:
                 results[i] = await self._lease(*op.lease)
             elif op.call is not None:
                 results[i] = await op.call(self._conn)
-        if time.monotonic() >= self._next_maintenance:
-            await self._maintain()
         return results
 
     async def _admit(self, batches: list[Sequence[NewRow]]) -> bool:
@@ -318,10 +319,17 @@ class Spool:
         if self._bounds.when_full == "reject":
             return False
         wanted = rows_to_drop(over_rows, over_bytes, bytes_now / max(rows_now, 1))
+        # Drop only if that makes room: a request that cannot fit must not cost acknowledged rows for nothing.
+        await self._conn.execute("SAVEPOINT make_room")
         dropped = list(await self._conn.execute_fetchall(sql.DROP_OLDEST, (wanted,)))
+        if len(dropped) < wanted:
+            await self._conn.execute("ROLLBACK TO make_room")
+            await self._conn.execute("RELEASE make_room")
+            return False
+        await self._conn.execute("RELEASE make_room")
         self._dropped.update(sink for (sink,) in dropped)
         self._rows = rows_now - len(dropped)
-        return len(dropped) >= wanted
+        return True
 
     async def _row_count(self) -> int:
         # Kept in step with appends and settlements; recounted now and then (the CLI may add rows too).
@@ -333,24 +341,24 @@ class Spool:
         return self._rows
 
     async def _used_bytes(self) -> int:
-        """Live pages of the database plus the WAL: what the spool occupies once free pages are given back."""
+        """Live pages of the database: what the spool holds once free pages are given back. The WAL is kept small
+        apart (checkpoints, journal_size_limit), so a queue that churns does not count its WAL twice."""
         async with self._conn.execute("PRAGMA page_count") as cursor:
             pages = int((await cursor.fetchone() or (0,))[0])
         async with self._conn.execute("PRAGMA freelist_count") as cursor:
             free = int((await cursor.fetchone() or (0,))[0])
-        try:
-            wal = os.stat(self.path.with_name(self.path.name + "-wal")).st_size
-        except FileNotFoundError:
-            wal = 0
-        return (pages - free) * self._page_size + wal
+        return (pages - free) * self._page_size
 
     async def _maintain(self) -> None:
-        """Give free pages back to the filesystem a slice at a time, so the file shrinks after a backlog drains."""
+        """Between transactions: give free pages back a slice at a time, so the file shrinks after a backlog drains,
+        and cut a WAL a burst has grown back to its limit."""
         self._next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
         async with self._conn.execute("PRAGMA freelist_count") as cursor:
             free = int((await cursor.fetchone() or (0,))[0])
         if free >= VACUUM_MIN_PAGES:
-            await self._conn.execute_fetchall(f"PRAGMA incremental_vacuum({min(free, VACUUM_MAX_PAGES)})")
+            # executescript steps the pragma to its end; a plain execute would free a single page.
+            await self._conn.executescript(f"PRAGMA incremental_vacuum({min(free, VACUUM_MAX_PAGES)});")
+            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def _credential_id(self, sink: str, secret: str, new: dict[str, int]) -> int:
         digest = _digest(sink, secret)
