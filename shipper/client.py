@@ -86,7 +86,9 @@ def _headers(api_key_headers: Mapping[str, str] | None) -> dict[str, str]:
     return {"Content-Type": "application/x-ndjson", **(api_key_headers or {})}
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket, with the same timeout for connecting and reading."""
+
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -144,7 +146,7 @@ class Client:
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
             if self._unix_socket:
-                self._conn = _UnixConnection(self._unix_socket, self._timeout)
+                self._conn = UnixConnection(self._unix_socket, self._timeout)
             else:
                 host = self._url.split("://", 1)[-1].rstrip("/")
                 self._conn = http.client.HTTPConnection(host, timeout=self._timeout)

@@ -7,34 +7,23 @@ cannot hang the command. Not responsible for gathering numbers (spool/stats.py, 
 from __future__ import annotations
 
 import http.client
-import socket
 import time
 from typing import Any
 
 import orjson
 
+from shipper.client import UnixConnection
 from shipper.config import Config, parse_host_port
 from shipper.spool.stats import read_stats
 
 LIVE_TIMEOUT = 1.0
 
 
-class _Unix(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=LIVE_TIMEOUT)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(LIVE_TIMEOUT)
-        self.sock.connect(self._path)
-
-
 def fetch_live(config: Config) -> dict[str, Any] | None:
     """The running daemon's view, or None when no daemon answers."""
     candidates: list[http.client.HTTPConnection] = []
     if config.ingest.unix:
-        candidates.append(_Unix(config.ingest.unix))
+        candidates.append(UnixConnection(config.ingest.unix, LIVE_TIMEOUT))
     if config.ingest.http:
         host, port = parse_host_port(config.ingest.http)
         candidates.append(http.client.HTTPConnection(host, port, timeout=LIVE_TIMEOUT))

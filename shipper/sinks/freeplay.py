@@ -16,7 +16,18 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shipper.records import BadInput
-from shipper.sinks.vendor import ID, Plan, Proxied, Route, Spooled, bearer, normalize_path, plan_routes, route
+from shipper.sinks.vendor import (
+    ID,
+    ClientIds,
+    Plan,
+    Proxied,
+    Route,
+    Spooled,
+    bearer,
+    normalize_path,
+    plan_routes,
+    route,
+)
 from shipper.sinks.vendor import success_for as _success_for
 from shipper.spool import SpoolRow
 
@@ -82,7 +93,7 @@ ROUTES: Sequence[Route] = (
 )
 
 
-class Freeplay:
+class Freeplay(ClientIds):
     type = "freeplay"
     auth_header = "Authorization"
 
@@ -102,12 +113,3 @@ class Freeplay:
 
     def success(self, row: SpoolRow) -> frozenset[int] | None:
         return _success_for(ROUTES, row)
-
-    def learn(self, row: SpoolRow, answer: Any) -> tuple[tuple[str, str], ...]:
-        return ()
-
-    def placeholders(self, row: SpoolRow) -> Sequence[str]:
-        return ()
-
-    def rewrite(self, row: SpoolRow, upstream: Mapping[str, str]) -> tuple[str, bytes | None]:
-        return row.path, row.query

@@ -11,7 +11,18 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shipper.sinks.vendor import ID, Plan, Proxied, Route, Spooled, bearer, normalize_path, plan_routes, route
+from shipper.sinks.vendor import (
+    ID,
+    ClientIds,
+    Plan,
+    Proxied,
+    Route,
+    Spooled,
+    bearer,
+    normalize_path,
+    plan_routes,
+    route,
+)
 from shipper.spool import SpoolRow
 
 LOGGED = {"message": "log successful"}
@@ -41,7 +52,7 @@ ROUTES: Sequence[Route] = (
 )
 
 
-class KeywordsAI:
+class KeywordsAI(ClientIds):
     type = "keywordsai"
     auth_header = "Authorization"
 
@@ -63,12 +74,3 @@ class KeywordsAI:
 
     def success(self, row: SpoolRow) -> frozenset[int] | None:
         return None
-
-    def learn(self, row: SpoolRow, answer: Any) -> tuple[tuple[str, str], ...]:
-        return ()
-
-    def placeholders(self, row: SpoolRow) -> Sequence[str]:
-        return ()
-
-    def rewrite(self, row: SpoolRow, upstream: Mapping[str, str]) -> tuple[str, bytes | None]:
-        return row.path, row.query

@@ -133,6 +133,19 @@ class Adapter(Protocol):
         ...
 
 
+class ClientIds:
+    """For vendors whose ids are all the client's: nothing to learn from answers, nothing to rewrite."""
+
+    def learn(self, row: SpoolRow, answer: Any) -> tuple[tuple[str, str], ...]:
+        return ()
+
+    def placeholders(self, row: SpoolRow) -> Sequence[str]:
+        return ()
+
+    def rewrite(self, row: SpoolRow, upstream: Mapping[str, str]) -> tuple[str, bytes | None]:
+        return row.path, row.query
+
+
 def plan_routes(routes: Sequence[Route], method: str, path: str, query: Mapping[str, str], body: Any) -> Plan | None:
     found = find_route(routes, method, path)
     if found is None:
