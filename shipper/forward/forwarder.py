@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 KEEP_DETAIL_CHARS = 2048
 SETTLE_RETRY = 1.0
+# Replay mode leases this many rows per free slot, so most sends need no lease of their own.
+LEASE_AHEAD = 4
 # Answers that mean "slow down": the adaptive limit shrinks on them.
 PUSH_BACK = frozenset({429, 503})
 # Rows can also appear without an append in this process (a dead-letter replay from the CLI): look now and then.
@@ -73,6 +76,7 @@ class Forwarder:
         self._first_added: float | None = None
         self._batch_bytes = sink.batching.max_bytes
         self._dead_log = Throttled(log)
+        self._ready: deque[SpoolRow] = deque()  # leased ahead, not sent yet (replay mode)
 
     @property
     def in_flight(self) -> int:
@@ -107,6 +111,7 @@ class Forwarder:
 
     async def drain(self, timeout: float | None) -> int:
         """Wait for in-flight sends up to `timeout`; cancel the rest and hand their rows back. Returns how many."""
+        await self._release_ready()
         if not self._inflight:
             return 0
         _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
@@ -118,6 +123,14 @@ class Forwarder:
             with contextlib.suppress(SpoolError):
                 await self._spool.settle(released=abandoned)
         return len(abandoned)
+
+    async def _release_ready(self) -> None:
+        """Hand back rows leased ahead: the sink is failing or stopping, and they should not wait on a lease."""
+        ready = [row.id for row in self._ready]
+        self._ready.clear()
+        if ready:
+            with contextlib.suppress(SpoolError):
+                await self._spool.settle(released=ready)
 
     def _on_append(self, count: int) -> None:
         """Wake the loop for what changes its plan: any row in replay mode; a batch's first row or a full batch."""
@@ -143,12 +156,18 @@ class Forwarder:
             await self._wait(None)
             return
         batching = self.sink.batching
+        if batching.max_records == 1 and self._ready:
+            while capacity > 0 and self._ready:
+                self._spawn([self._ready.popleft()])
+                capacity -= 1
+            return
         if batching.max_records > 1 and not await self._batch_ready():
             return
         self._added = 0
         self._first_added = None
         self._wake.clear()
-        limit = self._batch_records if batching.max_records > 1 else capacity
+        # Replay mode leases ahead, so a finished send is followed at once by the next without a lease of its own.
+        limit = self._batch_records if batching.max_records > 1 else capacity * LEASE_AHEAD
         lease = await self._spool.lease(self.sink.name, limit, self._batch_bytes)
         rows = lease.rows
         self._backlog = len(rows) >= limit
@@ -159,8 +178,7 @@ class Forwarder:
         if batching.max_records > 1:
             self._spawn(rows)
         else:
-            for row in rows:
-                self._spawn([row])
+            self._ready.extend(rows)
 
     async def _batch_ready(self) -> bool:
         """Lease a batch only when it can be full, or its first record has waited `batch_timeout`, or rows may be
@@ -277,6 +295,7 @@ class Forwarder:
         self._dead_log.warning("sink %s: %d row(s) dead-lettered: %s", self.sink.name, len(rows), reason[:200])
 
     async def _retry(self, rows: Sequence[SpoolRow], outcome: Outcome, generation: int) -> None:
+        await self._release_ready()
         now = time.time()
         was_open = self.backoff.state(now) == "open"
         pause = self.backoff.on_failure(generation, now, outcome.retry_after, self._rng)
