@@ -19,9 +19,11 @@ import random
 import signal
 import socket
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
+
+from bench.wire import Framer
 
 NORMAL, STORM, THROTTLE, RESETS, SLOW, DOWN = range(6)
 MODE_NAMES = {NORMAL: "normal", STORM: "503 storm", THROTTLE: "429 + Retry-After", RESETS: "connection resets",
@@ -53,40 +55,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Connection(asyncio.Protocol):
-    """One client connection: frames requests by Content-Length (shipper never sends chunked bodies)."""
+class Connection(Framer):
+    """One client connection, framed by the bench's lean HTTP (shipper never sends chunked bodies)."""
 
     def __init__(self, remote: Remote) -> None:
+        super().__init__()
         self.remote = remote
-        self.transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._head = b""
-        self._need = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+        super().connection_made(transport)
         self.remote.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.remote.connections.discard(self)
 
-    def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        while self.transport is not None and not self.transport.is_closing():
-            if self._need < 0:
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    return
-                self._head = bytes(buf[:end]).lower()
-                del buf[: end + 4]
-                self._need = _content_length(self._head)
-            if len(buf) < self._need:
-                return
-            body = bytes(buf[: self._need])
-            del buf[: self._need]
-            self._need = -1
-            self.remote.handle(self, self._head, body)
+    def on_message(self, head: bytes, body: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():  # nothing more after a reset
+            self.remote.handle(self, head, body)
 
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -95,14 +80,6 @@ class Connection(asyncio.Protocol):
     def reset(self) -> None:
         if self.transport is not None:
             self.transport.abort()
-
-
-def _content_length(head: bytes) -> int:
-    start = head.find(b"\r\ncontent-length:")
-    if start < 0:
-        return 0
-    end = head.find(b"\r\n", start + 17)
-    return int(head[start + 17 : end if end >= 0 else len(head)])
 
 
 class Remote:

@@ -25,7 +25,7 @@ def _content_length(head: bytes) -> int:
     return int(head[start : end if end >= 0 else len(head)])
 
 
-class _Framer(asyncio.Protocol):
+class Framer(asyncio.Protocol):
     """Splits a byte stream into (head, body) messages and hands each to `on_message`."""
 
     def __init__(self) -> None:
@@ -59,7 +59,7 @@ class _Framer(asyncio.Protocol):
         raise NotImplementedError
 
 
-class Client(_Framer):
+class Client(Framer):
     """One keep-alive connection; `request` sends pre-encoded bytes and returns (status, body). One at a time."""
 
     def __init__(self) -> None:
@@ -104,7 +104,7 @@ def get(path: str) -> bytes:
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
 
 
-class Remote(_Framer):
+class Remote(Framer):
     """The fake remote's side of one connection: count records (NDJSON lines, or 1 per request), answer 200."""
 
     def __init__(self, count: Callable[[int], None]) -> None:
