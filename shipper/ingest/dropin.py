@@ -27,13 +27,19 @@ from shipper.sinks.vendor import Proxied, Spooled, VendorSink, normalize_path
 log = logging.getLogger(__name__)
 
 # Native paths reached with the wrong method fall through to the catch-all; they deserve a 405, not a 404.
-NATIVE_ROUTES = {
-    "/v1/records": ["POST"],
-    "/v1/status": ["GET"],
-    "/healthz": ["GET"],
-    "/readyz": ["GET"],
-    "/metrics": ["GET"],
-}
+# Filled by `remember_native_routes` from the router itself, so it cannot drift from the routes registered.
+NATIVE_KEY: web.AppKey[dict[str, list[str]]] = web.AppKey("native_routes")
+
+
+def remember_native_routes(app: web.Application) -> None:
+    """Call after the native routes are added and before the catch-all: path → the methods it takes."""
+    native: dict[str, list[str]] = {}
+    for route in app.router.routes():
+        path = route.resource.canonical if route.resource is not None else ""
+        native.setdefault(path, []).append(route.method)
+    app[NATIVE_KEY] = native
+
+
 # Proxied answers (prompt templates, lists) are small; the cap keeps a misbehaving remote from exhausting memory.
 PROXY_MAX_BYTES = 16 * 1024 * 1024
 
@@ -101,7 +107,7 @@ async def dropin(request: web.Request) -> web.StreamResponse:
     body = _decode(raw)
     check_depth(raw, body, request.app[LIMITS_KEY])
     path = request.rel_url.raw_path
-    native = NATIVE_ROUTES.get(normalize_path(path))
+    native = request.app[NATIVE_KEY].get(normalize_path(path))
     if native is not None:
         raise web.HTTPMethodNotAllowed(request.method, native)
     for sink in vendors.values():

@@ -13,7 +13,7 @@ from aiohttp import web
 from shipper.config import IngestConfig
 from shipper.enrich.redact import Redactor
 from shipper.ingest import ops
-from shipper.ingest.dropin import dropin, plan_native
+from shipper.ingest.dropin import dropin, plan_native, remember_native_routes
 from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight, admission, token_check
 from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import (
@@ -72,5 +72,6 @@ def build_app(
     app[IN_FLIGHT_KEY] = InFlight()
     app.router.add_post("/v1/records", post_records)
     ops.add_routes(app)
+    remember_native_routes(app)
     app.router.add_route("*", "/{tail:.*}", dropin)
     return app
