@@ -15,7 +15,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far, all threads (aiosqlite's worker thread included)."""
+    """User + system CPU time a process has used so far, all threads (the spool's database thread included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 

@@ -38,8 +38,6 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # aiosqlite logs every statement with its parameters at debug: that would print API keys being stored.
-    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     # aiohttp logs each malformed request it refuses, traceback and all: any local client could flood the journal.
     logging.getLogger("aiohttp.server").addFilter(OncePerInterval())
 

@@ -36,6 +36,7 @@ WITH candidates AS (
 )
 SELECT {LEASED_COLUMNS} FROM rows WHERE id IN (SELECT id FROM picked) ORDER BY id
 """
+TAKE_LEASE = "INSERT OR REPLACE INTO leases (id, until) VALUES (?, ?)"
 NEXT_DUE = "SELECT min(next_attempt_at) FROM rows WHERE sink = ? AND next_attempt_at > ?"
 IDS = "SELECT value FROM json_each(?)"
 DEAD = f"""

@@ -1,0 +1,323 @@
+"""One group commit, run start to end on the database thread: appends, settlements, leases and reads, one transaction.
+
+Appends go first, then settlements (they free keyed successors), then leases and reads. Only commits that acknowledge
+records are fsynced. The state kept here (the row count, caches of credential ids and entity scopes, drops since the
+last group) belongs to the database thread; the event loop reads it only between groups.
+Not responsible for queueing, futures or callbacks (store.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from shipper.errors import DiskFull, SpoolError, SpoolFull
+from shipper.records import NewRow
+from shipper.spool import sql
+from shipper.spool.bounds import Bounds, excess, row_bytes, rows_to_drop
+from shipper.spool.rows import DeadLetter, Lease, Settlement, SpoolRow
+
+ROW_RECOUNT_INTERVAL = 30.0
+MAINTENANCE_INTERVAL = 5.0
+VACUUM_MIN_PAGES = 256  # 1 MiB of free pages before it is worth giving them back
+VACUUM_MAX_PAGES = 4096  # at most 16 MiB per pass, so one pass never stalls the writer for long
+# Entities whose create is older than this are forgotten: their updates no longer join the create's scope.
+SCOPE_RETENTION = 30 * 86400
+MAX_CACHED_SCOPES = 100_000
+
+Read = Callable[[sqlite3.Connection], Any]
+
+
+@dataclass(slots=True)
+class Op:
+    """One caller's request to the writer; exactly one of append, settle, lease and read is set (none: a ping)."""
+
+    future: asyncio.Future[Any]
+    append: Sequence[NewRow] | None = None
+    settle: Settlement | None = None
+    lease: tuple[str, int, int] | None = None
+    read: Read | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a committed group hands back to the event loop: a result per op and what the loop must publish."""
+
+    results: list[Any]
+    dropped: Counter[str] = field(default_factory=Counter)
+    learned: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def recover(conn: sqlite3.Connection) -> int:
+    """At open, with the spool locked to this process: any lease in the file is from a dead sender, whose send may or
+    may not have reached the remote, so it counts as an attempt. Returns the page size."""
+    conn.execute("UPDATE rows SET attempts = attempts + 1 WHERE id IN (SELECT id FROM leases)")
+    conn.execute("DELETE FROM leases")
+    conn.execute("DELETE FROM entity_scopes WHERE created_at < ?", (time.time() - SCOPE_RETENTION,))
+    found = conn.execute("PRAGMA page_size").fetchone()
+    return int(found[0]) if found else 4096
+
+
+def _digest(sink: str, secret: str) -> str:
+    return hashlib.sha256(f"{sink}\0{secret}".encode()).hexdigest()
+
+
+def one(conn: sqlite3.Connection, query: str, params: Sequence[Any] = ()) -> Any:
+    found = conn.execute(query, params).fetchone()
+    return None if found is None else found[0]
+
+
+class GroupWriter:
+    """Applies groups of ops in single transactions; lives on the database thread."""
+
+    def __init__(self, bounds: Bounds, page_size: int, durability: str, lease_timeout: float) -> None:
+        self._bounds = bounds
+        self._lease_timeout = lease_timeout
+        self._page_size = page_size
+        self._durability = durability
+        self._synchronous = "FULL" if durability == "fsync" else "NORMAL"
+        self._rows: int | None = None
+        self._rows_synced = 0.0
+        self._next_maintenance = 0.0
+        self._credential_ids: dict[str, int] = {}
+        self._scopes: dict[tuple[str, str], str] = {}
+
+    def commit(self, conn: sqlite3.Connection, group: list[Op]) -> Outcome:
+        """Raises sqlite3.Error or OSError with the transaction rolled back."""
+        outcome = Outcome([None] * len(group))
+        new_credentials: dict[str, int] = {}
+        try:
+            self._sync_for(conn, any(op.append for op in group))
+            conn.execute("BEGIN IMMEDIATE")
+            self._apply(conn, group, outcome, new_credentials)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._rows = None
+            raise
+        self._credential_ids.update(new_credentials)
+        if time.monotonic() >= self._next_maintenance:
+            with contextlib.suppress(sqlite3.Error):  # housekeeping: a failure here costs only disk space
+                self._maintain(conn)
+        return outcome
+
+    def _sync_for(self, conn: sqlite3.Connection, acknowledging: bool) -> None:
+        """fsync only commits that acknowledge records. A lease or a settlement lost to a power cut costs at most a
+        repeat (at-least-once), and the next acknowledging commit's fsync carries the WAL frames before it too."""
+        wanted = "FULL" if acknowledging and self._durability == "fsync" else "NORMAL"
+        if wanted != self._synchronous:
+            conn.execute(f"PRAGMA synchronous={wanted}")
+            self._synchronous = wanted
+
+    def _apply(self, conn: sqlite3.Connection, group: list[Op], out: Outcome, new_credentials: dict[str, int]) -> None:
+        appends = [(i, op.append) for i, op in enumerate(group) if op.append is not None]
+        if appends and not self._admit(conn, [rows for _, rows in appends], out.dropped):
+            for i, _ in appends:
+                out.results[i] = SpoolFull("the spool is full ([spool] max_bytes / max_rows); retry later")
+            appends = []
+        if appends:
+            inserted = self._insert(conn, [rows for _, rows in appends], new_credentials)
+            for (i, _), ids in zip(appends, inserted, strict=True):
+                out.results[i] = ids
+        merged = Settlement()
+        for op in group:
+            if op.settle is not None:
+                merged.merge(op.settle)
+        self._settle(conn, merged)
+        out.learned = merged.learned
+        for i, op in enumerate(group):
+            if op.lease is not None:
+                out.results[i] = self._lease(conn, *op.lease)
+            elif op.read is not None:
+                out.results[i] = op.read(conn)
+
+    def _admit(self, conn: sqlite3.Connection, batches: list[Sequence[NewRow]], dropped: Counter[str]) -> bool:
+        """Whether the appends fit the bounds, after dropping the oldest rows when `when_full = drop_oldest`."""
+        if not self._bounds.bounded:
+            return True
+        rows_in = sum(len(rows) for rows in batches)
+        bytes_in = sum(row_bytes(rows) for rows in batches)
+        rows_now, bytes_now = self._row_count(conn), self._used_bytes(conn)
+        over_rows, over_bytes = excess(self._bounds, rows_now, bytes_now, rows_in, bytes_in)
+        if over_rows <= 0 and over_bytes <= 0:
+            return True
+        if self._bounds.when_full == "reject":
+            return False
+        wanted = rows_to_drop(over_rows, over_bytes, bytes_now / max(rows_now, 1))
+        # Drop only if that makes room: a request that cannot fit must not cost acknowledged rows for nothing.
+        conn.execute("SAVEPOINT make_room")
+        gone = conn.execute(sql.DROP_OLDEST, (wanted,)).fetchall()
+        if len(gone) < wanted:
+            conn.execute("ROLLBACK TO make_room")
+            conn.execute("RELEASE make_room")
+            return False
+        conn.execute("RELEASE make_room")
+        dropped.update(sink for (sink,) in gone)
+        self._rows = rows_now - len(gone)
+        return True
+
+    def _row_count(self, conn: sqlite3.Connection) -> int:
+        # Kept in step with appends and settlements; recounted now and then (the CLI may add rows too).
+        if self._rows is None or time.monotonic() - self._rows_synced > ROW_RECOUNT_INTERVAL:
+            self._rows = int(one(conn, "SELECT count(*) FROM rows") or 0)
+            self._rows_synced = time.monotonic()
+        return self._rows
+
+    def _used_bytes(self, conn: sqlite3.Connection) -> int:
+        """Live pages of the database: what the spool holds once free pages are given back. The WAL is kept small
+        apart (checkpoints, journal_size_limit), so a queue that churns does not count its WAL twice."""
+        pages = int(one(conn, "PRAGMA page_count") or 0)
+        free = int(one(conn, "PRAGMA freelist_count") or 0)
+        return (pages - free) * self._page_size
+
+    def _maintain(self, conn: sqlite3.Connection) -> None:
+        """Between transactions: give free pages back a slice at a time, so the file shrinks after a backlog drains,
+        and cut a WAL a burst has grown back to its limit."""
+        self._next_maintenance = time.monotonic() + MAINTENANCE_INTERVAL
+        free = int(one(conn, "PRAGMA freelist_count") or 0)
+        if free >= VACUUM_MIN_PAGES:
+            # executescript steps the pragma to its end; a plain execute would free a single page.
+            conn.executescript(f"PRAGMA incremental_vacuum({min(free, VACUUM_MAX_PAGES)});")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _credential_id(self, conn: sqlite3.Connection, sink: str, secret: str, new: dict[str, int]) -> int:
+        digest = _digest(sink, secret)
+        known = self._credential_ids.get(digest) or new.get(digest)
+        if known is not None:
+            return known
+        conn.execute("INSERT OR IGNORE INTO credentials (digest, value) VALUES (?, ?)", (digest, secret))
+        new[digest] = int(one(conn, "SELECT id FROM credentials WHERE digest = ?", (digest,)))
+        return new[digest]
+
+    def _insert(
+        self, conn: sqlite3.Connection, batches: list[Sequence[NewRow]], new_credentials: dict[str, int]
+    ) -> list[list[int]]:
+        next_id = int(one(conn, "SELECT seq FROM sqlite_sequence WHERE name = 'rows'") or 0) + 1
+        now = time.time()
+        queued: list[tuple[Any, ...]] = []
+        dead: list[tuple[Any, ...]] = []
+        scopes: list[tuple[str, str, str, float]] = []
+        out: list[list[int]] = []
+        for rows in batches:
+            ids = list(range(next_id, next_id + len(rows)))
+            next_id += len(rows)
+            out.append(ids)
+            for row_id, r in zip(ids, rows, strict=True):
+                secret = r.credential
+                cred = None if secret is None else self._credential_id(conn, r.sink, secret, new_credentials)
+                scope = r.scope
+                if r.kind == "update" and r.key is not None and scope is None:
+                    scope = self._entity_scope(conn, r.sink, r.key)
+                values = (
+                    row_id,
+                    r.sink,
+                    r.key,
+                    r.method,
+                    r.path,
+                    r.query,
+                    r.body,
+                    now,
+                    0,
+                    scope,
+                    r.after,
+                    r.kind,
+                    cred,
+                )
+                died = self._dead_create(conn, r) if (r.kind == "update" and r.key) or r.after else None
+                if died is None:
+                    queued.append(values)
+                else:
+                    dead.append((*values, now, f"depends on row {died[0]} ({died[1]}), which was dead-lettered"))
+                if r.kind == "create" and r.key is not None and scope is not None:
+                    scopes.append((r.sink, r.key, scope, now))
+                    self._scopes[(r.sink, r.key)] = scope
+        conn.executemany(sql.INSERT, queued)
+        if self._rows is not None:
+            self._rows += len(queued)
+        if dead:
+            conn.executemany(sql.DEAD_ON_ARRIVAL, dead)
+            conn.execute(sql.BUMP_SEQUENCE, (next_id - 1,))
+        if scopes:
+            conn.executemany(sql.REMEMBER_SCOPE, scopes)
+        return out
+
+    def _entity_scope(self, conn: sqlite3.Connection, sink: str, key: str) -> str | None:
+        """The scope the entity's create named (an update of a Freeplay trace belongs to the trace's session)."""
+        if (sink, key) not in self._scopes:
+            found = one(conn, "SELECT scope FROM entity_scopes WHERE sink = ? AND key = ?", (sink, key))
+            if found is None:
+                return None
+            if len(self._scopes) > MAX_CACHED_SCOPES:
+                self._scopes.clear()
+            self._scopes[(sink, key)] = found
+        return self._scopes[(sink, key)]
+
+    def _dead_create(self, conn: sqlite3.Connection, row: NewRow) -> tuple[int, str] | None:
+        """The dead-lettered create this row depends on, if any: such a row could never succeed."""
+        own = row.key if row.kind == "update" else None
+        found = conn.execute(sql.DEAD_CREATE_FOR, (row.sink, own, row.after)).fetchone()
+        return None if found is None else (int(found[0]), str(found[1]))
+
+    def _settle(self, conn: sqlite3.Connection, s: Settlement) -> None:
+        if s.learned:
+            conn.executemany("INSERT OR REPLACE INTO id_map (sink, local, upstream) VALUES (?, ?, ?)", s.learned)
+        if s.dead:
+            self._dead_letter(conn, s.dead)
+        if s.delivered:
+            conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (orjson.dumps(s.delivered),))
+        if self._rows is not None:
+            self._rows -= len(s.delivered) + len(s.dead)
+        if s.retry:
+            conn.executemany(
+                "UPDATE rows SET next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE id = ?",
+                [(r.next_attempt_at, r.error, r.id) for r in s.retry],
+            )
+        ended = s.delivered + [d.id for d in s.dead] + [r.id for r in s.retry] + s.released
+        if ended:
+            conn.execute(f"DELETE FROM leases WHERE id IN ({sql.IDS})", (orjson.dumps(ended),))
+
+    def _dead_letter(self, conn: sqlite3.Connection, dead: list[DeadLetter]) -> None:
+        """Move rows to dead_letters; a dead create takes its updates and dependants along, transitively."""
+        now = time.time()
+        sent = orjson.dumps([d.id for d in dead])
+        conn.execute(f"UPDATE rows SET attempts = attempts + 1 WHERE id IN ({sql.IDS})", (sent,))
+        while dead:
+            ids = orjson.dumps([d.id for d in dead])
+            conn.executemany(sql.DEAD, [(now, d.status, d.response, d.reason, d.id) for d in dead])
+            creates = conn.execute(sql.DEAD_CREATES, (ids,)).fetchall()
+            conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (ids,))
+            dead = []
+            for create_id, sink, key in creates:
+                reason = f"depends on row {create_id} ({key}), which was dead-lettered"
+                for (row_id,) in conn.execute(sql.DEPENDANTS, (sink, key, key, create_id)).fetchall():
+                    dead.append(DeadLetter(row_id, None, None, reason))
+            dead = list({d.id: d for d in dead}.values())
+
+    def _lease(self, conn: sqlite3.Connection, sink: str, limit: int, max_bytes: int) -> Lease:
+        now = time.time()
+        params = {"sink": sink, "now": now, "limit": limit, "max_bytes": max_bytes}
+        rows = [SpoolRow(*row) for row in conn.execute(sql.LEASE, params).fetchall()]
+        if rows:
+            until = now + self._lease_timeout
+            conn.executemany(sql.TAKE_LEASE, [(row.id, until) for row in rows])
+        next_due = one(conn, sql.NEXT_DUE, (sink, now)) if len(rows) < limit else None
+        return Lease(rows, next_due)
+
+
+def failure(exc: BaseException) -> SpoolError:
+    """ENOSPC is the operator's to fix and passes by itself (507); anything else is the spool's (503)."""
+    text = str(exc)
+    if "full" in text or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
+        return DiskFull(f"no space left for the spool: {text}")
+    return SpoolError(f"spool write failed: {text}")
