@@ -125,12 +125,17 @@ class Forwarder:
         return len(abandoned)
 
     async def _release_ready(self) -> None:
-        """Hand back rows leased ahead: the sink is failing or stopping, and they should not wait on a lease."""
-        ready = [row.id for row in self._ready]
+        """Hand back rows leased ahead: the sink is failing or stopping, and they should not wait on a lease. When
+        the spool cannot record that (a full disk), keep them: they go out under their lease once the sink resumes,
+        instead of sitting leased until `lease_timeout`."""
+        rows = list(self._ready)
         self._ready.clear()
-        if ready:
-            with contextlib.suppress(SpoolError):
-                await self._spool.settle(released=ready)
+        if not rows:
+            return
+        try:
+            await self._spool.settle(released=[row.id for row in rows])
+        except SpoolError:
+            self._ready.extendleft(reversed(rows))
 
     def _on_append(self, count: int) -> None:
         """Wake the loop for what changes its plan: any row in replay mode; a batch's first row or a full batch."""
