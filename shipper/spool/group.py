@@ -307,7 +307,14 @@ class GroupWriter:
     def _lease(self, conn: sqlite3.Connection, sink: str, limit: int, max_bytes: int) -> Lease:
         now = time.time()
         params = {"sink": sink, "now": now, "limit": limit, "max_bytes": max_bytes}
-        rows = [SpoolRow(*row) for row in conn.execute(sql.LEASE, params).fetchall()]
+        rows: list[SpoolRow] = []
+        size = 0
+        for found in conn.execute(sql.LEASE, params):
+            row = SpoolRow._make(found)
+            size += len(row.body)
+            if size > max_bytes and rows:
+                break
+            rows.append(row)
         if rows:
             until = now + self._lease_timeout
             conn.executemany(sql.TAKE_LEASE, [(row.id, until) for row in rows])

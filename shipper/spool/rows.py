@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class SpoolRow:
+class SpoolRow(NamedTuple):
+    """A leased row: a tuple, because the writer builds thousands per lease straight from SQLite's rows."""
+
     id: int
     sink: str
     key: str | None

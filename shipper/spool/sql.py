@@ -21,20 +21,14 @@ DELETE FROM rows WHERE id IN (
 ) RETURNING sink
 """
 OLDER = "SELECT 1 FROM rows AS p WHERE p.sink = r.sink AND p.id < r.id AND"
+# Eligible rows in id order, streamed: the writer stops reading once the batch reaches its byte budget.
 LEASE = f"""
-WITH candidates AS (
-    SELECT id, length(body) AS size FROM rows AS r
-    WHERE sink = :sink AND next_attempt_at <= :now
-      AND NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id AND l.until > :now)
-      AND (key IS NULL OR NOT EXISTS ({OLDER} p.key = r.key))
-      AND (after IS NULL OR (NOT EXISTS ({OLDER} p.key = r.after) AND NOT EXISTS ({OLDER} p.scope = r.after)))
-    ORDER BY id LIMIT :limit
-), picked AS (
-    SELECT id FROM (
-        SELECT id, sum(size) OVER (ORDER BY id) AS total, row_number() OVER (ORDER BY id) AS n FROM candidates)
-    WHERE total <= :max_bytes OR n = 1
-)
-SELECT {LEASED_COLUMNS} FROM rows WHERE id IN (SELECT id FROM picked) ORDER BY id
+SELECT {LEASED_COLUMNS} FROM rows AS r
+WHERE sink = :sink AND next_attempt_at <= :now
+  AND NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id AND l.until > :now)
+  AND (key IS NULL OR NOT EXISTS ({OLDER} p.key = r.key))
+  AND (after IS NULL OR (NOT EXISTS ({OLDER} p.key = r.after) AND NOT EXISTS ({OLDER} p.scope = r.after)))
+ORDER BY id LIMIT :limit
 """
 TAKE_LEASE = "INSERT OR REPLACE INTO leases (id, until) VALUES (?, ?)"
 NEXT_DUE = "SELECT min(next_attempt_at) FROM rows WHERE sink = ? AND next_attempt_at > ?"
