@@ -62,7 +62,11 @@ def credential_for(sink: VendorSink, headers: Mapping[str, str]) -> str | None:
 def plan_native(sink: VendorSink, row: NewRow, headers: Mapping[str, str]) -> Planned:
     """A `/v1/records` item naming a vendor sink gets exactly the mapping its drop-in call would."""
     query = orjson.loads(row.query) if row.query else {}
-    plan = sink.adapter.plan(row.method, row.path, {k: str(v) for k, v in query.items()}, orjson.loads(row.body))
+    try:
+        body = orjson.loads(row.body)
+    except orjson.JSONDecodeError as exc:  # valid JSON text that no JSON library maps to values, such as 1e400
+        raise BadInput(400, "invalid_json", f"body: {exc}", field="body") from None
+    plan = sink.adapter.plan(row.method, row.path, {k: str(v) for k, v in query.items()}, body)
     if not isinstance(plan, Spooled):
         raise BadInput(
             422, "invalid_record", f"{row.method} {row.path} is not a {sink.adapter.type} log route", field="path"

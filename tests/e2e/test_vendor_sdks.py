@@ -10,6 +10,7 @@ Ordering, faults, dead letters and secrets are in test_vendor_ordering.py.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -304,6 +305,27 @@ async def test_native_records_without_a_key_use_the_sinks_own_key(rig: Rig) -> N
     assert rig.fp.keys_used() == {FP_SINK_KEY}
     assert rig.hl.keys_used() == {HL_SINK_KEY} and "native-1" in rig.hl.logs
     assert rig.kw.keys_used() == {KW_SINK_KEY} and rig.kw.received[0].path == KW_DOCUMENTED
+
+
+async def test_a_native_vendor_record_whose_body_maps_to_no_values_is_400_and_nothing_is_spooled(rig: Rig) -> None:
+    good = {"sink": "kw", "path": "/request-logs/create", "body": {"model": "m"}}
+    lines = orjson.dumps(good) + b"\n" + b'{"sink": "kw", "path": "/request-logs/create", "body": {"n": 1e400}}\n'
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://{rig.host}/v1/records", data=lines, headers={"Content-Type": "application/x-ndjson"}
+        ) as response,
+    ):
+        assert response.status == 400, await response.text()
+        answer = await response.json()
+    assert (answer["error"], answer["index"], answer["field"]) == ("invalid_json", 1, "body")
+    # Committed rows stay in the spool (rows + dead letters) or reach a fake; this request left no trace anywhere.
+    conn = sqlite3.connect(f"file:{rig.spool}?mode=ro", uri=True)
+    try:
+        ids_used = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'rows'").fetchall()
+    finally:
+        conn.close()
+    assert ids_used == [] and not rig.dead_letters() and all(not fake.received for fake in rig.fakes)
 
 
 # -- proxied reads --------------------------------------------------------------------------------------------

@@ -3,12 +3,15 @@ every body that does not. Plus the path guard that keeps a record from steering 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from shipper.records import BadInput, check_path, parse_records
+from shipper.records import BadInput, Limits, check_path, checked_rows, parse_records, quick_rows
 
 SINKS = frozenset({"remote", "audit"})
 NDJSON = "application/x-ndjson"
@@ -250,3 +253,71 @@ def test_a_dangerous_path_in_a_record_is_422_naming_the_path_field(path: str) ->
     assert (error.status, error.code) == (422, "invalid_record")
     assert error.detail == {"index": 1, "field": "path"}
     assert str(error).startswith("path ")
+
+
+# --- the quick way and the checked way agree ----------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+items = st.fixed_dictionaries(
+    {"sink": st.sampled_from(sorted(SINKS))},
+    optional={
+        "method": st.sampled_from(["POST", "PUT", "PATCH", "DELETE"]),
+        "path": st.sampled_from(["", "/v1/x", "/a/b-c_d.e/%41", "/v1/things/42"]),
+        "query": st.dictionaries(st.text(max_size=6), st.text(max_size=6) | st.integers(-9, 9) | st.booleans()),
+        "body": json_values,
+        "key": st.text(min_size=1, max_size=40),
+    },
+)
+
+
+def as_compared(rows: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (r.sink, r.method, r.path, r.query and orjson.loads(r.query), orjson.loads(r.body), r.key, r.kind) for r in rows
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(items, min_size=1, max_size=5), st.booleans(), st.booleans())
+def test_quick_rows_equal_checked_rows_for_every_valid_request(batch: list[Any], ndjson: bool, pretty: bool) -> None:
+    raw = lines(*batch) if ndjson else json.dumps(batch, indent=2 if pretty else None).encode()
+    quick = quick_rows(raw, ndjson, SINKS, Limits())
+    checked = checked_rows(raw, ndjson, SINKS, Limits())
+    if quick is None:
+        assert pretty and not ndjson  # only a body spread over lines is left to the checked way
+    else:
+        assert as_compared(quick) == as_compared(checked)
+        assert all(b"\n" not in row.body for row in quick)
+
+
+def test_integers_beyond_64_bits_in_a_body_are_kept_digit_for_digit() -> None:
+    (row,) = parse_records(b'{"sink": "remote", "body": {"tokens": 123456789012345678901234567890}}', NDJSON, SINKS)
+    assert row.body == b'{"tokens": 123456789012345678901234567890}'
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"sink": "remote", "extra": 1}',
+        b'{"sink": "nowhere"}',
+        b'{"sink": "remote", "path": "/a/../b"}',
+        b'{"sink": "remote", "key": ""}',
+        b'{"sink": "remote", "query": {"a": [1]}}',
+        b'{"sink": "remote", "body": ' + b"[" * 200 + b"]" * 200 + b"}",
+        b'{"sink": "remote", "body": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"sink": "remote", "body": "\\ud800"}',
+        b"[]",
+    ],
+)
+@pytest.mark.parametrize("ndjson", [False, True])
+def test_the_quick_way_leaves_every_doubtful_request_to_the_checked_way(raw: bytes, ndjson: bool) -> None:
+    assert quick_rows(raw, ndjson, SINKS, Limits()) is None
+    with pytest.raises(BadInput):
+        parse_records(raw, NDJSON if ndjson else JSON, SINKS)

@@ -15,7 +15,7 @@ from shipper.config import BuiltinRedaction, RedactConfig, RedactPattern, load_c
 from shipper.enrich.redact import Redactor
 from shipper.enrich.rules import BUILTIN, luhn
 from shipper.errors import ConfigError
-from shipper.records import NewRow
+from shipper.records import BadInput, NewRow
 
 ALL_BUILTIN: tuple[BuiltinRedaction, ...] = ("emails", "cards", "api_keys", "bearer_tokens", "aws_keys", "jwts")
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
@@ -371,3 +371,12 @@ def test_the_defaults_redact_nothing_and_enrich_everything() -> None:
     config = load_config(None, {})
     assert not Redactor(config.redact).active
     assert (config.enrich.tokens, config.enrich.cost) == (True, True)
+
+
+def test_a_body_no_json_library_can_read_is_400_naming_the_item_not_a_crash() -> None:
+    redactor = Redactor(RedactConfig(builtin=ALL_BUILTIN))
+    clean = NewRow("local", "POST", "", None, b'{"a": "nothing to see"}', None)
+    unreadable = NewRow("local", "POST", "", None, b'{"mail": "bob@example.com", "n": 1e400}', None)
+    with pytest.raises(BadInput) as caught:
+        redactor.redact_rows([clean, unreadable], {})
+    assert (caught.value.status, caught.value.code, caught.value.detail) == (400, "invalid_json", {"index": 1})
