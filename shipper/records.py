@@ -190,15 +190,28 @@ _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _ENVELOPES = msgspec.json.Decoder(list[_Envelope] | _Envelope)
 
 
+def _nests_within(body: bytes, limit: int) -> bool:
+    """Whether a body nests at most `limit` levels; counting brackets decides most bodies without decoding them."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return True
+    try:
+        return not too_deep(msgspec.json.decode(body), limit)
+    except (msgspec.MsgspecError, RecursionError):
+        return False
+
+
 def _quick_row(item: _Envelope, sinks: Collection[str], limits: Limits) -> NewRow | None:
+    # The body sits one level inside the item and the item may sit inside an array: a body closer than that to the
+    # limit, or anything else in doubt, is left to the checked way, which names the error.
     body = bytes(item.body)
-    # A body that might nest too deep, or spans lines (pretty-printed inside a JSON array), is for the checked way.
-    if body.count(b"[") + body.count(b"{") >= limits.max_depth - 2 or b"\n" in body or item.sink not in sinks:
+    if item.sink not in sinks or not _nests_within(body, limits.max_depth - 2):
         return None
     try:
         path = check_path(item.path)
     except ValueError:
         return None
+    if b"\n" in body:  # pretty-printed inside a JSON array: one line, or it would break NDJSON batches and files
+        body = msgspec.json.format(body, indent=-1)
     query = msgspec.json.encode(item.query) if item.query else None
     return NewRow(item.sink, item.method, path, query, body, item.key)
 

@@ -19,13 +19,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from shipper.errors import DiskFull, SpoolError, SpoolFull
 from shipper.records import NewRow
 from shipper.spool import sql
 from shipper.spool.bounds import Bounds, excess, row_bytes, rows_to_drop
-from shipper.spool.rows import DeadLetter, Lease, Settlement, SpoolRow
+from shipper.spool.rows import Lease, Settlement, SpoolRow
+from shipper.spool.settle import settle
 
 ROW_RECOUNT_INTERVAL = 30.0
 MAINTENANCE_INTERVAL = 5.0
@@ -134,7 +133,9 @@ class GroupWriter:
         for op in group:
             if op.settle is not None:
                 merged.merge(op.settle)
-        self._settle(conn, merged)
+        left = settle(conn, merged)
+        if self._rows is not None:
+            self._rows -= left
         out.learned = merged.learned
         for i, op in enumerate(group):
             if op.lease is not None:
@@ -268,41 +269,6 @@ class GroupWriter:
         own = row.key if row.kind == "update" else None
         found = conn.execute(sql.DEAD_CREATE_FOR, (row.sink, own, row.after)).fetchone()
         return None if found is None else (int(found[0]), str(found[1]))
-
-    def _settle(self, conn: sqlite3.Connection, s: Settlement) -> None:
-        if s.learned:
-            conn.executemany("INSERT OR REPLACE INTO id_map (sink, local, upstream) VALUES (?, ?, ?)", s.learned)
-        if s.dead:
-            self._dead_letter(conn, s.dead)
-        if s.delivered:
-            conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (orjson.dumps(s.delivered),))
-        if self._rows is not None:
-            self._rows -= len(s.delivered) + len(s.dead)
-        if s.retry:
-            conn.executemany(
-                "UPDATE rows SET next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE id = ?",
-                [(r.next_attempt_at, r.error, r.id) for r in s.retry],
-            )
-        ended = s.delivered + [d.id for d in s.dead] + [r.id for r in s.retry] + s.released
-        if ended:
-            conn.execute(f"DELETE FROM leases WHERE id IN ({sql.IDS})", (orjson.dumps(ended),))
-
-    def _dead_letter(self, conn: sqlite3.Connection, dead: list[DeadLetter]) -> None:
-        """Move rows to dead_letters; a dead create takes its updates and dependants along, transitively."""
-        now = time.time()
-        sent = orjson.dumps([d.id for d in dead])
-        conn.execute(f"UPDATE rows SET attempts = attempts + 1 WHERE id IN ({sql.IDS})", (sent,))
-        while dead:
-            ids = orjson.dumps([d.id for d in dead])
-            conn.executemany(sql.DEAD, [(now, d.status, d.response, d.reason, d.id) for d in dead])
-            creates = conn.execute(sql.DEAD_CREATES, (ids,)).fetchall()
-            conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (ids,))
-            dead = []
-            for create_id, sink, key in creates:
-                reason = f"depends on row {create_id} ({key}), which was dead-lettered"
-                for (row_id,) in conn.execute(sql.DEPENDANTS, (sink, key, key, create_id)).fetchall():
-                    dead.append(DeadLetter(row_id, None, None, reason))
-            dead = list({d.id: d for d in dead}.values())
 
     def _lease(self, conn: sqlite3.Connection, sink: str, limit: int, max_bytes: int) -> Lease:
         now = time.time()
