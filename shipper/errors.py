@@ -17,5 +17,9 @@ class SpoolFull(SpoolError):
     """The spool reached its configured bound ([spool] max_bytes / max_rows with when_full = "reject")."""
 
 
+class LargerThanSpool(SpoolError):
+    """One request holds more than the whole bound ([spool] max_bytes / max_rows): it can never be taken."""
+
+
 class DiskFull(SpoolError):
     """The filesystem under the spool has no space left; writes resume by themselves when space returns."""

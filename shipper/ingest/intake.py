@@ -10,14 +10,15 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from shipper.errors import DiskFull, SpoolError, SpoolFull
+from shipper.errors import DiskFull, LargerThanSpool, SpoolError, SpoolFull
 from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY, REDACTOR_KEY, ROUTING_KEY, SPOOL_KEY
 from shipper.ingest.responses import error_response
 from shipper.records import BadInput, NewRow
 
-# Nothing from the request was spooled in any of these; the client should send it again later.
+# Nothing from the request was spooled in any of these; the client should send it again later (or, for 413, split).
 SPOOL_FAILURES: dict[type[SpoolError], tuple[int, str]] = {
     SpoolFull: (503, "spool_full"),
+    LargerThanSpool: (413, "larger_than_spool"),
     DiskFull: (507, "insufficient_storage"),
 }
 
@@ -47,7 +48,8 @@ async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | we
     except SpoolError as exc:
         status, code = SPOOL_FAILURES.get(type(exc), (503, "spool_unavailable"))
         response = error_response(status, code, str(exc))
-        response.headers["Retry-After"] = "1"
+        if status != 413:  # the others pass; this request will never fit as it is
+            response.headers["Retry-After"] = "1"
         request.app[COUNTERS_KEY].rejected[code] += 1
         return response
     request.app[COUNTERS_KEY].received.update(row.sink for row in rows)

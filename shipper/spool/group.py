@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shipper.errors import DiskFull, SpoolError, SpoolFull
+from shipper.errors import DiskFull, LargerThanSpool, SpoolError, SpoolFull
 from shipper.records import NewRow
 from shipper.spool import sql
 from shipper.spool.bounds import Bounds, excess, row_bytes, rows_to_drop
@@ -120,11 +120,18 @@ class GroupWriter:
             self._synchronous = wanted
 
     def _apply(self, conn: sqlite3.Connection, group: list[Op], out: Outcome, new_credentials: dict[str, int]) -> None:
-        appends = [(i, op.append) for i, op in enumerate(group) if op.append is not None]
-        if appends and not self._admit(conn, [rows for _, rows in appends], out.dropped):
-            for i, _ in appends:
-                out.results[i] = SpoolFull("the spool is full ([spool] max_bytes / max_rows); retry later")
-            appends = []
+        appends: list[tuple[int, Sequence[NewRow]]] = []
+        pending = (0, 0)  # rows and bytes admitted in this group, not inserted yet
+        for i, op in enumerate(group):
+            if op.append is None:
+                continue
+            size = row_bytes(op.append) if self._bounds.bounded else 0
+            refusal = self._admit(conn, len(op.append), size, pending, out.dropped)
+            if refusal is None:
+                appends.append((i, op.append))
+                pending = (pending[0] + len(op.append), pending[1] + size)
+            else:
+                out.results[i] = refusal
         if appends:
             inserted = self._insert(conn, [rows for _, rows in appends], new_credentials)
             for (i, _), ids in zip(appends, inserted, strict=True):
@@ -143,18 +150,28 @@ class GroupWriter:
             elif op.read is not None:
                 out.results[i] = op.read(conn)
 
-    def _admit(self, conn: sqlite3.Connection, batches: list[Sequence[NewRow]], dropped: Counter[str]) -> bool:
-        """Whether the appends fit the bounds, after dropping the oldest rows when `when_full = drop_oldest`."""
-        if not self._bounds.bounded:
-            return True
-        rows_in = sum(len(rows) for rows in batches)
-        bytes_in = sum(row_bytes(rows) for rows in batches)
-        rows_now, bytes_now = self._row_count(conn), self._used_bytes(conn)
-        over_rows, over_bytes = excess(self._bounds, rows_now, bytes_now, rows_in, bytes_in)
+    def _admit(
+        self, conn: sqlite3.Connection, rows_in: int, bytes_in: int, pending: tuple[int, int], dropped: Counter[str]
+    ) -> SpoolError | None:
+        """Whether one request fits the bounds beside what the group already took, after dropping the oldest rows
+        when `when_full = drop_oldest`; each request is judged alone, so one too many does not refuse the others."""
+        bounds = self._bounds
+        if not bounds.bounded:
+            return None
+        if (bounds.max_rows is not None and rows_in > bounds.max_rows) or (
+            bounds.max_bytes is not None and bytes_in > bounds.max_bytes
+        ):
+            return LargerThanSpool(
+                f"this request ({rows_in} records, ~{bytes_in} bytes) is larger than the whole spool bound"
+                " ([spool] max_rows / max_bytes); send it in smaller requests"
+            )
+        rows_now, bytes_now = self._row_count(conn) + pending[0], self._used_bytes(conn) + pending[1]
+        over_rows, over_bytes = excess(bounds, rows_now, bytes_now, rows_in, bytes_in)
         if over_rows <= 0 and over_bytes <= 0:
-            return True
-        if self._bounds.when_full == "reject":
-            return False
+            return None
+        full = SpoolFull("the spool is full ([spool] max_bytes / max_rows); retry later")
+        if bounds.when_full == "reject":
+            return full
         wanted = rows_to_drop(over_rows, over_bytes, bytes_now / max(rows_now, 1))
         # Drop only if that makes room: a request that cannot fit must not cost acknowledged rows for nothing.
         conn.execute("SAVEPOINT make_room")
@@ -162,11 +179,11 @@ class GroupWriter:
         if len(gone) < wanted:
             conn.execute("ROLLBACK TO make_room")
             conn.execute("RELEASE make_room")
-            return False
+            return full
         conn.execute("RELEASE make_room")
         dropped.update(sink for (sink,) in gone)
-        self._rows = rows_now - len(gone)
-        return True
+        self._rows = self._row_count(conn) - len(gone)
+        return None
 
     def _row_count(self, conn: sqlite3.Connection) -> int:
         # Kept in step with appends and settlements; recounted now and then (the CLI may add rows too).

@@ -249,7 +249,8 @@ async def test_drop_oldest_never_drops_rows_for_a_request_it_refuses_anyway(tmp_
             for n in range(8):
                 assert (await post_records(session, url, [item(n)])).status == 202
             answer = await post_records(session, url, [item(n) for n in range(100, 105)] * 3)  # 15 > max_rows
-            assert 400 <= answer.status < 600 and answer.status != 202, answer.raw
+            assert (answer.status, answer.json()["error"]) == (413, "larger_than_spool"), answer.raw
+            assert "Retry-After" not in answer.headers  # it will never fit as it is: split it, do not retry it
             # Refused whole, and the eight acknowledged rows are all still queued (none counted as dropped).
             kept = [n for (n,) in query_spool(tmp_path / "spool.db", "SELECT body->>'n' FROM rows ORDER BY id")]
             assert kept == list(range(8)), f"refused a request and dropped acknowledged rows anyway: kept {kept}"

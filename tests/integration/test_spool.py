@@ -11,9 +11,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shipper.errors import SpoolError
+from shipper.errors import LargerThanSpool, SpoolError, SpoolFull
 from shipper.records import NewRow
 from shipper.spool import DeadLetter, Retry, Spool, SpoolRow
+from shipper.spool.bounds import Bounds
 from shipper.spool.stats import read_stats
 from tests.support import query_spool, wait_for
 
@@ -282,3 +283,44 @@ async def test_read_stats_reports_queued_leased_retrying_dead_and_oldest_age(spo
 async def test_read_stats_of_a_missing_spool_is_a_spool_error(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="no spool at"):
         read_stats(tmp_path / "absent.db", ["remote"])
+
+
+@pytest.mark.parametrize("when_full", ["reject", "drop_oldest"])
+async def test_requests_committed_in_one_group_are_admitted_one_by_one_against_the_bound(
+    path: Path, when_full: str
+) -> None:
+    bounded = await Spool.open(path, "fsync", bounds=Bounds(max_rows=10, when_full=when_full))
+    try:
+        await bounded.append([row(n) for n in range(6)])
+        # Queued before the writer wakes, so one group: the first fits, the second would cross the bound.
+        first, second = await asyncio.gather(
+            bounded.append([row(n) for n in range(6, 10)]),
+            bounded.append([row(n) for n in range(10, 13)]),
+            return_exceptions=True,
+        )
+        assert isinstance(first, list) and len(first) == 4
+        if when_full == "reject":
+            assert isinstance(second, SpoolFull)
+            assert [n for (n,) in query_spool(path, "SELECT body->>'n' FROM rows ORDER BY id")] == list(range(10))
+        else:
+            assert isinstance(second, list) and len(second) == 3
+            assert [n for (n,) in query_spool(path, "SELECT body->>'n' FROM rows ORDER BY id")] == list(range(3, 13))
+    finally:
+        await bounded.close()
+
+
+@pytest.mark.parametrize("when_full", ["reject", "drop_oldest"])
+async def test_a_request_larger_than_the_whole_bound_is_refused_as_such_and_costs_no_row(
+    path: Path, when_full: str
+) -> None:
+    bounded = await Spool.open(path, "fsync", bounds=Bounds(max_rows=5, max_bytes=400_000, when_full=when_full))
+    try:
+        await bounded.append([row(0)])
+        with pytest.raises(LargerThanSpool, match="larger than the whole spool bound"):
+            await bounded.append([row(n) for n in range(1, 7)])  # 6 rows > max_rows
+        with pytest.raises(LargerThanSpool):
+            await bounded.append([row(7, size=500_000)])  # one row > max_bytes
+        assert await bounded.append([row(8)]) == [2]  # the spool still takes what fits
+        assert [n for (n,) in query_spool(path, "SELECT body->>'n' FROM rows ORDER BY id")] == [0, 8]
+    finally:
+        await bounded.close()
