@@ -117,7 +117,7 @@ class Daemon:
     async def _open_spool(self, stack: AsyncExitStack) -> None:
         spool = self.config.spool
         bounds = Bounds(spool.max_bytes, spool.max_rows, spool.when_full, self._dropped)
-        self._spool = await Spool.open(spool.path, spool.durability, spool.lease_timeout, bounds)
+        self._spool = await Spool.open(spool.path, spool.durability, spool.lease_timeout, bounds, self._spool_died)
         stack.push_async_callback(self._spool.close)
         if self._spool.recovered_from is not None:
             self.counters.spool_recoveries += 1
@@ -127,6 +127,12 @@ class Daemon:
         for sink, count in counts.items():
             self.counters.dropped[(sink, "spool_full")] += count
         self._drop_log.warning("spool full: dropped the oldest rows to make room (%s)", dict(counts))
+
+    def _spool_died(self, exc: BaseException) -> None:
+        """Nothing can be acknowledged any more: stop with a failure, so the supervisor starts a fresh process."""
+        log.error("the spool writer died; stopping so the supervisor restarts shipper")
+        self.failed = True
+        self.stop_event.set()
 
     def _side_task_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

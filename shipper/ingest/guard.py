@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
+from shipper.ingest.headers import TOKEN_HEADER
 from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY, LIVE_KEY
 from shipper.ingest.responses import Handler, error_response
 
@@ -48,7 +49,8 @@ def _over_tcp(request: web.Request) -> bool:
 
 
 def _matches(offered: str | None, token: str) -> bool:
-    return offered is not None and hmac.compare_digest(offered.encode(), token.encode())
+    # surrogateescape: a header byte that is not UTF-8 must compare unequal, never raise (headers.py refuses it first).
+    return offered is not None and hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), token.encode())
 
 
 @web.middleware
@@ -63,7 +65,7 @@ async def token_check(request: web.Request, handler: Handler) -> web.StreamRespo
         headers = CIMultiDict(request.headers)
         del headers[hdrs.AUTHORIZATION]
         return await handler(request.clone(headers=headers))
-    if _matches(request.headers.get("X-Shipper-Token"), token):
+    if _matches(request.headers.get(TOKEN_HEADER), token):
         return await handler(request)
     request.app[COUNTERS_KEY].rejected["invalid_token"] += 1
     response = error_response(401, "invalid_token", "send shipper's token as X-Shipper-Token or Authorization: Bearer")

@@ -19,6 +19,10 @@ from shipper.ingest.responses import error_response, json_response
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Alive means able to acknowledge: a dead spool writer fails liveness, so the process gets restarted."""
+    failure = request.app[LIVE_KEY].spool.failure
+    if failure is not None:
+        return error_response(503, "spool_failed", f"the spool writer died: {failure!r}")
     return json_response({"status": "ok"})
 
 

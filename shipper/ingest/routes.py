@@ -15,6 +15,7 @@ from shipper.enrich.redact import Redactor
 from shipper.ingest import ops
 from shipper.ingest.dropin import dropin, plan_native, remember_native_routes
 from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight, admission, token_check
+from shipper.ingest.headers import header_check
 from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import (
     COUNTERS_KEY,
@@ -61,7 +62,9 @@ async def post_records(request: web.Request) -> web.Response:
 def build_app(
     live: Live, routing: Routing, counters: IngestCounters, config: IngestConfig, redactor: Redactor | None = None
 ) -> web.Application:
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[json_errors, token_check, admission])
+    app = web.Application(
+        client_max_size=config.max_body_bytes, middlewares=[json_errors, header_check, token_check, admission]
+    )
     app[REDACTOR_KEY] = redactor or Redactor()  # no rules: rows pass through untouched
     app[SPOOL_KEY] = live.spool
     app[LIVE_KEY] = live

@@ -92,7 +92,7 @@ class GroupWriter:
         self._scopes: dict[tuple[str, str], str] = {}
 
     def commit(self, conn: sqlite3.Connection, group: list[Op]) -> Outcome:
-        """Raises sqlite3.Error or OSError with the transaction rolled back."""
+        """Raises with the transaction rolled back (see `environmental` for what the error says)."""
         outcome = Outcome([None] * len(group))
         new_credentials: dict[str, int] = {}
         try:
@@ -104,6 +104,7 @@ class GroupWriter:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self._rows = None
+            self._scopes.clear()  # it may hold scopes of creates the rollback undid
             raise
         self._credential_ids.update(new_credentials)
         if time.monotonic() >= self._next_maintenance:
@@ -305,9 +306,21 @@ class GroupWriter:
         return Lease(rows, next_due)
 
 
+def environmental(exc: BaseException) -> bool:
+    """A failure of the spool itself (disk full, I/O, a lock, a damaged file), as opposed to what one op's content
+    causes (a value SQLite cannot bind, a bug): these fail a whole group, the others only the op at fault."""
+    return (
+        isinstance(exc, sqlite3.OperationalError | sqlite3.InternalError | OSError)
+        or type(exc) is sqlite3.DatabaseError
+    )
+
+
 def failure(exc: BaseException) -> SpoolError:
-    """ENOSPC is the operator's to fix and passes by itself (507); anything else is the spool's (503)."""
-    text = str(exc)
-    if "full" in text or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
-        return DiskFull(f"no space left for the spool: {text}")
-    return SpoolError(f"spool write failed: {text}")
+    """A full disk is the operator's to fix and passes by itself (507); anything else is the spool's (503). Told
+    apart by error code (SQLITE_FULL, ENOSPC), never by the message's wording."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or (
+        isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    ):
+        return DiskFull(f"no space left for the spool: {exc}")
+    return SpoolError(f"spool write failed: {exc}")

@@ -23,7 +23,7 @@ from shipper.logs import Throttled
 from shipper.records import NewRow
 from shipper.spool.bounds import Bounds
 from shipper.spool.files import lock, prepare_file
-from shipper.spool.group import GroupWriter, Op, Read, failure, one, recover
+from shipper.spool.group import GroupWriter, Op, Outcome, Read, environmental, failure, one, recover
 from shipper.spool.rows import DeadLetter, Lease, Retry, Settlement
 from shipper.spool.schema import apply_pragmas
 from shipper.spool.thread import DatabaseThread
@@ -37,9 +37,23 @@ QUEUE_DEPTH = 8192
 class Spool:
     """Async facade over the spool file; create with `await Spool.open(...)`, end with `await close()`."""
 
-    def __init__(self, db: DatabaseThread, lock_fd: int, path: Path, bounds: Bounds, writer: GroupWriter) -> None:
+    def __init__(
+        self,
+        db: DatabaseThread,
+        lock_fd: int,
+        path: Path,
+        bounds: Bounds,
+        writer: GroupWriter,
+        on_death: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.path = path
         self.recovered_from: Path | None = None
+        # Why the writer died (then every write fails until a restart); None while it runs.
+        self.failure: BaseException | None = None
+        # Why the last group holding appends failed (a full disk, say), until an append commits again.
+        self.write_failure: SpoolError | None = None
+        self._on_death = on_death
+        self._group: list[Op] = []
         self._db = db
         self._lock_fd = lock_fd
         self._on_drop = bounds.on_drop
@@ -58,7 +72,9 @@ class Spool:
         durability: str = "fsync",
         lease_timeout: float = 300.0,
         bounds: Bounds | None = None,
+        on_death: Callable[[BaseException], None] | None = None,
     ) -> Spool:
+        """`on_death` is called once if the writer ever dies: the owner should stop, so a supervisor restarts it."""
         path.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = lock(path)
         try:
@@ -78,7 +94,8 @@ class Spool:
             os.close(lock_fd)
             raise
         bounds = bounds or Bounds()
-        spool = cls(db, lock_fd, path, bounds, GroupWriter(bounds, page_size, durability, lease_timeout))
+        writer = GroupWriter(bounds, page_size, durability, lease_timeout)
+        spool = cls(db, lock_fd, path, bounds, writer, on_death)
         spool.recovered_from = damaged
         return spool
 
@@ -145,10 +162,25 @@ class Spool:
     async def _submit(self, op: Op) -> Any:
         if self._writer.done():
             raise SpoolError("the spool is closed")
+        if self.failure is not None:
+            raise SpoolError(f"the spool writer died: {self.failure!r}")
         await self._queue.put(op)
         return await op.future
 
     async def _run_writer(self) -> None:
+        """Commit groups until close. Should this loop ever fail (a bug: one group's content only ever fails its own
+        ops, see `_commit`), every waiter still gets an answer, now and until close, and `on_death` is told."""
+        try:
+            await self._write_groups()
+        except Exception as exc:
+            self.failure = exc
+            log.critical("the spool writer died; every write now fails until a restart: %r", exc, exc_info=exc)
+            self._fail(self._group, SpoolError(f"the spool writer died: {exc!r}"))
+            if self._on_death is not None:
+                self._on_death(exc)
+            await self._refuse_until_closed()
+
+    async def _write_groups(self) -> None:
         while True:
             first = await self._queue.get()
             group: list[Op] = []
@@ -162,20 +194,48 @@ class Spool:
                 else:
                     group.append(op)
             if group:
+                self._group = group
                 await self._commit(group)
+                self._group = []
             if stop:
                 return
 
+    async def _refuse_until_closed(self) -> None:
+        error = SpoolError("the spool writer died; see the log")
+        while (op := await self._queue.get()) is not None:
+            self._fail([op], error)
+
+    @staticmethod
+    def _fail(ops: Iterable[Op], error: BaseException) -> None:
+        for op in ops:
+            if not op.future.done():
+                op.future.set_exception(error)
+
     async def _commit(self, group: list[Op]) -> None:
+        """One transaction for the group. A failure of the spool itself (disk full, I/O) fails the whole group; any
+        other error came from some op's content, so the group is split in halves until the ops at fault stand alone:
+        a failing op fails its own request only."""
         try:
             outcome = await self._db.run(lambda conn: self._group_writer.commit(conn, group))
-        except (sqlite3.Error, OSError) as exc:
-            error = failure(exc)
-            self._failure_log.warning("spool commit failed: %s", exc)
-            for op in group:
-                if not op.future.done():
-                    op.future.set_exception(error)
+        except Exception as exc:
+            if environmental(exc):
+                self._failure_log.warning("spool commit failed: %s", exc)
+                error = failure(exc)
+                self._fail(group, error)
+                if any(op.append for op in group):
+                    self.write_failure = error
+            elif len(group) > 1:
+                half = len(group) // 2
+                await self._commit(group[:half])
+                await self._commit(group[half:])
+            else:
+                self._failure_log.warning("a spool operation failed and was refused alone: %r", exc)
+                self._fail(group, SpoolError(f"internal error: {type(exc).__name__}"))
             return
+        self._publish(group, outcome)
+
+    def _publish(self, group: list[Op], outcome: Outcome) -> None:
+        """Answer every op of a committed group, then tell the forwarders what was added."""
         if outcome.dropped and self._on_drop is not None:
             self._on_drop(outcome.dropped)
         self._upstream.update({(sink, local): upstream for sink, local, upstream in outcome.learned})
@@ -189,6 +249,8 @@ class Spool:
             op.future.set_result(result)
             if op.append:
                 added.update(row.sink for row in op.append)
+        if added:
+            self.write_failure = None
         for sink, count in added.items():
             callback = self._watchers.get(sink)
             if callback is not None:
