@@ -25,15 +25,27 @@ SIDE_FILES = ("", "-wal", "-shm")
 
 
 def lock(path: Path) -> int:
-    """Hold an exclusive lock beside the spool for the daemon's life: one process owns a spool."""
-    lock_path = path.with_name(path.name + ".lock")
+    """Hold an exclusive lock for the daemon's life: one process owns a spool. The lock file sits beside the resolved
+    path, so configs that reach one spool through a symlink (of the file or of a directory) or a bind mount meet at
+    the same lock; it holds the owner's pid, so a refused start can name it."""
+    real = path.resolve()
+    lock_path = real.with_name(real.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        holder = _holder(fd)
         os.close(fd)
-        raise SpoolError(f"another shipper is already using the spool {path}") from None
+        where = str(path) if real == path else f"{path} (that is {real})"
+        raise SpoolError(f"another shipper is already using the spool {where}: {holder} holds {lock_path}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _holder(fd: int) -> str:
+    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+    return f"pid {text}" if text.isdigit() else "a process"
 
 
 def _check(path: Path, durability: str) -> None:

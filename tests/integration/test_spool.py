@@ -4,6 +4,7 @@ crash recovery of leases, and the read-only stats `shipper status` shows."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -324,3 +325,28 @@ async def test_a_request_larger_than_the_whole_bound_is_refused_as_such_and_cost
         assert [n for (n,) in query_spool(path, "SELECT body->>'n' FROM rows ORDER BY id")] == [0, 8]
     finally:
         await bounded.close()
+
+
+@pytest.mark.parametrize("link", ["file", "directory"])
+async def test_a_spool_reached_through_a_symlink_is_the_same_spool_and_is_refused_naming_its_holder(
+    tmp_path: Path, link: str
+) -> None:
+    real = tmp_path / "real" / "spool.db"
+    real.parent.mkdir()
+    if link == "file":
+        other = tmp_path / "alias.db"
+        other.symlink_to(real)
+    else:
+        (tmp_path / "alias").symlink_to(real.parent, target_is_directory=True)
+        other = tmp_path / "alias" / "spool.db"
+    first = await Spool.open(real)
+    try:
+        with pytest.raises(SpoolError, match="another shipper") as refused:
+            await Spool.open(other)
+        message = str(refused.value)
+        assert f"pid {os.getpid()}" in message and str(other) in message and str(real) in message
+        # The refused open touched nothing: the first owner's rows and leases are as they were.
+        await first.append([row(1)])
+        assert numbers((await first.lease("remote", 10)).rows) == [1]
+    finally:
+        await first.close()
