@@ -184,6 +184,11 @@ class VendorSinkConfig(_SinkBase):
     api_key_env: str | None = None
     api_key_file: Path | None = None
     override_key: bool = False
+    # Proxied calls (prompt fetches, lists) travel with the caller's own key only: with the sink's key, any local
+    # process could read the vendor's data under it. True opts in (a caller with no key gets the sink's key).
+    proxy_sink_key: bool = False
+    # Connections for proxied calls, apart from deliveries, so that neither can starve the other.
+    proxy_concurrency: int = Field(4, ge=1)
     timeout: float = Field(30.0, gt=0)
     ca_file: Path | None = None
     # Serve this vendor's SDK paths on the ingest listeners; at most one sink per vendor may.

@@ -1,30 +1,25 @@
 """Drop-in routes: each vendor's own API paths, so an app changes only its SDK's base URL to shipper's.
 
 A logging call becomes one spool row and is answered, once committed, with what the SDK needs (ids, exact status).
-A call whose answer only the vendor has (prompt fetches, test runs, lists) is proxied straight through; when the
-vendor cannot be reached it fails fast with 502 (504 on timeout). Not responsible for what each vendor's paths mean
-(the adapters in sinks/) or for delivery (the forwarder).
+A call whose answer only the vendor has (prompt fetches, test runs, lists) is proxied straight through (proxy.py).
+Not responsible for what each vendor's paths mean (the adapters in sinks/) or for delivery (the forwarder).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
 from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import LIMITS_KEY, ROUTING_KEY
-from shipper.ingest.responses import error_response, json_response
+from shipper.ingest.proxy import proxy
+from shipper.ingest.responses import json_response
 from shipper.records import BadInput, NewRow, check_depth, check_path
-from shipper.sinks.transport import read_capped
 from shipper.sinks.vendor import Proxied, Spooled, VendorSink, normalize_path
-
-log = logging.getLogger(__name__)
 
 # Native paths reached with the wrong method fall through to the catch-all; they deserve a 405, not a 404.
 # Filled by `remember_native_routes` from the router itself, so it cannot drift from the routes registered.
@@ -38,10 +33,6 @@ def remember_native_routes(app: web.Application) -> None:
         path = route.resource.canonical if route.resource is not None else ""
         native.setdefault(path, []).append(route.method)
     app[NATIVE_KEY] = native
-
-
-# Proxied answers (prompt templates, lists) are small; the cap keeps a misbehaving remote from exhausting memory.
-PROXY_MAX_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,27 +72,6 @@ def _decode(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadInput(400, "invalid_json", f"body is not JSON: {exc}") from None
-
-
-async def proxy(request: web.Request, sink: VendorSink, plan: Proxied, raw: bytes) -> web.Response:
-    key = sink.key_for(sink.adapter.key_from(request.headers))
-    headers = {"Content-Type": request.headers.get("Content-Type", "application/json")} if raw else {}
-    if key is not None:
-        headers[sink.adapter.auth_header] = sink.adapter.auth_value(key)
-    query = request.rel_url.raw_query_string  # as the app encoded it: decoding would turn %23 into a fragment
-    url = sink.base_url + plan.path + (f"?{query}" if query else "")
-    try:
-        async with sink.transport.session.request(
-            request.method, url, data=raw or None, headers=headers, allow_redirects=False
-        ) as upstream:
-            body = await read_capped(upstream.content, PROXY_MAX_BYTES)
-            content_type = upstream.headers.get("Content-Type", "application/json")
-            return web.Response(status=upstream.status, body=body, headers={"Content-Type": content_type})
-    except TimeoutError:
-        return error_response(504, "upstream_timeout", f"{sink.adapter.type} did not answer in time")
-    except aiohttp.ClientError as exc:
-        log.warning("proxy to sink %s failed: %s", sink.name, type(exc).__name__)
-        return error_response(502, "upstream_unreachable", f"cannot reach {sink.adapter.type}: {type(exc).__name__}")
 
 
 async def dropin(request: web.Request) -> web.StreamResponse:

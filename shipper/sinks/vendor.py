@@ -194,20 +194,28 @@ class VendorSink:
         self.override_key = config.override_key
         self.sink_key = read_secret(name, config.api_key_env, config.api_key_file, environ, "api_key")
         self.transport = HttpTransport(config.concurrency, config.timeout, KEEP_VENDOR_RESPONSE, config.ca_file)
+        # Proxied calls get their own connections: a slow read must never hold up deliveries, nor they a read.
+        self.reads = HttpTransport(config.proxy_concurrency, config.timeout, ca_file=config.ca_file)
         self._lookups = lookups
         self.enricher = enricher  # token counts and cost, filled in here: off the ingest path
 
     async def start(self) -> None:
         await self.transport.start()
+        await self.reads.start()
 
     async def close(self) -> None:
         await self.transport.close()
+        await self.reads.close()
 
     def key_for(self, app_key: str | None) -> str | None:
         """Which key a call from the app travels with: the sink's when it overrides, else the app's own."""
         if self.override_key and self.sink_key:
             return self.sink_key
         return app_key or self.sink_key
+
+    def proxy_key(self, app_key: str | None) -> str | None:
+        """Which key a proxied call travels with: the caller's own, unless the operator lets the sink's stand in."""
+        return self.key_for(app_key) if self.config.proxy_sink_key else app_key
 
     async def send(self, rows: Sequence[SpoolRow]) -> Outcome:
         (row,) = rows
