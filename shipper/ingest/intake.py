@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from shipper.errors import DiskFull, LargerThanSpool, SpoolError, SpoolFull
+from shipper.ingest.encoding import decode_body
 from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY, REDACTOR_KEY, ROUTING_KEY, SPOOL_KEY
 from shipper.ingest.responses import error_response
 from shipper.records import BadInput, NewRow
@@ -24,17 +25,19 @@ SPOOL_FAILURES: dict[type[SpoolError], tuple[int, str]] = {
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The whole body, refusing early on a declared length over the limit, and a client too slow to send it."""
+    """The whole body, decoded (encoding.py): refusing early on a declared length over the limit, and a client too
+    slow to send it."""
     config = request.app[INGEST_KEY]
     limit = config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BadInput(413, "body_too_large", f"request body is larger than {limit} bytes", limit=limit)
     try:
         async with asyncio.timeout(config.client_timeout):
-            return await request.read()
+            raw = await request.read()
     except TimeoutError:
         message = f"the body did not arrive within {config.client_timeout:g}s"
         raise BadInput(408, "client_timeout", message) from None
+    return decode_body(raw, request.headers.get(hdrs.CONTENT_ENCODING), limit)
 
 
 async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | web.Response:

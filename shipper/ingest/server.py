@@ -55,6 +55,7 @@ class IngestServer:
             keepalive_timeout=config.client_timeout,
             max_line_size=config.max_header_bytes,
             max_field_size=config.max_header_bytes,
+            auto_decompress=False,  # bodies are inflated by ingest/encoding.py, bounded by max_body_bytes
         )
         await runner.setup()
         self._runner = runner
