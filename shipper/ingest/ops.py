@@ -1,12 +1,16 @@
 """Operations routes: liveness, readiness, Prometheus metrics and the live status `shipper status` merges in.
 
-`/healthz` says the process serves; `/readyz` also proves the spool takes a write and sinks are configured, and
-turns 503 once shutdown begins so a load balancer stops sending. Not responsible for gathering numbers (metrics.py).
+`/healthz` says the process can acknowledge (its spool writer lives); `/readyz` says a record sent now would be
+taken: sinks run, the spool takes a transaction, and the disk has room. A full disk turns it 503 from the first
+append refused for want of space until an append commits again or the filesystem has room for a request of
+`max_body_bytes`, so readiness agrees with the 507 ingest answers meanwhile. It also turns 503 once shutdown begins,
+so a load balancer stops sending. Not responsible for gathering numbers (metrics.py).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from typing import Any
 
@@ -14,7 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shipper.errors import SpoolError
-from shipper.ingest.keys import LIVE_KEY
+from shipper.ingest.keys import INGEST_KEY, LIVE_KEY
 from shipper.ingest.responses import error_response, json_response
 
 
@@ -36,6 +40,9 @@ async def readyz(request: web.Request) -> web.Response:
         await live.spool.ping()
     except SpoolError as exc:
         return error_response(503, "spool_unwritable", str(exc))
+    full = live.spool.disk_full
+    if full is not None and shutil.disk_usage(live.spool.path.parent).free < request.app[INGEST_KEY].max_body_bytes:
+        return error_response(503, "insufficient_storage", str(full))
     return json_response({"status": "ready", "sinks": [f.sink.name for f in live.forwarders]})
 
 

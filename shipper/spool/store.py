@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shipper.errors import SpoolError
+from shipper.errors import DiskFull, SpoolError
 from shipper.logs import Throttled
 from shipper.records import NewRow
 from shipper.spool.bounds import Bounds
@@ -50,8 +50,8 @@ class Spool:
         self.recovered_from: Path | None = None
         # Why the writer died (then every write fails until a restart); None while it runs.
         self.failure: BaseException | None = None
-        # Why the last group holding appends failed (a full disk, say), until an append commits again.
-        self.write_failure: SpoolError | None = None
+        # Set when a group holding appends failed for want of space, cleared when an append commits again.
+        self.disk_full: DiskFull | None = None
         self._on_death = on_death
         self._group: list[Op] = []
         self._db = db
@@ -222,8 +222,8 @@ class Spool:
                 self._failure_log.warning("spool commit failed: %s", exc)
                 error = failure(exc)
                 self._fail(group, error)
-                if any(op.append for op in group):
-                    self.write_failure = error
+                if isinstance(error, DiskFull) and any(op.append for op in group):
+                    self.disk_full = error
             elif len(group) > 1:
                 half = len(group) // 2
                 await self._commit(group[:half])
@@ -250,7 +250,7 @@ class Spool:
             if op.append:
                 added.update(row.sink for row in op.append)
         if added:
-            self.write_failure = None
+            self.disk_full = None
         for sink, count in added.items():
             callback = self._watchers.get(sink)
             if callback is not None:

@@ -174,3 +174,30 @@ async def test_rows_whose_outcome_could_not_be_written_on_a_full_disk_go_out_soo
                     ) from None
         finally:
             await daemon.ensure_stopped()
+
+
+async def test_readiness_turns_503_while_ingest_answers_507_and_back_once_space_returns(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    """Ready means a record sent now would be taken: not while the disk refuses appends."""
+    remote.behaviour = Switch(503)
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        config = spool_on(tmp_path, disk, http_sink(remote.url))
+        config.write_text(config.read_text().replace("[ingest]\n", "[ingest]\nmax_body_bytes = 65536\n"))
+        daemon = Daemon.from_config(config)
+        await daemon.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                url = f"http://{daemon.http}/v1/records"
+                ready = f"http://{daemon.http}/readyz"
+                assert (await send(session, "GET", ready)).status == 200
+                filler = disk / "filler"
+                fill(filler, leave=128 * 1024)
+                await fill_until_507(session, url, first=0)
+                answer = await send(session, "GET", ready)
+                assert answer.status == 503 and answer.json()["error"] == "insufficient_storage", answer.raw
+                filler.unlink()  # room for a request of max_body_bytes again: ready before any append proves it
+                assert (await send(session, "GET", ready)).status == 200
+                assert (await post_records(session, url, [item(9000)])).status == 202
+        finally:
+            await daemon.ensure_stopped()
