@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Sections a reload cannot apply to a running daemon: listeners, the spool file, and what ingest does to records.
 RESTART_SECTIONS = ("ingest", "spool", "redact", "enrich")
+# At most this much of `drain_timeout` (and a tenth of it) is kept for closing connections after the drain.
+CLOSING_TIME = 0.25
 
 
 class Daemon:
@@ -102,7 +104,7 @@ class Daemon:
             monitor = asyncio.create_task(self.monitor.run(), name="spool-monitor")
             stack.push_async_callback(_cancel, monitor)
             app = build_app(self, self.routing, self.counters, self.config.ingest, self.redactor)
-            server = IngestServer(app, self.config.ingest, self.config.daemon.drain_timeout)
+            server = IngestServer(app, self.config.ingest)
             await server.start()
             stack.push_async_callback(server.stop)
             log.info("shipper started", extra={"listen": server.addresses, "sinks": list(self.config.sinks)})
@@ -177,21 +179,33 @@ class Daemon:
             log.info("configuration reloaded", extra={"restarted_sinks": sorted(built), "removed": gone})
 
     async def _shutdown(self, server: IngestServer, in_flight: InFlight) -> None:
+        """Within `drain_timeout` in all: requests already in flight and sends already out finish side by side until
+        the deadline; then the listeners close, cutting any request still open (a client trickling its body gets a
+        closed connection, never a hang) within the slice of the budget kept back for that."""
         self.stopping = True
         started = time.monotonic()
-        deadline = started + self.config.daemon.drain_timeout
+        budget = self.config.daemon.drain_timeout
+        deadline = started + budget - closing_time(budget)
         log.info("shutting down: refusing new records, draining in-flight sends")
-        if in_flight.count:  # requests already committing get their answer
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(in_flight.idle.wait(), max(0.0, deadline - time.monotonic()))
-        abandoned = await self.fleet.stop_all(deadline)
-        await server.stop()
+        _, abandoned = await asyncio.gather(_until_idle(in_flight, deadline), self.fleet.stop_all(deadline))
+        await server.stop(closing_time(budget) / 2)  # aiohttp may wait twice: for handlers, then for their cancel
         log.info(
             "shipper stopped after %.2fs; %d in-flight row(s) handed back to the spool",
             time.monotonic() - started,
             abandoned,
             extra={"sinks": {name: asdict(counters) for name, counters in self.fleet.counters.items()}},
         )
+
+
+def closing_time(drain_timeout: float) -> float:
+    """The part of the drain budget kept for closing connections once the waiting is over."""
+    return min(CLOSING_TIME, drain_timeout / 10)
+
+
+async def _until_idle(in_flight: InFlight, deadline: float) -> None:
+    if in_flight.count:  # requests already committing get their answer
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(in_flight.idle.wait(), max(0.0, deadline - time.monotonic()))
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

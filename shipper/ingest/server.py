@@ -2,8 +2,7 @@
 
 Each listener is either inherited from the service manager (socket activation, see activation.py) or bound here
 from `[ingest] http` / `[ingest] unix`, role by role. Not responsible for routes. Stopping the server is the first
-step of a graceful shutdown: it stops accepting, then waits (up to the drain timeout) for handlers already
-committing rows.
+step of a graceful shutdown: it stops accepting, then cuts what is still open once the daemon's drain is over.
 """
 
 from __future__ import annotations
@@ -31,13 +30,11 @@ class IngestServer:
         self,
         app: web.Application,
         config: IngestConfig,
-        drain_timeout: float,
         listeners: Listeners | None = None,
     ) -> None:
         """`listeners`: inherited sockets to serve; None reads them from the environment (LISTEN_FDS) at start."""
         self._app = app
         self._config = config
-        self._drain_timeout = drain_timeout
         self._listeners = listeners
         self._runner: web.AppRunner | None = None
         # The socket file this process bound, and so must remove; never one the service manager owns.
@@ -51,7 +48,6 @@ class IngestServer:
             self._app,
             access_log=None,
             handle_signals=False,
-            shutdown_timeout=self._drain_timeout,
             keepalive_timeout=config.client_timeout,
             max_line_size=config.max_header_bytes,
             max_field_size=config.max_header_bytes,
@@ -101,9 +97,15 @@ class IngestServer:
                 raise ConfigError(f"ingest.unix_group: cannot give the socket to {group!r}: {exc}") from exc
         os.chmod(path, self._config.unix_mode)
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float = 0.0) -> None:
+        """Close the listeners and every connection; a handler still running gets `timeout` to end, then is
+        cancelled (the caller has already waited for requests in flight: see the daemon's drain)."""
         if self._runner is not None:
-            await self._runner.cleanup()
+            for site in list(self._runner.sites):
+                await site.stop()
+            if self._runner.server is not None:
+                await self._runner.server.shutdown(timeout)
+            await self._runner.cleanup()  # nothing left open: returns at once
             self._runner = None
         if self._own_socket_file is not None:
             with contextlib.suppress(FileNotFoundError):
