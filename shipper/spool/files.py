@@ -1,6 +1,7 @@
 """The spool's files on disk: the exclusive lock, creation with safe modes, and what to do with a damaged file.
 
-A spool that fails `PRAGMA quick_check`, or is not a database at all, is moved aside with a timestamp (with its WAL
+A spool written by a newer shipper is refused (schema.NewerSchema), never touched. A spool that fails
+`PRAGMA quick_check`, or is not a database at all, is moved aside with a timestamp (with its WAL
 and shared-memory files, so `shipper spool salvage` can read it) and a fresh one takes its place: the daemon keeps
 serving, and the operator salvages the readable rows. A file that cannot be opened for other reasons (permissions,
 a full disk) is an error, never moved. Not responsible for queue logic (store.py).
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 from shipper.errors import SpoolError
-from shipper.spool.schema import apply_pragmas, ensure_incremental_vacuum, migrate
+from shipper.spool.schema import apply_pragmas, check_version, ensure_incremental_vacuum, migrate
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def _check(path: Path, durability: str) -> None:
         verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
         if verdict != "ok":
             raise sqlite3.DatabaseError(f"quick_check: {verdict}")
+        check_version(conn, path)  # before anything writes to a file this shipper may not understand
         ensure_incremental_vacuum(conn)
         migrate(conn)
     finally:
@@ -95,6 +97,10 @@ def prepare_file(path: Path, durability: str) -> Path | None:
         if kept is not None:
             kept.unlink()
         return None
+    except SpoolError:
+        if kept is not None:
+            kept.unlink()
+        raise
     except sqlite3.OperationalError as exc:
         if kept is not None:
             kept.unlink()

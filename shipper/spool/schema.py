@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from shipper.errors import SpoolError
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: the queue and the dead-letter table.
     """
@@ -124,11 +126,25 @@ def ensure_incremental_vacuum(conn: sqlite3.Connection) -> None:
         conn.execute("VACUUM")
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the file up to SCHEMA_VERSION; refuse a file written by a newer shipper."""
+class NewerSchema(SpoolError):
+    """The file was written by a newer shipper. Never moved aside as damaged: after a rollback deploy that would
+    silently start an empty queue beside the undelivered rows."""
+
+
+def check_version(conn: sqlite3.Connection, path: object) -> int:
+    """The file's schema version; raises NewerSchema for one this shipper cannot read."""
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
-        raise sqlite3.DatabaseError(f"spool schema version {version} is newer than this shipper ({SCHEMA_VERSION})")
+        raise NewerSchema(
+            f"the spool {path} has schema version {version}, newer than this shipper's {SCHEMA_VERSION}:"
+            " run the shipper that wrote it (its rows are kept as they are)"
+        )
+    return version
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the file up to SCHEMA_VERSION (check_version first)."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     for number in range(version, SCHEMA_VERSION):
         conn.executescript(f"BEGIN IMMEDIATE;\n{MIGRATIONS[number]}\nPRAGMA user_version={number + 1};\nCOMMIT;")
     return SCHEMA_VERSION

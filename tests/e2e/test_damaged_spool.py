@@ -191,3 +191,30 @@ async def test_salvage_of_a_file_with_nothing_readable_fails_saying_so(tmp_path:
     code, out, err = await run_cli_async("spool", "salvage", str(junk), "--config", str(config))
     assert code != 0, f"exit 0 for an unreadable file: {out}"
     assert str(junk) in err
+
+
+async def test_a_spool_from_a_newer_shipper_is_refused_naming_both_versions_and_left_as_it_is(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    """A rollback deploy must not start an empty queue beside the newer shipper's undelivered rows."""
+    config = write_config(tmp_path, http_sink(remote.url))
+    remote.behaviour = lambda request, body: web.json_response({}, status=503)  # keep the row queued
+    daemon = Daemon.from_config(config)
+    await daemon.start()
+    async with aiohttp.ClientSession() as session:
+        assert (await post_records(session, f"http://{daemon.http}/v1/records", [item(1)])).status == 202
+    assert await daemon.terminate() == 0
+    spool = tmp_path / "spool.db"
+    conn = sqlite3.connect(spool)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    before = spool.read_bytes()
+
+    code, _, err = await run_cli_async("run", "--config", str(config))
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("shipper: "), err
+    assert "99" in err and "newer" in err and str(spool) in err
+    assert damaged_files(tmp_path) == []
+    assert spool.read_bytes() == before
+    assert query_spool(spool, "SELECT count(*) FROM rows") == [(1,)]
