@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shipper.core import order
 from shipper.errors import DiskFull, LargerThanSpool, SpoolError, SpoolFull
 from shipper.records import NewRow
 from shipper.spool import sql
@@ -235,9 +236,10 @@ class GroupWriter:
             for row_id, r in zip(ids, rows, strict=True):
                 secret = r.credential
                 cred = None if secret is None else self._credential_id(conn, r.sink, secret, new_credentials)
-                scope = r.scope
-                if r.kind == "update" and r.key is not None and scope is None:
-                    scope = self._entity_scope(conn, r.sink, r.key)
+                # What the entity's create named, where the rule needs it (an update joins it, a create may set it).
+                wanted = r.key is not None and (r.kind == "create" or (r.kind == "update" and r.scope is None))
+                known = self._entity_scope(conn, r.sink, r.key) if wanted and r.key is not None else None
+                scope = order.inherited_scope(r.kind, r.key, r.scope, known)
                 values = (
                     row_id,
                     r.sink,
@@ -257,8 +259,14 @@ class GroupWriter:
                 if died is None:
                     queued.append(values)
                 else:
-                    dead.append((*values, now, f"depends on row {died[0]} ({died[1]}), which was dead-lettered"))
-                if r.kind == "create" and r.key is not None and scope is not None:
+                    dead.append((*values, now, order.reason(*died)))
+                # The first create of a key names its scope for good (INSERT OR IGNORE below; the cache agrees).
+                if (
+                    order.remembers_scope(r.kind, r.key, scope)
+                    and r.key is not None
+                    and scope is not None
+                    and known is None
+                ):
                     scopes.append((r.sink, r.key, scope, now))
                     self._scopes[(r.sink, r.key)] = scope
         conn.executemany(sql.INSERT, queued)

@@ -10,6 +10,7 @@ import time
 
 import orjson
 
+from shipper.core import order
 from shipper.spool import sql
 from shipper.spool.rows import DeadLetter, Settlement
 
@@ -45,7 +46,7 @@ def dead_letter(conn: sqlite3.Connection, dead: list[DeadLetter]) -> None:
         conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (ids,))
         dead = []
         for create_id, sink, key in creates:
-            reason = f"depends on row {create_id} ({key}), which was dead-lettered"
+            reason = order.reason(create_id, key)
             for (row_id,) in conn.execute(sql.DEPENDANTS, (sink, key, key, create_id)).fetchall():
                 dead.append(DeadLetter(row_id, None, None, reason))
         dead = list({d.id: d for d in dead}.values())

@@ -37,5 +37,5 @@ DEAD = f"""
 INSERT INTO dead_letters ({COLUMNS}, failed_at, status, response, reason)
 SELECT {COLUMNS}, ?, ?, ?, ? FROM rows WHERE id = ?
 """
-DEAD_CREATES = f"SELECT id, sink, key FROM rows WHERE kind = 'create' AND key IS NOT NULL AND id IN ({IDS})"
+DEAD_CREATES = f"SELECT id, sink, key FROM rows WHERE kind = 'create' AND key IS NOT NULL AND id IN ({IDS}) ORDER BY id"
 DEPENDANTS = "SELECT id FROM rows WHERE sink = ? AND (key = ? OR after = ?) AND id > ? ORDER BY id"

@@ -1,0 +1,1 @@
+"""Where rows wait between intake and delivery, besides the SQLite spool: the in-memory queue (tests)."""
