@@ -226,7 +226,7 @@ class GroupWriter:
         next_id = int(one(conn, "SELECT seq FROM sqlite_sequence WHERE name = 'rows'") or 0) + 1
         now = time.time()
         queued: list[tuple[Any, ...]] = []
-        dead: list[tuple[Any, ...]] = []
+        dead = 0
         scopes: list[tuple[str, str, str, float]] = []
         out: list[list[int]] = []
         for rows in batches:
@@ -258,8 +258,9 @@ class GroupWriter:
                 died = self._dead_create(conn, r) if (r.kind == "update" and r.key) or r.after else None
                 if died is None:
                     queued.append(values)
-                else:
-                    dead.append((*values, now, order.reason(*died)))
+                else:  # written at once: a dead create is dead for the rest of its batch too
+                    conn.execute(sql.DEAD_ON_ARRIVAL, (*values, now, order.reason(*died)))
+                    dead += 1
                 # The first create of a key names its scope for good (INSERT OR IGNORE below; the cache agrees).
                 if (
                     order.remembers_scope(r.kind, r.key, scope)
@@ -273,7 +274,6 @@ class GroupWriter:
         if self._rows is not None:
             self._rows += len(queued)
         if dead:
-            conn.executemany(sql.DEAD_ON_ARRIVAL, dead)
             conn.execute(sql.BUMP_SEQUENCE, (next_id - 1,))
         if scopes:
             conn.executemany(sql.REMEMBER_SCOPE, scopes)

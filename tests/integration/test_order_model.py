@@ -156,9 +156,18 @@ TWO_CREATES_ONE_KEY = [
     ("lease", "a", 1),
 ]
 
+# And: a create dead on arrival was not yet dead for the rows after it in the same batch.
+DEAD_ON_ARRIVAL_IN_ONE_BATCH = [
+    ("append", [Spec("b", "k2", None, None, "create")]),
+    ("lease", "b", 1),
+    ("dead", [0]),
+    ("append", [Spec("b", "k1", None, "k2", "create"), Spec("b", None, None, "k1", None)]),
+]
+
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @example(TWO_CREATES_ONE_KEY)
+@example(DEAD_ON_ARRIVAL_IN_ONE_BATCH)
 @given(histories)
 def test_the_spool_and_the_pure_rule_choose_the_same_rows_and_dead_letter_the_same_rows(
     history: list[tuple[Any, ...]],
