@@ -1,9 +1,10 @@
 """Serve one application on a TCP port and a Unix socket at once, so both transports share every code path.
 
 Each listener is either inherited from the service manager (socket activation, see activation.py) or bound here
-from `[ingest] http` / `[ingest] unix`, role by role. A listener that cannot be bound (a busy port, say) is one
-ConfigError naming its key and address. Not responsible for routes. Stopping the server is the first step of a
-graceful shutdown: it stops accepting, then cuts what is still open once the daemon's drain is over.
+from `[ingest] http` / `[ingest] unix`, role by role. A socket path is claimed before it is bound
+(socket_claim.py), so a second daemon cannot take over a live one's socket; a listener that cannot be bound (a busy
+port, say) is one ConfigError naming its key and address. Not responsible for routes. Stopping the server is the
+first step of a graceful shutdown: it stops accepting, then cuts what is still open once the daemon's drain is over.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aiohttp import web
 from shipper.config import IngestConfig, is_loopback, parse_host_port
 from shipper.errors import ConfigError
 from shipper.ingest.activation import Listeners, inherited_listeners
+from shipper.ingest.socket_claim import claim
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class IngestServer:
         self._runner: web.AppRunner | None = None
         # The socket file this process bound, and so must remove; never one the service manager owns.
         self._own_socket_file: Path | None = None
+        self._socket_lock: int | None = None  # held from before the bind until after the unlink
         self.addresses: list[str] = []
 
     async def start(self) -> None:
@@ -98,9 +101,8 @@ class IngestServer:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"ingest.unix: cannot create {path.parent}: {exc.strerror or exc}") from None
-        # The spool lock proves no other shipper owns this config, so a leftover socket is stale.
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        # Another daemon (with another spool, so the spool lock cannot tell) may serve this very path.
+        self._socket_lock = claim(path)
         # Born owner-only, then opened up to unix_mode: never, even for an instant, wider than configured.
         umask = os.umask(0o177)
         try:
@@ -132,3 +134,6 @@ class IngestServer:
             with contextlib.suppress(FileNotFoundError):
                 self._own_socket_file.unlink()
             self._own_socket_file = None
+        if self._socket_lock is not None:  # only now: a successor must not see our socket file as its own
+            os.close(self._socket_lock)
+            self._socket_lock = None

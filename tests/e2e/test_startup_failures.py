@@ -1,7 +1,9 @@
-"""Starting: what an operator (and systemd) sees when the daemon cannot start.
+"""Starting: what an operator (and systemd) sees when the daemon cannot start, and who owns the Unix socket.
 
 Every start-up failure is one `shipper: …` line naming the key and the address or file, with exit code 2 (the
-unit's RestartPreventExitStatus, so systemd does not restart it in a loop), never a traceback.
+unit's RestartPreventExitStatus, so systemd does not restart it in a loop), never a traceback. A second daemon with
+its own spool but the same `[ingest] unix` path is refused while the first one serves on it; a stale socket file
+(nobody listening) is still replaced.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import run_cli_async, write_config
+from tests.support import Daemon, FakeRemote, post_items, run_cli_async, unix_session, wait_for, write_config
 
 FILE_SINK = '[sinks.local]\ntype = "file"\npath = "{out}"\n'
 
@@ -83,3 +85,60 @@ async def test_a_socket_group_that_does_not_exist_is_one_line_and_leaves_no_sock
     line = await start_failure(config)
     assert line.startswith("shipper: ingest.unix_group: cannot give the socket to 'shipper-no-such-group'")
     assert not (tmp_path / "shipper.sock").exists()
+
+
+# -- two daemons, one socket ----------------------------------------------------------------------------------
+
+
+def same_socket_other_spool(first: Daemon, directory: Path) -> Path:
+    """A second daemon's config: its own spool and port, the first one's `[ingest] unix` path."""
+    directory.mkdir()
+    config = write_config(directory, file_sink(directory))
+    own = Daemon.from_config(config)
+    config.write_text(config.read_text().replace(str(own.unix), str(first.unix)))
+    return config
+
+
+async def test_a_second_daemon_with_another_spool_is_refused_the_live_socket_naming_it_and_its_holder(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    sink = f'[sinks.remote]\ntype = "http"\nbase_url = "{remote.url}"\n'
+    first = Daemon.from_config(write_config(tmp_path, sink))
+    await first.start()
+    try:
+        assert first.proc is not None
+        line = await start_failure(same_socket_other_spool(first, tmp_path / "second"))
+        assert str(first.unix) in line and f"pid {first.proc.pid}" in line
+        # The first daemon still owns and serves its socket.
+        async with unix_session(first.unix) as unix:
+            await post_items(unix, "http://localhost/v1/records", [{"sink": "remote", "body": {"n": 1}}])
+        await wait_for(lambda: len(remote.received) == 1, timeout=10)
+    finally:
+        assert await first.terminate() == 0
+    assert not first.unix.exists()
+
+
+async def test_a_socket_served_by_a_process_holding_no_lock_is_not_taken_over(tmp_path: Path) -> None:
+    config = write_config(tmp_path, file_sink(tmp_path))
+    path = Daemon.from_config(config).unix
+    with socket.socket(socket.AF_UNIX) as other:
+        other.bind(str(path))
+        other.listen()
+        line = await start_failure(config)
+        assert line == f"shipper: ingest.unix: {path} is served by a live process that holds no lock on it"
+        assert path.exists()
+
+
+async def test_the_socket_left_by_a_killed_daemon_is_stale_and_replaced_by_the_next(tmp_path: Path) -> None:
+    config = write_config(tmp_path, file_sink(tmp_path))
+    killed = Daemon.from_config(config)
+    await killed.start()
+    await killed.kill9()
+    assert killed.unix.exists()  # nobody removed it, nobody listens on it, nobody holds its lock
+    daemon = Daemon.from_config(config)
+    await daemon.start()
+    try:
+        async with unix_session(daemon.unix) as unix, unix.get("http://localhost/healthz") as response:
+            assert response.status == 200
+    finally:
+        assert await daemon.terminate() == 0
