@@ -1,7 +1,8 @@
 """`shipper run` as a real subprocess in a scratch directory, and its peak RSS from /proc.
 
 Sink set-ups: `batch` and `replay` forward to the fake remote; `down` points at a port nobody listens on and backs
-off for an hour after the first refusal, so ingest runs with the forwarder idle (what an outage looks like).
+off for an hour after the first refusal, so ingest runs with the forwarder idle (what an outage looks like);
+`vendors` is one sink per vendor (bench/vendors.py), forwarding to the fake remote with enrichment on.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import vendors
 from bench.remote import free_port
 from bench.wire import connect, get
 
@@ -34,7 +36,10 @@ _SINKS = {
 
 
 def config_text(workdir: Path, http_port: int, durability: str, sink: str, remote_url: str) -> str:
-    sink_lines = _SINKS[sink].format(url=remote_url, dead=free_port())
+    if sink == "vendors":
+        sinks = vendors.sinks_toml(workdir, remote_url)
+    else:
+        sinks = '[sinks.remote]\ntype = "http"\n' + _SINKS[sink].format(url=remote_url, dead=free_port()) + "\n"
     return f"""[daemon]
 drain_timeout = 5
 log_level = "warning"
@@ -47,10 +52,7 @@ unix = "{workdir / "shipper.sock"}"
 path = "{workdir / "spool.db"}"
 durability = "{durability}"
 
-[sinks.remote]
-type = "http"
-{sink_lines}
-"""
+{sinks}"""
 
 
 @dataclass

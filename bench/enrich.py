@@ -108,7 +108,8 @@ def enrichment(count: int, rounds: int) -> dict[str, float]:
     tokens_only = Enricher(EnrichConfig(cost=False), counter)
     started = time.perf_counter()
     both.apply("keywordsai", "POST", KW_PATH, raw[0])  # loads o200k_base (gpt-4o*) and the price table
-    both.apply("keywordsai", "POST", KW_PATH, orjson.dumps({**logs[0], "model": "claude-3-haiku"}))  # cl100k_base
+    # Other providers' models are approximated with o200k_base too: nothing more is loaded (tokens.py).
+    both.apply("keywordsai", "POST", KW_PATH, orjson.dumps({**logs[0], "model": "claude-3-haiku"}))
     warm_up = time.perf_counter() - started
 
     def count_tokens(i: int) -> None:

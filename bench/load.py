@@ -143,3 +143,25 @@ async def push(target: str, records: Records, total: int, batch: int, connection
     if errors:
         raise RuntimeError(f"ingest refused records: {errors[0]}")
     return now()
+
+
+async def fixed_count(target: str, build: Callable[[int], bytes], total: int, connections: int) -> dict[str, Any]:
+    """`total` requests, one at a time per connection, any 2xx counted as acknowledged (drop-in calls answer 200)."""
+    clients = await _connections(target, connections)
+    seqs = iter(range(total))
+    errors: list[str] = []
+    started = now()
+
+    async def worker(client: Client) -> None:
+        for seq in seqs:
+            status, body = await client.request(build(seq))
+            if not 200 <= status <= 299:
+                errors.append(f"HTTP {status}: {body[:200]!r}")
+
+    try:
+        await asyncio.gather(*(worker(client) for client in clients))
+    finally:
+        for client in clients:
+            client.close()
+    seconds = now() - started
+    return {"requests_per_s": total / seconds, "errors": len(errors), "first_error": errors[0] if errors else ""}

@@ -26,6 +26,7 @@ _FIGURES: tuple[tuple[str, str, str, str, str, str, float | None, str, str], ...
      "rec/s", ">=", 4_000, "FULL/16", "rows_per_s"),
 )  # fmt: skip
 RSS_TARGET_MB = 150.0
+VENDORS_SCENARIO = "e.vendors"  # its own RSS figure, (e): (d) is the http-sink runs
 
 
 def _verdict(value: float, comparison: str, target: float | None) -> str:
@@ -54,14 +55,22 @@ def figures(measured: dict[str, Any]) -> list[dict[str, Any]]:
             "ceiling": ceilings[ceiling][ceiling_key], "ceiling_of": f"SQLite {ceiling}", "verdict": verdict,
             "daemon_cpu_pct": found.get("cpu_daemon_pct"), "other_cpu_pct": found.get("cpu_other_pct"),
         })  # fmt: skip
-    if scenarios:
-        rss = max(found["peak_rss_mb"] for found in scenarios.values())
-        out.append({
-            "id": "d_rss", "label": "(d) daemon peak RSS (VmHWM, max of runs)", "value": rss, "unit": "MB",
-            "comparison": "<=", "target": RSS_TARGET_MB, "ceiling": None, "ceiling_of": "",
-            "verdict": _verdict(rss, "<=", RSS_TARGET_MB), "daemon_cpu_pct": None, "other_cpu_pct": None,
-        })  # fmt: skip
+    http_runs = [found["peak_rss_mb"] for name, found in scenarios.items() if name != VENDORS_SCENARIO]
+    if http_runs:
+        out.append(_rss("d_rss", "(d) daemon peak RSS (VmHWM, max of runs)", max(http_runs), ""))
+    vendors = scenarios.get(VENDORS_SCENARIO)
+    if vendors:
+        verdict = "" if vendors["complete"] else f"incomplete: {vendors['received']} of {vendors['records']}"
+        out.append(_rss("e_rss", "(e) peak RSS, vendor sinks + token counting", vendors["peak_rss_mb"], verdict))
     return out
+
+
+def _rss(fid: str, label: str, rss: float, verdict: str) -> dict[str, Any]:
+    return {
+        "id": fid, "label": label, "value": rss, "unit": "MB", "comparison": "<=", "target": RSS_TARGET_MB,
+        "ceiling": None, "ceiling_of": "", "verdict": verdict or _verdict(rss, "<=", RSS_TARGET_MB),
+        "daemon_cpu_pct": None, "other_cpu_pct": None,
+    }  # fmt: skip
 
 
 def _num(value: float | None, unit: str = "") -> str:

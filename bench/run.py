@@ -1,4 +1,5 @@
-"""The benchmark's running order: SQLite ceiling, then (a) ingest, (b) single records, (c) end to end, (d) RSS.
+"""The benchmark's running order: SQLite ceiling, then (a) ingest, (b) single records, (c) end to end, (d) RSS,
+(e) RSS as deployed (vendor sinks forwarding, token counting on).
 
 Each scenario gets a fresh daemon and an empty spool; the fake remote runs in its own process for the whole run.
 """
@@ -12,6 +13,7 @@ import os
 import platform
 import resource
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
@@ -24,6 +26,7 @@ from bench import ceiling, daemon, load, report, usage
 from bench.loop import run_loop
 from bench.records import Records
 from bench.remote import RemoteProcess
+from bench.vendors import VendorCalls
 from bench.wire import now
 
 INGEST_BATCH = 100  # records per NDJSON request: ~110 KB, what a client flushing every few ms might send
@@ -43,10 +46,11 @@ class Plan:
     e2e_replay_records: int
     e2e_deadline: float
     ceiling_seconds: float
+    vendor_calls: int
 
 
-FULL = Plan(1.0, 10.0, 10.0, 200_000, 40_000, 60.0, 1.5)
-QUICK = Plan(0.5, 3.0, 4.0, 60_000, 12_000, 20.0, 0.7)
+FULL = Plan(1.0, 10.0, 10.0, 200_000, 40_000, 60.0, 1.5, 20_000)
+QUICK = Plan(0.5, 3.0, 4.0, 60_000, 12_000, 20.0, 0.7, 6_000)
 
 
 class Bench:
@@ -137,6 +141,27 @@ class Bench:
                 "peak_rss_mb": d.peak_rss_mb(),
             }
 
+    async def vendors(self, total: int) -> None:
+        """(e) vendor drop-in calls, counted and priced, until the remote holds them all: peak RSS as deployed."""
+        calls = VendorCalls()
+        async with self._daemon("e.vendors", "fsync", "vendors") as d:
+            base = self.remote.records
+            start = now()
+            sent = await load.fixed_count(d.unix, calls.request, total, SINGLE_CONNECTIONS)
+            # The remote counts in another process's shared memory: there is no event to wait on, only the clock.
+            while self.remote.records - base < total and now() - start < self.plan.e2e_deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            received = self.remote.records - base
+            self.scenarios["e.vendors"] = {
+                **sent,
+                "records": total,
+                "received": received,
+                "complete": received >= total,
+                "seconds": now() - start,
+                "records_per_s": received / (now() - start),
+                "peak_rss_mb": d.peak_rss_mb(),
+            }
+
     async def run(self, only: set[str]) -> dict[str, Any]:
         scratch = daemon.SCRATCH
         scratch.mkdir(parents=True, exist_ok=True)
@@ -157,6 +182,8 @@ class Bench:
             if "c" in only:
                 await self.end_to_end("batch", self.plan.e2e_batch_records)
                 await self.end_to_end("replay", self.plan.e2e_replay_records)
+            if "e" in only:
+                await self.vendors(self.plan.vendor_calls)
         finally:
             self.remote.stop()
         return {"ceiling": ceilings, "scenarios": self.scenarios}
@@ -165,7 +192,7 @@ class Bench:
 def _meta(args: argparse.Namespace, plan: Plan, records: Records) -> dict[str, Any]:
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": "make bench" + (" (--quick)" if args.quick else ""),
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
         "shipper_src": str(args.shipper_src),
         "shipper_commit": _commit(args.shipper_src),
         "host": platform.node(),
@@ -207,7 +234,7 @@ def _cpu_model() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer records (~1 minute)")
-    parser.add_argument("--only", default="abc", help="scenarios to run, any of a, b, c (default: abc)")
+    parser.add_argument("--only", default="abce", help="scenarios to run, any of a, b, c, e (default: abce)")
     parser.add_argument("--profile", type=Path, help="sample each daemon with py-spy into DIR/<scenario>.txt")
     parser.add_argument("--shipper-src", type=Path, default=daemon.REPO, help="run shipper from this source tree")
     parser.add_argument(

@@ -4,8 +4,11 @@
 files shipper needs (`o200k_base`, `cl100k_base`) ship as package data (`shipper/data/*.tiktoken.gz`). Each is
 decompressed, checked against the sha256 tiktoken itself pins, parsed by `tiktoken.load.load_tiktoken_bpe` (which
 checks the hash again) and turned into a `tiktoken.Encoding` by tiktoken_ext.openai_public's own constructor, so
-the pattern, special tokens and vocabulary size are tiktoken's, not a copy. Loading is lazy (an encoding costs
-~40 MB and ~0.1 s, so only the ones a model needs are built), cached, thread-safe and never touches the network.
+the pattern, special tokens and vocabulary size are tiktoken's, not a copy. Loading is lazy (o200k_base costs ~75 MB
+and ~0.25 s, cl100k_base ~40 MB and ~0.1 s, so only the ones a model needs are built), cached, thread-safe and never
+touches the network. Models whose tokenizer is not OpenAI's are approximated with o200k_base, the encoding current
+OpenAI models use, so a deployment mixing those with other providers' models loads one encoding, not both (~110 MB);
+cl100k_base is loaded only for the models that use it (gpt-4, gpt-3.5, embeddings).
 
 Not responsible for the chat-message formula (chat.py) or for what a vendor record looks like (usage.py).
 """
@@ -45,22 +48,26 @@ _CL100K_PREFIXES = (
 )  # fmt: skip
 
 
+APPROXIMATION = O200K
+
+
 class TokenDataError(ShipperError):
     """A shipped rank file is missing or corrupted: token counts cannot be trusted, so none are made."""
 
 
 def encoding_for_model(model: str | None) -> str:
-    """The encoding OpenAI's model uses; cl100k_base stands in (an approximation) for every other model.
+    """The encoding OpenAI's model uses; o200k_base stands in (an approximation) for every other model.
 
-    Claude, Gemini, Llama, Mistral … have tokenizers of their own that are not public or not offline; cl100k_base
-    counts typically land within ~10-20% of theirs, which is what an estimate of a missing usage figure needs.
+    Claude, Gemini, Llama, Mistral … have tokenizers of their own that are not public or not offline; any of
+    tiktoken's encodings is an estimate of theirs, which is what a missing usage figure needs. The stand-in is the
+    one the gpt-4o family already loads, so it costs no second encoding's memory.
     """
-    if not model:
-        return CL100K
-    name = model.strip().lower().rsplit("/", 1)[-1]  # "openai/gpt-4o", "azure/gpt-4o-mini"
+    name = (model or "").strip().lower().rsplit("/", 1)[-1]  # "openai/gpt-4o", "azure/gpt-4o-mini"
     if name.startswith(_O200K_PREFIXES):
         return O200K
-    return CL100K  # the named cl100k models (_CL100K_PREFIXES) and, approximately, everything else
+    if name.startswith(_CL100K_PREFIXES):
+        return CL100K
+    return APPROXIMATION
 
 
 def is_openai_model(model: str | None) -> bool:

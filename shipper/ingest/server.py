@@ -1,8 +1,10 @@
 """Serve one application on a TCP port and a Unix socket at once, so both transports share every code path.
 
 Each listener is either inherited from the service manager (socket activation, see activation.py) or bound here
-from `[ingest] http` / `[ingest] unix`, role by role. Not responsible for routes. Stopping the server is the first
-step of a graceful shutdown: it stops accepting, then cuts what is still open once the daemon's drain is over.
+from `[ingest] http` / `[ingest] unix`, role by role. A socket path is claimed before it is bound
+(socket_claim.py), so a second daemon cannot take over a live one's socket; a listener that cannot be bound (a busy
+port, say) is one ConfigError naming its key and address. Not responsible for routes. Stopping the server is the
+first step of a graceful shutdown: it stops accepting, then cuts what is still open once the daemon's drain is over.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from aiohttp import web
 from shipper.config import IngestConfig, is_loopback, parse_host_port
 from shipper.errors import ConfigError
 from shipper.ingest.activation import Listeners, inherited_listeners
+from shipper.ingest.socket_claim import claim
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +42,18 @@ class IngestServer:
         self._runner: web.AppRunner | None = None
         # The socket file this process bound, and so must remove; never one the service manager owns.
         self._own_socket_file: Path | None = None
+        self._socket_lock: int | None = None  # held from before the bind until after the unlink
         self.addresses: list[str] = []
 
     async def start(self) -> None:
+        """Serve every listener, or none: a listener that cannot start undoes the ones already serving."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         listeners = self._listeners if self._listeners is not None else inherited_listeners()
         config = self._config
         runner = web.AppRunner(
@@ -59,7 +71,8 @@ class IngestServer:
             await self._serve_inherited(runner, listeners.http)
         elif self._config.http:
             host, port = parse_host_port(self._config.http)
-            await self._start_site(web.TCPSite(runner, host, port, backlog=BACKLOG, reuse_address=True))
+            site = web.TCPSite(runner, host, port, backlog=BACKLOG, reuse_address=True)
+            await self._start_site(site, f"ingest.http: cannot listen on {self._config.http}")
         if listeners.unix:
             await self._serve_inherited(runner, listeners.unix)
         elif self._config.unix:
@@ -73,19 +86,29 @@ class IngestServer:
                 raise ConfigError(f"ingest.token: the inherited listener on {where} is not loopback; set a token")
             await self._start_site(web.SockSite(runner, sock, backlog=BACKLOG))
 
-    async def _start_site(self, site: web.BaseSite) -> None:
-        await site.start()
+    async def _start_site(self, site: web.BaseSite, failure: str = "") -> None:
+        """`failure` names the key and address for an error binding it (a busy port, a missing directory)."""
+        try:
+            await site.start()
+        except OSError as exc:
+            if not failure:
+                raise
+            raise ConfigError(f"{failure}: {os.strerror(exc.errno) if exc.errno else exc}") from None
         self.addresses.append(site.name)
 
     async def _bind_unix(self, runner: web.AppRunner, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The spool lock proves no other shipper owns this config, so a leftover socket is stale.
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"ingest.unix: cannot create {path.parent}: {exc.strerror or exc}") from None
+        # Another daemon (with another spool, so the spool lock cannot tell) may serve this very path.
+        self._socket_lock = claim(path)
         # Born owner-only, then opened up to unix_mode: never, even for an instant, wider than configured.
         umask = os.umask(0o177)
         try:
-            await self._start_site(web.UnixSite(runner, str(path), backlog=BACKLOG))
+            await self._start_site(
+                web.UnixSite(runner, str(path), backlog=BACKLOG), f"ingest.unix: cannot listen on {path}"
+            )
         finally:
             os.umask(umask)
         self._own_socket_file = path
@@ -111,3 +134,6 @@ class IngestServer:
             with contextlib.suppress(FileNotFoundError):
                 self._own_socket_file.unlink()
             self._own_socket_file = None
+        if self._socket_lock is not None:  # only now: a successor must not see our socket file as its own
+            os.close(self._socket_lock)
+            self._socket_lock = None

@@ -12,6 +12,7 @@ from shipper.sinks.freeplay import Freeplay
 from shipper.sinks.http import HttpSink, read_secret
 from shipper.sinks.humanloop import Humanloop
 from shipper.sinks.keywordsai import KeywordsAI
+from shipper.sinks.transport import trust
 from shipper.sinks.vendor import Adapter, Lookups, VendorSink
 
 ADAPTERS: dict[str, Adapter] = {"freeplay": Freeplay(), "humanloop": Humanloop(), "keywordsai": KeywordsAI()}
@@ -28,12 +29,15 @@ def build_sink(
 
 
 def check_secrets(sinks: Mapping[str, SinkConfig], environ: Mapping[str, str]) -> None:
-    """Resolve every sink's secret now, so `check-config` refuses exactly what `run` would (ConfigError)."""
+    """Resolve every sink's secret and CA file now, so `check-config` refuses exactly what `run` would (ConfigError)."""
     for name, config in sinks.items():
+        if isinstance(config, FileSinkConfig):
+            continue
         if isinstance(config, HttpSinkConfig):
             read_secret(name, config.auth_env, config.auth_file, environ)
-        elif not isinstance(config, FileSinkConfig):
+        else:
             read_secret(name, config.api_key_env, config.api_key_file, environ, "api_key")
+        trust(name, config.ca_file)
 
 
 __all__ = ["ADAPTERS", "Sink", "VendorSink", "build_sink", "check_secrets"]

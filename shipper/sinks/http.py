@@ -72,7 +72,7 @@ class HttpSink:
         if secret is not None:
             self._headers[config.auth_header] = secret
             self._secrets = (secret, secret.partition(" ")[2] or None)
-        self._transport = HttpTransport(config.concurrency, config.timeout, ca_file=config.ca_file)
+        self._transport = HttpTransport(config.concurrency, config.timeout, ca_file=config.ca_file, sink=name)
 
     async def start(self) -> None:
         await self._transport.start()

@@ -4,7 +4,8 @@ A log's id is the client's `log_id` or one minted here and forwarded, so the rem
 The prompt/flow/tool id is the remote's to assign and is only known once the create is delivered: the app gets a
 placeholder derived from the file's `path` (`pr_shp_…`), the create's answer teaches the real id (kept in the spool's
 id map), and an update's path is rewritten with it before it is sent. Updates share their log's key, so they leave
-after the create; a log with `trace_parent_id` waits for its parent flow log.
+after the create; a log with `trace_parent_id` waits for its parent flow log. An update is answered with the whole
+updated log, as Humanloop answers it (humanloop_answers.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 import orjson
 
 from shipper.records import BadInput
-from shipper.sinks.vendor import ID, Plan, Proxied, Route, Spooled, normalize_path, plan_routes, route
+from shipper.sinks.humanloop_answers import RecentLogs, file_facts, update_answer
+from shipper.sinks.vendor import ID, Builder, Plan, Proxied, Route, Spooled, normalize_path, plan_routes, route
 from shipper.spool import SpoolRow
 
 # file type → (id field in answers, placeholder prefix for the file, placeholder prefix for its version)
@@ -41,56 +43,59 @@ def _file_ids(kind: str, body: dict[str, Any], query: Mapping[str, str]) -> tupl
     return file_id, version_id
 
 
-def _log(kind: str) -> Any:
-    def build(m: re.Match[str], query: Mapping[str, str], body: Any) -> Spooled:
-        if not isinstance(body.get("path"), str) and not isinstance(body.get("id"), str):
-            raise BadInput(422, "invalid_body", f"a {kind[:-1]} log needs `path` or `id`", field="path")
-        log_id = body.get("log_id") or f"log_{uuid.uuid4().hex}"
-        if not isinstance(log_id, str) or not re.fullmatch(ID, log_id):
-            raise BadInput(422, "invalid_body", "log_id must be an id string", field="log_id")
-        file_id, version_id = _file_ids(kind, body, query)
-        parent = body.get("trace_parent_id")
-        answer: dict[str, Any] = {"id": log_id, FILES[kind][0]: file_id, "version_id": version_id}
-        if kind == "flows" and "log_status" in body:
-            answer["log_status"] = body["log_status"]
-        return Spooled(
-            "POST", f"/{kind}/log", {**body, "log_id": log_id}, 200, answer, key=f"hl:log:{log_id}",
-            after=f"hl:log:{parent}" if isinstance(parent, str) and parent else None, kind="create",
-            query={k: v for k, v in query.items() if k in ("version_id", "environment")},
-        )  # fmt: skip
-
-    return build
-
-
-def _update(kind: str, with_file_id: bool) -> Any:
-    def build(m: re.Match[str], query: Mapping[str, str], body: Any) -> Spooled:
-        log_id = m.group(2) if with_file_id else m.group(1)
-        answer = {"id": log_id, **({FILES[kind][0]: m.group(1)} if with_file_id else {})}
-        return Spooled("PATCH", m.group(0), body, 200, answer, key=f"hl:log:{log_id}", kind="update")
-
-    return build
-
-
-ROUTES: Sequence[Route] = (
-    route("POST", r"/prompts/log", _log("prompts")),
-    route("POST", r"/flows/log", _log("flows")),
-    route("POST", r"/tools/log", _log("tools")),
-    route("PATCH", rf"/prompts/{ID}/log/{ID}", _update("prompts", True)),
-    route("PATCH", rf"/flows/logs/{ID}", _update("flows", False)),
-    route("PATCH", rf"/tools/{ID}/log/{ID}", _update("tools", True)),
-)
-
-
 class Humanloop:
+    """Holds the recent logs' file facts, so an update is answered with its file as Humanloop answers it."""
+
     type = "humanloop"
     auth_header = "X-API-KEY"
+
+    def __init__(self) -> None:
+        self.recent = RecentLogs()
+        self.routes: Sequence[Route] = (
+            route("POST", r"/prompts/log", self._log("prompts")),
+            route("POST", r"/flows/log", self._log("flows")),
+            route("POST", r"/tools/log", self._log("tools")),
+            route("PATCH", rf"/prompts/{ID}/log/{ID}", self._update("prompts", True)),
+            route("PATCH", rf"/flows/logs/{ID}", self._update("flows", False)),
+            route("PATCH", rf"/tools/{ID}/log/{ID}", self._update("tools", True)),
+        )
+
+    def _log(self, kind: str) -> Builder:
+        def build(m: re.Match[str], query: Mapping[str, str], body: Any) -> Spooled:
+            if not isinstance(body.get("path"), str) and not isinstance(body.get("id"), str):
+                raise BadInput(422, "invalid_body", f"a {kind[:-1]} log needs `path` or `id`", field="path")
+            log_id = body.get("log_id") or f"log_{uuid.uuid4().hex}"
+            if not isinstance(log_id, str) or not re.fullmatch(ID, log_id):
+                raise BadInput(422, "invalid_body", "log_id must be an id string", field="log_id")
+            file_id, version_id = _file_ids(kind, body, query)
+            self.recent.remember(log_id, file_facts(kind, file_id, version_id, body))
+            parent = body.get("trace_parent_id")
+            answer: dict[str, Any] = {"id": log_id, FILES[kind][0]: file_id, "version_id": version_id}
+            if kind == "flows" and "log_status" in body:
+                answer["log_status"] = body["log_status"]
+            return Spooled(
+                "POST", f"/{kind}/log", {**body, "log_id": log_id}, 200, answer, key=f"hl:log:{log_id}",
+                after=f"hl:log:{parent}" if isinstance(parent, str) and parent else None, kind="create",
+                query={k: v for k, v in query.items() if k in ("version_id", "environment")},
+            )  # fmt: skip
+
+        return build
+
+    def _update(self, kind: str, with_file_id: bool) -> Builder:
+        def build(m: re.Match[str], query: Mapping[str, str], body: Any) -> Spooled:
+            log_id = m.group(2) if with_file_id else m.group(1)
+            file_id = m.group(1) if with_file_id else None
+            answer = update_answer(kind, log_id, file_id, body, self.recent.recall(log_id))
+            return Spooled("PATCH", m.group(0), body, 200, answer, key=f"hl:log:{log_id}", kind="update")
+
+        return build
 
     def plan(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Plan | None:
         path = normalize_path(path)
         versioned = path.startswith("/v5/")
         if versioned:
             path = path[len("/v5") :]
-        planned = plan_routes(ROUTES, method, path, query, body)
+        planned = plan_routes(self.routes, method, path, query, body)
         if planned is None and versioned:
             return Proxied(path)
         return planned

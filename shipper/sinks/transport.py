@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from shipper.errors import ConfigError
 from shipper.forward.retry import Outcome, Verdict
 from shipper.sinks.base import OutRequest
 
@@ -36,15 +37,34 @@ async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def trust(sink: str, ca_file: Path | None) -> ssl.SSLContext | bool:
+    """Verification is always on; a sink may only choose which authorities it trusts. A CA file that cannot be
+    loaded stops the start with the sink's key named, never a traceback."""
+    if ca_file is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except ssl.SSLError as exc:
+        raise ConfigError(f"sinks.{sink}.ca_file: {ca_file} holds no usable certificate ({exc.reason})") from None
+    except OSError as exc:  # missing or unreadable
+        raise ConfigError(f"sinks.{sink}.ca_file: cannot load {ca_file}: {exc.strerror or exc}") from None
+
+
 class HttpTransport:
     def __init__(
-        self, concurrency: int, timeout: float, keep_bytes: int = KEEP_RESPONSE_BYTES, ca_file: Path | None = None
+        self,
+        concurrency: int,
+        timeout: float,
+        keep_bytes: int = KEEP_RESPONSE_BYTES,
+        ca_file: Path | None = None,
+        *,
+        sink: str,
     ) -> None:
+        """`sink` names the sink in a start-up error (its `ca_file`)."""
         self._concurrency = concurrency
         self._timeout = timeout
         self._keep_bytes = keep_bytes
-        # Verification is always on; a sink may only choose which authorities it trusts.
-        self._ssl = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+        self._ssl = trust(sink, ca_file)
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:

@@ -193,9 +193,11 @@ class VendorSink:
         self.base_url = config.base_url
         self.override_key = config.override_key
         self.sink_key = read_secret(name, config.api_key_env, config.api_key_file, environ, "api_key")
-        self.transport = HttpTransport(config.concurrency, config.timeout, KEEP_VENDOR_RESPONSE, config.ca_file)
+        self.transport = HttpTransport(
+            config.concurrency, config.timeout, KEEP_VENDOR_RESPONSE, config.ca_file, sink=name
+        )
         # Proxied calls get their own connections: a slow read must never hold up deliveries, nor they a read.
-        self.reads = HttpTransport(config.proxy_concurrency, config.timeout, ca_file=config.ca_file)
+        self.reads = HttpTransport(config.proxy_concurrency, config.timeout, ca_file=config.ca_file, sink=name)
         self._lookups = lookups
         self.enricher = enricher  # token counts and cost, filled in here: off the ingest path
 

@@ -49,6 +49,23 @@ def _holder(fd: int) -> str:
     return f"pid {text}" if text.isdigit() else "a process"
 
 
+def prepare_dir(path: Path) -> None:
+    """Create the spool's directory, or say in one line why it cannot be used (before the lock is tried in it)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SpoolError(f"spool.path: cannot create {path.parent}: {exc.strerror or exc}") from None
+    if not os.access(path.parent, os.R_OK | os.W_OK | os.X_OK):
+        raise SpoolError(f"spool.path: cannot use {path}: no permission to read and write in {path.parent}")
+
+
+def _create(path: Path) -> None:
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise SpoolError(f"spool.path: cannot open {path}: {exc.strerror or exc}") from None
+
+
 def _check(path: Path, durability: str) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -89,8 +106,8 @@ def _keep_wal(path: Path) -> Path | None:
 
 def prepare_file(path: Path, durability: str) -> Path | None:
     """Create (0600), check and migrate the file; returns where a damaged file was moved, if one was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    prepare_dir(path)
+    _create(path)
     kept = _keep_wal(path)
     try:
         _check(path, durability)
@@ -117,7 +134,7 @@ def prepare_file(path: Path, durability: str) -> Path | None:
             damaged,
             damaged,
         )
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    _create(path)
     try:
         _check(path, durability)
     except sqlite3.DatabaseError as exc:

@@ -22,7 +22,7 @@ from shipper.errors import DiskFull, SpoolError
 from shipper.logs import Throttled
 from shipper.records import NewRow
 from shipper.spool.bounds import Bounds
-from shipper.spool.files import lock, prepare_file
+from shipper.spool.files import lock, prepare_dir, prepare_file
 from shipper.spool.group import GroupWriter, Op, Outcome, Read, environmental, failure, one, recover
 from shipper.spool.rows import DeadLetter, Lease, Retry, Settlement
 from shipper.spool.schema import apply_pragmas
@@ -75,7 +75,7 @@ class Spool:
         on_death: Callable[[BaseException], None] | None = None,
     ) -> Spool:
         """`on_death` is called once if the writer ever dies: the owner should stop, so a supervisor restarts it."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        prepare_dir(path)
         lock_fd = lock(path)
         try:
             damaged = prepare_file(path, durability)

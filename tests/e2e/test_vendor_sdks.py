@@ -224,6 +224,55 @@ async def test_humanloop_sdk_works_over_the_unix_socket_and_without_v5(rig: Rig,
     assert rig.hl.violations == []
 
 
+def as_model(model: Any, result: Any) -> Any:
+    """Validate an SDK method's result as `model`: the SDK builds models unchecked and hands some back as dicts."""
+    return model.model_validate(result if isinstance(result, dict) else result.model_dump(exclude_unset=True))
+
+
+async def test_humanloop_sdk_results_through_shipper_validate_as_the_sdks_own_response_models(rig: Rig) -> None:
+    from humanloop.types import (
+        CreateFlowLogResponse,
+        CreatePromptLogResponse,
+        CreateToolLogResponse,
+        FlowLogResponse,
+        PromptLogResponse,
+        ToolLogResponse,
+    )
+
+    def calls() -> dict[str, Any]:
+        with sdk.humanloop_client(rig.host) as hl:
+            kernel = {"model": "gpt-4o-mini", "template": [{"role": "system", "content": "Be terse"}]}
+            log = hl.prompts.log(path="demo/models", prompt=kernel, output="4", log_status="incomplete")
+            flow = hl.flows.log(path="demo/models-flow", inputs={"q": "2+2"}, log_status="incomplete")
+            tool = hl.tools.log(path="demo/models-add", tool={"function": {"name": "add"}}, trace_parent_id=flow.id)
+            return {
+                "log": log, "flow": flow, "tool": tool,
+                "update": hl.prompts.update_log(id=log.prompt_id, log_id=log.id, output="four", log_status="complete"),
+                "flow_update": hl.flows.update_log(log_id=flow.id, output="4", log_status="complete"),
+                "tool_update": hl.tools.update(id=tool.tool_id, log_id=tool.id, output="5", log_status="complete"),
+            }  # fmt: skip
+
+    got = await asyncio.to_thread(calls)
+    log, flow, tool = (
+        as_model(CreatePromptLogResponse, got["log"]),
+        as_model(CreateFlowLogResponse, got["flow"]),
+        as_model(CreateToolLogResponse, got["tool"]),
+    )
+    update = as_model(PromptLogResponse, got["update"])
+    flow_update = as_model(FlowLogResponse, got["flow_update"])
+    tool_update = as_model(ToolLogResponse, got["tool_update"])
+
+    assert (update.id, update.prompt.id, update.prompt.version_id) == (log.id, log.prompt_id, log.version_id)
+    assert (update.prompt.path, update.prompt.model, update.output) == ("demo/models", "gpt-4o-mini", "four")
+    flow_file = flow_update.flow
+    assert (flow_update.id, flow_file.id, flow_file.version_id) == (flow.id, flow.flow_id, flow.version_id)
+    assert (tool_update.id, tool_update.tool.id, tool_update.tool.path) == (tool.id, tool.tool_id, "demo/models-add")
+    assert update.evaluator_logs == flow_update.evaluator_logs == tool_update.evaluator_logs == []
+    assert all(answer.log_status == "complete" for answer in (update, flow_update, tool_update))
+    await wait_for(lambda: len(rig.hl.received) == 6)
+    assert rig.hl.violations == [] and rig.hl.rejected() == []
+
+
 # -- Keywords AI ----------------------------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from shipper.config import DaemonConfig, VendorSinkConfig, load_config
@@ -82,6 +83,40 @@ def test_k8s_config_is_valid_and_its_key_file_is_mounted(k8s: dict[str, Any], tm
     assert str(key_file.parent) == mounts(shipper)["keys"]
     assert key_file.name in k8s["Secret"]["stringData"]
     assert pod["terminationGracePeriodSeconds"] > 2 * config.daemon.drain_timeout
+
+
+def test_k8s_sidecar_is_ready_on_readyz(k8s: dict[str, Any]) -> None:
+    [shipper] = k8s["StatefulSet"]["spec"]["template"]["spec"]["initContainers"]
+    assert "http://127.0.0.1:8790/readyz" in " ".join(shipper["readinessProbe"]["exec"]["command"])
+    assert shipper["readinessProbe"]["timeoutSeconds"] < shipper["readinessProbe"]["periodSeconds"]
+
+
+def quantity(value: str) -> int:
+    match = re.fullmatch(r"(\d+)(Mi|Gi)", value)
+    assert match, value
+    return int(match.group(1)) * {"Mi": 2**20, "Gi": 2**30}[match.group(2)]
+
+
+def test_k8s_spool_bound_fits_its_volume_with_room_for_the_filesystem(k8s: dict[str, Any], tmp_path: Path) -> None:
+    statefulset = k8s["StatefulSet"]
+    [claim] = statefulset["spec"]["volumeClaimTemplates"]
+    volume = quantity(claim["spec"]["resources"]["requests"]["storage"])
+    config_file = tmp_path / "shipper.toml"
+    config_file.write_text(k8s["ConfigMap"]["data"]["shipper.toml"])
+    spool = load_config(config_file).spool
+    # ext4 keeps ~5% reserved (unusable by uid 10001) plus its journal: stay under 80% of the claim.
+    assert spool.max_bytes is not None and spool.max_bytes <= 0.8 * volume
+    assert spool.when_full == "reject"
+
+
+def test_k8s_memory_request_covers_the_measured_peak_with_vendor_sinks(k8s: dict[str, Any]) -> None:
+    [shipper] = k8s["StatefulSet"]["spec"]["template"]["spec"]["initContainers"]
+    resources = shipper["resources"]
+    measured = orjson.loads((REPO / "bench" / "results" / "e-vendors.json").read_bytes())
+    peak = measured["scenarios"]["e.vendors"]["peak_rss_mb"] * 2**20  # VmHWM kB / 1024: MiB
+    request, limit = quantity(resources["requests"]["memory"]), quantity(resources["limits"]["memory"])
+    assert peak <= request < limit
+    assert limit - peak >= 40 * 2**20  # the second tiktoken encoding still fits
 
 
 # -- docker compose ----------------------------------------------------------------------------------------------

@@ -149,16 +149,27 @@ def test_encodings_load_lazily_only_what_is_asked_for(tmp_path: Path) -> None:
         ("gpt-3.5-turbo-0125", CL100K, True),
         ("gpt-35-turbo", CL100K, True),  # Azure
         ("text-embedding-3-small", CL100K, True),
-        ("claude-3-5-sonnet", CL100K, False),  # approximation for other providers
-        ("gemini-2.5-flash", CL100K, False),
-        ("llama-3.1-70b", CL100K, False),
-        (None, CL100K, False),
-        ("", CL100K, False),
+        ("claude-3-5-sonnet", O200K, False),  # approximation for other providers
+        ("gemini-2.5-flash", O200K, False),
+        ("llama-3.1-70b", O200K, False),
+        (None, O200K, False),
+        ("", O200K, False),
     ],
 )
 def test_the_encoding_follows_the_model(model: str | None, encoding: str, openai: bool) -> None:
     assert encoding_for_model(model) == encoding
     assert is_openai_model(model) is openai
+
+
+def test_a_mix_of_gpt_4o_and_other_providers_models_loads_one_encoding() -> None:
+    """Deployed with vendor sinks, records name gpt-4o* next to Claude, Llama, Mistral: one encoding, ~75 MB."""
+    encodings = Encodings(DATA)
+    counter = TokenCounter(encodings)
+    for model in ("claude-3-5-sonnet", "gpt-4o-mini", "llama-3.1-70b", "mistral-large", "openai/gpt-4o"):
+        assert counter.text("How many tokens is this?", model) > 0
+    assert encodings.loaded() == [O200K]
+    counter.text("a legacy model still gets its own", "gpt-3.5-turbo")
+    assert encodings.loaded() == [CL100K, O200K]
 
 
 # -- the chat formula -------------------------------------------------------------------------------------------
