@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 
 from shipper import __version__
-from shipper.config import Config, load_config
+from shipper.config import Config, ConfigSource, find_config, load_config
 from shipper.errors import ShipperError
 from shipper.logs import setup_logging
 from shipper.sinks import check_secrets
@@ -20,7 +20,7 @@ from shipper.spool import dlq
 from shipper.spool.salvage import salvage
 from shipper.status import gather, render_table
 
-Command = Callable[[Config, argparse.Namespace], int]
+Command = Callable[[Config, ConfigSource, argparse.Namespace], int]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +32,11 @@ def _parser() -> argparse.ArgumentParser:
         parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str, run: Command
     ) -> argparse.ArgumentParser:
         sub = parent.add_parser(name, help=text, description=text)
-        sub.add_argument("--config", type=Path, help="TOML file (default: the built-in configuration)")
+        sub.add_argument(
+            "--config",
+            type=Path,
+            help="TOML file (default: $SHIPPER_CONFIG, else /etc/shipper/shipper.toml if it exists, else built-in)",
+        )
         sub.set_defaults(run=run)
         return sub
 
@@ -67,18 +71,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(config: Config, args: argparse.Namespace) -> int:
+def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     from shipper.daemon import run
 
     setup_logging(args.log_level or config.daemon.log_level, args.log_format)
-    return run(config, args.config, args.log_level)
+    return run(config, source.path, args.log_level)
 
 
-def _status(config: Config, args: argparse.Namespace) -> int:
+def _status(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     try:
         while True:
             view = gather(config)
-            text = orjson.dumps(view, option=orjson.OPT_INDENT_2).decode() if args.json else render_table(view)
+            if args.json:
+                view["config"] = {
+                    "path": None if source.path is None else str(source.path),
+                    "found_by": source.found_by,
+                }
+                text = orjson.dumps(view, option=orjson.OPT_INDENT_2).decode()
+            else:
+                text = f"{render_table(view)}\nconfig: {source.describe()}"
             if args.watch is None:
                 print(text)
                 return 0
@@ -88,13 +99,14 @@ def _status(config: Config, args: argparse.Namespace) -> int:
         return 0
 
 
-def _check_config(config: Config, args: argparse.Namespace) -> int:
+def _check_config(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     check_secrets(config.sinks, os.environ)
+    print(f"config: {source.describe()}")
     print(f"ok: {len(config.sinks)} sink(s): {', '.join(config.sinks)}")
     return 0
 
 
-def _dlq_list(config: Config, args: argparse.Namespace) -> int:
+def _dlq_list(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     since = dlq.parse_since(args.since) if args.since else None
     rows = dlq.list_dead(config.spool.path, args.sink, since)
     if args.json:
@@ -109,12 +121,12 @@ def _dlq_list(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _dlq_show(config: Config, args: argparse.Namespace) -> int:
+def _dlq_show(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     print(orjson.dumps(dlq.show_dead(config.spool.path, args.id).to_dict(), option=orjson.OPT_INDENT_2).decode())
     return 0
 
 
-def _dlq_replay(config: Config, args: argparse.Namespace) -> int:
+def _dlq_replay(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     since = dlq.parse_since(args.since) if args.since else None
 
     def progress(done: int, total: int) -> None:
@@ -126,7 +138,7 @@ def _dlq_replay(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _dlq_purge(config: Config, args: argparse.Namespace) -> int:
+def _dlq_purge(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     if args.older_than is None and not args.all:
         raise ShipperError("say --older-than DURATION, or --all to delete every dead letter")
     older = dlq.parse_duration(args.older_than) if args.older_than else None
@@ -134,7 +146,7 @@ def _dlq_purge(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _spool_salvage(config: Config, args: argparse.Namespace) -> int:
+def _spool_salvage(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     def progress(what: str, count: int) -> None:
         print(f"{what}: {count}", file=sys.stderr, flush=True)
 
@@ -149,8 +161,9 @@ def _spool_salvage(config: Config, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config)
-        result: int = args.run(config, args)
+        source = find_config(args.config)
+        config = load_config(source.path)
+        result: int = args.run(config, source, args)
         return result
     except ShipperError as exc:
         print(f"shipper: {exc}", file=sys.stderr)
