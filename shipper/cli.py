@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -12,7 +13,9 @@ from pathlib import Path
 import orjson
 
 from shipper import __version__
-from shipper.config import Config, ConfigSource, find_config, load_config
+from shipper.config import Config, load_config
+from shipper.configfile import ConfigSource, find_config
+from shipper.configtext import effective_toml
 from shipper.errors import ShipperError
 from shipper.logs import setup_logging
 from shipper.sinks import check_secrets
@@ -21,11 +24,23 @@ from shipper.spool.salvage import salvage
 from shipper.status import gather, render_table
 
 Command = Callable[[Config, ConfigSource, argparse.Namespace], int]
+# A refresh reads the spool and asks the daemon; more often than this is a busy loop, not a closer look.
+WATCH_FLOOR = 0.5
 
 
-def _parser() -> argparse.ArgumentParser:
+def _watch_interval(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and seconds >= WATCH_FLOOR):
+        raise argparse.ArgumentTypeError(f"refresh at most every {WATCH_FLOOR:g} seconds, not {text}")
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipper", description="Durable local shipper for LLM observability logs.")
-    parser.add_argument("--version", action="version", version=f"shipper {__version__}")
+    parser.add_argument("--version", action="version", version=f"shipper {__version__}", help="print the version")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(
@@ -42,28 +57,36 @@ def _parser() -> argparse.ArgumentParser:
 
     run = command(commands, "run", "run the daemon in the foreground", _run)
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides daemon.log_level")
-    run.add_argument("--log-format", choices=["json", "text"], default="json")
+    run.add_argument("--log-format", choices=["json", "text"], default="json", help="JSON lines (default) or text")
     status = command(commands, "status", "per-sink state; works with the daemon running or stopped", _status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS", help="refresh in place")
-    command(commands, "check-config", "validate the configuration and exit", _check_config)
+    status.add_argument(
+        "--watch",
+        type=_watch_interval,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help=f"refresh in place every SECONDS (default 2, at least {WATCH_FLOOR:g})",
+    )
+    check = command(commands, "check-config", "validate the configuration and exit", _check_config)
+    check.add_argument("--print", action="store_true", help="print the effective configuration (secrets masked)")
 
     dead = commands.add_parser("dlq", help="inspect, replay and purge dead letters").add_subparsers(
         dest="dlq_command", required=True
     )
     listing = command(dead, "list", "list dead letters", _dlq_list)
-    listing.add_argument("--sink")
+    listing.add_argument("--sink", help="only this sink's")
     listing.add_argument("--since", help="ISO time or a duration ago (30m, 2h, 7d)")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="machine-readable output (without bodies)")
     show = command(dead, "show", "one dead letter in full", _dlq_show)
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=int, help="the dead letter's id (from dlq list)")
     replay = command(dead, "replay", "put dead letters back in the queue, in their original order", _dlq_replay)
-    replay.add_argument("ids", type=int, nargs="*", metavar="ID")
-    replay.add_argument("--sink")
+    replay.add_argument("ids", type=int, nargs="*", metavar="ID", help="these dead letters (default: all matching)")
+    replay.add_argument("--sink", help="only this sink's")
     replay.add_argument("--since", help="only those that failed since: ISO time or a duration ago")
     purge = command(dead, "purge", "delete dead letters", _dlq_purge)
     purge.add_argument("--older-than", help="only those that failed longer ago than this (30m, 2h, 7d)")
-    purge.add_argument("--sink")
+    purge.add_argument("--sink", help="only this sink's")
     purge.add_argument("--all", action="store_true", help="delete all (required without --older-than)")
     spool = commands.add_parser("spool", help="spool maintenance").add_subparsers(dest="spool_command", required=True)
     salvage = command(spool, "salvage", "re-queue every readable row of a damaged spool file", _spool_salvage)
@@ -101,6 +124,11 @@ def _status(config: Config, source: ConfigSource, args: argparse.Namespace) -> i
 
 def _check_config(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     check_secrets(config.sinks, os.environ)
+    if args.print:
+        print(
+            f"# config: {source.describe()}, with every SHIPPER__* override applied\n{effective_toml(config)}", end=""
+        )
+        return 0
     print(f"config: {source.describe()}")
     print(f"ok: {len(config.sinks)} sink(s): {', '.join(config.sinks)}")
     return 0
@@ -159,7 +187,7 @@ def _spool_salvage(config: Config, source: ConfigSource, args: argparse.Namespac
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         source = find_config(args.config)
         config = load_config(source.path)

@@ -11,7 +11,6 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -26,7 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from shipper.configfile import FILE_PATH, Origin, apply_env, describe, read_toml, resolve_paths
+from shipper.configfile import FILE_PATH, apply_env, resolve_paths
+from shipper.configtext import Origin, describe, read_toml
 from shipper.errors import ConfigError
 
 
@@ -336,36 +336,6 @@ class Config(_Section):
         if not self.ingest.http and not self.ingest.unix:
             raise ValueError("ingest.http and ingest.unix are both empty: nothing would listen")
         return self
-
-
-# Where the daemon's configuration lives on a host; SHIPPER_SYSTEM_CONFIG moves it (tests, unusual layouts).
-SYSTEM_CONFIG = Path("/etc/shipper/shipper.toml")
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigSource:
-    """Which configuration a command uses and why: the file (None for the built-in defaults) and how it was found."""
-
-    path: Path | None
-    found_by: str
-
-    def describe(self) -> str:
-        if self.path is None:
-            return f"built-in defaults ({self.found_by})"
-        return f"{self.path} ({self.found_by})"
-
-
-def find_config(explicit: Path | None, environ: Mapping[str, str] | None = None) -> ConfigSource:
-    """--config, then $SHIPPER_CONFIG, then the system file if it exists, then the built-in defaults."""
-    environ = os.environ if environ is None else environ
-    if explicit is not None:
-        return ConfigSource(explicit, "--config")
-    if environ.get("SHIPPER_CONFIG"):
-        return ConfigSource(Path(environ["SHIPPER_CONFIG"]), "$SHIPPER_CONFIG")
-    system = Path(environ.get("SHIPPER_SYSTEM_CONFIG") or SYSTEM_CONFIG)
-    if os.path.exists(system):
-        return ConfigSource(system, "the system configuration")
-    return ConfigSource(None, f"no --config, $SHIPPER_CONFIG or {system}")
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:

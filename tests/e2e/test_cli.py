@@ -14,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from shipper.config import HttpSinkConfig, load_config
 from tests.support import (
     Daemon,
     FakeRemote,
@@ -361,3 +362,52 @@ async def test_a_second_daemon_on_the_same_spool_with_other_listeners_refuses(
             assert response.status == 200
     finally:
         assert await first.terminate() == 0
+
+
+@pytest.mark.parametrize(
+    ("interval", "says"),
+    [(n, f"refresh at most every 0.5 seconds, not {n}") for n in ("0", "-1", "0.1", "nan", "inf")]
+    + [("soon", "'soon' is not a number of seconds")],
+)
+def test_status_watch_refuses_an_interval_below_the_floor_instead_of_busy_looping(
+    tmp_path: Path, interval: str, says: str
+) -> None:
+    config = write_config(tmp_path, http_sink())
+    code, out, err = run_cli("status", "--config", str(config), "--watch", interval)
+    assert (code, out) == (2, "")
+    assert f"shipper status: error: argument --watch: {says}" in err
+    assert "Traceback" not in err
+
+
+def test_version_prints_the_package_version() -> None:
+    from shipper import __version__
+
+    assert run_cli("--version") == (0, f"shipper {__version__}\n", "")
+
+
+def test_check_config_print_shows_the_effective_config_with_overrides_applied_and_secrets_masked(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "kw.key"
+    key_file.write_text("kw-SECRET-key\n")
+    key_file.chmod(0o600)
+    sinks = http_sink(extra='headers = {"X-Api-Key" = "hdr-SECRET", "X-Team" = "blue"}') + (
+        f'\n[sinks.kw]\ntype = "keywordsai"\napi_key_file = "{key_file}"\n'
+    )
+    config = write_config(tmp_path, sinks, ingest_extra='token = "tok-SECRET"')
+    env = {"SHIPPER__SINKS__REMOTE__TIMEOUT": "7", "SHIPPER__INGEST__UNIX_MODE": "0600"}
+    code, out, err = run_cli("check-config", "--config", str(config), "--print", env=env)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == f"# config: {config} (--config), with every SHIPPER__* override applied"
+    assert "SECRET" not in out
+    assert f'api_key_file = "{key_file}"' in out  # where a key lives is not a secret
+    printed = tmp_path / "printed.toml"
+    printed.write_text(out)
+
+    again, original = load_config(printed, {}), load_config(config, env)
+    masked: Any = {"ingest": {"token"}, "sinks": {"remote": {"headers"}}}
+    assert again.model_dump(exclude=masked) == original.model_dump(exclude=masked)
+    remote = again.sinks["remote"]
+    assert isinstance(remote, HttpSinkConfig)
+    assert remote.headers == {"X-Api-Key": "********", "X-Team": "blue"}
+    assert (again.ingest.unix_mode, remote.timeout) == (0o600, 7.0)

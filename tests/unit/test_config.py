@@ -8,18 +8,15 @@ from pathlib import Path
 import pytest
 
 from shipper.config import (
-    SYSTEM_CONFIG,
     Config,
-    ConfigSource,
     FileSinkConfig,
     HttpSinkConfig,
     IngestConfig,
     SpoolConfig,
     VendorSinkConfig,
-    find_config,
     load_config,
 )
-from shipper.configfile import slot
+from shipper.configfile import SYSTEM_CONFIG, ConfigSource, find_config, slot
 from shipper.errors import ConfigError
 from tests.support import REPO
 
