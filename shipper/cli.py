@@ -134,17 +134,35 @@ def _check_config(config: Config, source: ConfigSource, args: argparse.Namespace
     return 0
 
 
+def _check_sink(config: Config, args: argparse.Namespace) -> None:
+    if args.sink is not None:
+        dlq.check_sink(config.spool.path, args.sink, list(config.sinks))
+
+
+# A Freeplay path is ~130 characters; past this the middle goes, keeping the method and the tail that names the call.
+REQUEST_WIDTH = 64
+
+
+def _middle_cut(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    head = (width - 3) // 3
+    return f"{text[:head]}...{text[len(text) - (width - 3 - head) :]}"
+
+
 def _dlq_list(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     since = dlq.parse_since(args.since) if args.since else None
+    _check_sink(config, args)
     rows = dlq.list_dead(config.spool.path, args.sink, since)
     if args.json:
         print(orjson.dumps([{k: v for k, v in r.to_dict().items() if k != "body"} for r in rows]).decode())
         return 0
-    print(f"{'ID':>8}  {'SINK':<12} {'FAILED':<20} {'STATUS':>6}  {'REQUEST':<40} REASON")
-    for r in rows:
-        failed = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.failed_at))
-        request = f"{r.method} {r.path}"[:40]
-        print(f"{r.id:>8}  {r.sink:<12} {failed:<20} {r.status or '-':>6}  {request:<40} {r.reason[:80]}")
+    requests = [_middle_cut(f"{r.method} {r.path}", REQUEST_WIDTH) for r in rows]
+    width = max(map(len, ["REQUEST", *requests]))
+    print(f"{'ID':>8}  {'SINK':<12} {'FAILED':<20}  {'STATUS':>6}  {'REQUEST':<{width}}  REASON")
+    for r, request in zip(rows, requests, strict=True):
+        failed = dlq.rfc3339(r.failed_at, "seconds")
+        print(f"{r.id:>8}  {r.sink:<12} {failed:<20}  {r.status or '-':>6}  {request:<{width}}  {r.reason[:80]}")
     print(f"{len(rows)} dead letter(s)")
     return 0
 
@@ -161,8 +179,11 @@ def _dlq_replay(config: Config, source: ConfigSource, args: argparse.Namespace) 
         if total > dlq.CHUNK:
             print(f"replayed {done}/{total}", file=sys.stderr, flush=True)
 
-    count = dlq.replay(config.spool.path, args.ids, args.sink, since, progress)
-    print(f"replayed {count} dead letter(s) into the queue")
+    _check_sink(config, args)
+    moved = dlq.replay(config.spool.path, args.ids, args.sink, since, progress)
+    for old, new in moved:
+        print(f"dead letter {old} -> row {new}")
+    print(f"replayed {len(moved)} dead letter(s) into the queue")
     return 0
 
 
@@ -170,6 +191,7 @@ def _dlq_purge(config: Config, source: ConfigSource, args: argparse.Namespace) -
     if args.older_than is None and not args.all:
         raise ShipperError("say --older-than DURATION, or --all to delete every dead letter")
     older = dlq.parse_duration(args.older_than) if args.older_than else None
+    _check_sink(config, args)
     print(f"purged {dlq.purge(config.spool.path, older, args.sink)} dead letter(s)")
     return 0
 
