@@ -105,9 +105,9 @@ def slot(root: type[BaseModel], keys: Sequence[str | int], data: Any) -> Slot | 
             if info is None:
                 return None
             current = Slot(info.annotation, tuple(info.metadata))
-        elif get_origin(_strip(current.annotation)) in (dict, tuple, list):
-            args = get_args(_strip(current.annotation))
-            current = Slot(args[-1] if args else Any)
+        elif (container := get_origin(_strip(current.annotation))) in (dict, tuple, list):
+            args = get_args(_strip(current.annotation))  # dict[str, V]: V; tuple[X, ...] and list[X]: X
+            current = Slot(args[1 if container is dict else 0] if args else Any)
         else:
             return None
         node = node.get(key) if isinstance(node, dict) else None
@@ -145,7 +145,7 @@ def _default_table(root: type[BaseModel], keys: Sequence[str], data: Any) -> dic
     """What a table holds when the file does not set it: the raw form of its built-in default, so an override of
     one key keeps the others (SHIPPER__SINKS__X__... on the defaults keeps the built-in `local` sink)."""
     parent = slot(root, keys[:-1], data)
-    models = models_of(parent.annotation, None) if parent is not None else []
+    models = models_of(parent.annotation, node_at(data, keys[:-1])) if parent is not None else []
     info = models[0].model_fields.get(keys[-1]) if models else None
     default = info.get_default(call_default_factory=True) if info is not None else None
     if isinstance(default, BaseModel):

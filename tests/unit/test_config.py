@@ -330,3 +330,8 @@ def test_a_token_of_the_wrong_type_is_named_but_never_shown(tmp_path: Path) -> N
     message = config_error(tmp_path, "[ingest]\ntoken = 98765432101234\n")
     assert "line 2: ingest.token: expected a string" in message
     assert "98765432101234" not in message
+
+
+def test_a_bad_item_of_a_list_of_tables_names_its_index_and_line(tmp_path: Path) -> None:
+    text = '[[redact.patterns]]\nname = "a"\nregex = "a"\n\n[[redact.patterns]]\nname = "b"\nregex = "("\n'
+    assert "line 7: redact.patterns.1.regex: not a valid regular expression" in config_error(tmp_path, text)
