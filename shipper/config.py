@@ -2,7 +2,8 @@
 
 Every default and the reason for it lives here; `config/shipper.toml` documents the same values and a test keeps
 the two equal. Running with no file at all uses these defaults (a `file` sink, so nothing needs an account).
-Not responsible for reading secrets' values at import time: sinks resolve them when they are built.
+Not responsible for reading secrets' values at import time: sinks resolve them when they are built; nor for how
+a file and the environment become raw data (configfile.py) or how a bad one is explained (configtext.py).
 """
 
 from __future__ import annotations

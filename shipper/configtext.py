@@ -150,7 +150,8 @@ def describe(error: ValidationError, origin: Origin) -> str:
     problems = []
     for item in error.errors():
         loc, message = _message(item, _clean_loc(item["loc"], origin.data), origin)
-        problems.append(f"{_where(loc, origin)}{'.'.join(map(str, loc)) or '(top level)'}: {message}")
+        # A check across sections (nothing would listen, two sinks serve one vendor) names its keys itself.
+        problems.append(f"{_where(loc, origin)}{'.'.join(map(str, loc))}: {message}" if loc else message)
     source = str(origin.path) if origin.path else "(built-in defaults)"
     return f"invalid config {source}: " + "; ".join(problems)
 

@@ -335,3 +335,13 @@ def test_a_token_of_the_wrong_type_is_named_but_never_shown(tmp_path: Path) -> N
 def test_a_bad_item_of_a_list_of_tables_names_its_index_and_line(tmp_path: Path) -> None:
     text = '[[redact.patterns]]\nname = "a"\nregex = "a"\n\n[[redact.patterns]]\nname = "b"\nregex = "("\n'
     assert "line 7: redact.patterns.1.regex: not a valid regular expression" in config_error(tmp_path, text)
+
+
+def test_a_check_across_sections_names_its_keys_and_no_unrelated_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(
+            None, {"SHIPPER__INGEST__HTTP": "", "SHIPPER__INGEST__UNIX": "", "SHIPPER__DAEMON__LOG_LEVEL": "info"}
+        )
+    assert str(caught.value) == (
+        "invalid config (built-in defaults): ingest.http and ingest.unix are both empty: nothing would listen"
+    )
