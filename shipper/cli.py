@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -13,6 +14,8 @@ import orjson
 
 from shipper import __version__
 from shipper.config import Config, load_config
+from shipper.configfile import ConfigSource, find_config
+from shipper.configtext import effective_toml
 from shipper.errors import ShipperError
 from shipper.logs import setup_logging
 from shipper.sinks import check_secrets
@@ -20,46 +23,70 @@ from shipper.spool import dlq
 from shipper.spool.salvage import salvage
 from shipper.status import gather, render_table
 
-Command = Callable[[Config, argparse.Namespace], int]
+Command = Callable[[Config, ConfigSource, argparse.Namespace], int]
+# A refresh reads the spool and asks the daemon; more often than this is a busy loop, not a closer look.
+WATCH_FLOOR = 0.5
 
 
-def _parser() -> argparse.ArgumentParser:
+def _watch_interval(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and seconds >= WATCH_FLOOR):
+        raise argparse.ArgumentTypeError(f"refresh at most every {WATCH_FLOOR:g} seconds, not {text}")
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipper", description="Durable local shipper for LLM observability logs.")
-    parser.add_argument("--version", action="version", version=f"shipper {__version__}")
+    parser.add_argument("--version", action="version", version=f"shipper {__version__}", help="print the version")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(
         parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str, run: Command
     ) -> argparse.ArgumentParser:
         sub = parent.add_parser(name, help=text, description=text)
-        sub.add_argument("--config", type=Path, help="TOML file (default: the built-in configuration)")
+        sub.add_argument(
+            "--config",
+            type=Path,
+            help="TOML file (default: $SHIPPER_CONFIG, else /etc/shipper/shipper.toml if it exists, else built-in)",
+        )
         sub.set_defaults(run=run)
         return sub
 
     run = command(commands, "run", "run the daemon in the foreground", _run)
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides daemon.log_level")
-    run.add_argument("--log-format", choices=["json", "text"], default="json")
+    run.add_argument("--log-format", choices=["json", "text"], default="json", help="JSON lines (default) or text")
     status = command(commands, "status", "per-sink state; works with the daemon running or stopped", _status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS", help="refresh in place")
-    command(commands, "check-config", "validate the configuration and exit", _check_config)
+    status.add_argument(
+        "--watch",
+        type=_watch_interval,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help=f"refresh in place every SECONDS (default 2, at least {WATCH_FLOOR:g})",
+    )
+    check = command(commands, "check-config", "validate the configuration and exit", _check_config)
+    check.add_argument("--print", action="store_true", help="print the effective configuration (secrets masked)")
 
     dead = commands.add_parser("dlq", help="inspect, replay and purge dead letters").add_subparsers(
         dest="dlq_command", required=True
     )
     listing = command(dead, "list", "list dead letters", _dlq_list)
-    listing.add_argument("--sink")
+    listing.add_argument("--sink", help="only this sink's")
     listing.add_argument("--since", help="ISO time or a duration ago (30m, 2h, 7d)")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help="machine-readable output (without bodies)")
     show = command(dead, "show", "one dead letter in full", _dlq_show)
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=int, help="the dead letter's id (from dlq list)")
     replay = command(dead, "replay", "put dead letters back in the queue, in their original order", _dlq_replay)
-    replay.add_argument("ids", type=int, nargs="*", metavar="ID")
-    replay.add_argument("--sink")
+    replay.add_argument("ids", type=int, nargs="*", metavar="ID", help="these dead letters (default: all matching)")
+    replay.add_argument("--sink", help="only this sink's")
     replay.add_argument("--since", help="only those that failed since: ISO time or a duration ago")
     purge = command(dead, "purge", "delete dead letters", _dlq_purge)
     purge.add_argument("--older-than", help="only those that failed longer ago than this (30m, 2h, 7d)")
-    purge.add_argument("--sink")
+    purge.add_argument("--sink", help="only this sink's")
     purge.add_argument("--all", action="store_true", help="delete all (required without --older-than)")
     spool = commands.add_parser("spool", help="spool maintenance").add_subparsers(dest="spool_command", required=True)
     salvage = command(spool, "salvage", "re-queue every readable row of a damaged spool file", _spool_salvage)
@@ -67,18 +94,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(config: Config, args: argparse.Namespace) -> int:
+def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     from shipper.daemon import run
 
     setup_logging(args.log_level or config.daemon.log_level, args.log_format)
-    return run(config, args.config, args.log_level)
+    return run(config, source.path, args.log_level)
 
 
-def _status(config: Config, args: argparse.Namespace) -> int:
+def _status(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     try:
         while True:
             view = gather(config)
-            text = orjson.dumps(view, option=orjson.OPT_INDENT_2).decode() if args.json else render_table(view)
+            if args.json:
+                view["config"] = {
+                    "path": None if source.path is None else str(source.path),
+                    "found_by": source.found_by,
+                }
+                text = orjson.dumps(view, option=orjson.OPT_INDENT_2).decode()
+            else:
+                text = f"{render_table(view)}\nconfig: {source.describe()}"
             if args.watch is None:
                 print(text)
                 return 0
@@ -88,53 +122,81 @@ def _status(config: Config, args: argparse.Namespace) -> int:
         return 0
 
 
-def _check_config(config: Config, args: argparse.Namespace) -> int:
+def _check_config(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     check_secrets(config.sinks, os.environ)
+    if args.print:
+        print(
+            f"# config: {source.describe()}, with every SHIPPER__* override applied\n{effective_toml(config)}", end=""
+        )
+        return 0
+    print(f"config: {source.describe()}")
     print(f"ok: {len(config.sinks)} sink(s): {', '.join(config.sinks)}")
     return 0
 
 
-def _dlq_list(config: Config, args: argparse.Namespace) -> int:
+def _check_sink(config: Config, args: argparse.Namespace) -> None:
+    if args.sink is not None:
+        dlq.check_sink(config.spool.path, args.sink, list(config.sinks))
+
+
+# A Freeplay path is ~130 characters; past this the middle goes, keeping the method and the tail that names the call.
+REQUEST_WIDTH = 64
+
+
+def _middle_cut(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    head = (width - 3) // 3
+    return f"{text[:head]}...{text[len(text) - (width - 3 - head) :]}"
+
+
+def _dlq_list(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     since = dlq.parse_since(args.since) if args.since else None
+    _check_sink(config, args)
     rows = dlq.list_dead(config.spool.path, args.sink, since)
     if args.json:
         print(orjson.dumps([{k: v for k, v in r.to_dict().items() if k != "body"} for r in rows]).decode())
         return 0
-    print(f"{'ID':>8}  {'SINK':<12} {'FAILED':<20} {'STATUS':>6}  {'REQUEST':<40} REASON")
-    for r in rows:
-        failed = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.failed_at))
-        request = f"{r.method} {r.path}"[:40]
-        print(f"{r.id:>8}  {r.sink:<12} {failed:<20} {r.status or '-':>6}  {request:<40} {r.reason[:80]}")
+    requests = [_middle_cut(f"{r.method} {r.path}", REQUEST_WIDTH) for r in rows]
+    width = max(map(len, ["REQUEST", *requests]))
+    print(f"{'ID':>8}  {'SINK':<12} {'FAILED':<20}  {'STATUS':>6}  {'REQUEST':<{width}}  REASON")
+    for r, request in zip(rows, requests, strict=True):
+        failed = dlq.rfc3339(r.failed_at, "seconds")
+        print(f"{r.id:>8}  {r.sink:<12} {failed:<20}  {r.status or '-':>6}  {request:<{width}}  {r.reason[:80]}")
     print(f"{len(rows)} dead letter(s)")
     return 0
 
 
-def _dlq_show(config: Config, args: argparse.Namespace) -> int:
+def _dlq_show(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     print(orjson.dumps(dlq.show_dead(config.spool.path, args.id).to_dict(), option=orjson.OPT_INDENT_2).decode())
     return 0
 
 
-def _dlq_replay(config: Config, args: argparse.Namespace) -> int:
+def _dlq_replay(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     since = dlq.parse_since(args.since) if args.since else None
 
     def progress(done: int, total: int) -> None:
         if total > dlq.CHUNK:
             print(f"replayed {done}/{total}", file=sys.stderr, flush=True)
 
-    count = dlq.replay(config.spool.path, args.ids, args.sink, since, progress)
-    print(f"replayed {count} dead letter(s) into the queue")
+    _check_sink(config, args)
+    moved = dlq.replay(config.spool.path, args.ids, args.sink, since, progress)
+    for old, new in moved:
+        print(f"dead letter {old} -> row {new}")
+    print(f"replayed {len(moved)} dead letter(s) into the queue")
     return 0
 
 
-def _dlq_purge(config: Config, args: argparse.Namespace) -> int:
+def _dlq_purge(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     if args.older_than is None and not args.all:
         raise ShipperError("say --older-than DURATION, or --all to delete every dead letter")
     older = dlq.parse_duration(args.older_than) if args.older_than else None
+    _check_sink(config, args)
     print(f"purged {dlq.purge(config.spool.path, older, args.sink)} dead letter(s)")
     return 0
 
 
-def _spool_salvage(config: Config, args: argparse.Namespace) -> int:
+def _spool_salvage(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     def progress(what: str, count: int) -> None:
         print(f"{what}: {count}", file=sys.stderr, flush=True)
 
@@ -147,10 +209,11 @@ def _spool_salvage(config: Config, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config)
-        result: int = args.run(config, args)
+        source = find_config(args.config)
+        config = load_config(source.path)
+        result: int = args.run(config, source, args)
         return result
     except ShipperError as exc:
         print(f"shipper: {exc}", file=sys.stderr)

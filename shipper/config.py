@@ -2,7 +2,8 @@
 
 Every default and the reason for it lives here; `config/shipper.toml` documents the same values and a test keeps
 the two equal. Running with no file at all uses these defaults (a `file` sink, so nothing needs an account).
-Not responsible for reading secrets' values at import time: sinks resolve them when they are built.
+Not responsible for reading secrets' values at import time: sinks resolve them when they are built; nor for how
+a file and the environment become raw data (configfile.py) or how a bad one is explained (configtext.py).
 """
 
 from __future__ import annotations
@@ -10,16 +11,24 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Literal, get_args
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from shipper.configfile import FILE_PATH, apply_env, resolve_paths
+from shipper.configtext import Origin, describe, read_toml
 from shipper.errors import ConfigError
-
-ENV_PREFIX = "SHIPPER__"
 
 
 class _Section(BaseModel):
@@ -49,12 +58,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _octal(value: object) -> object:
+    """A mode written as text is octal, as chmod reads it: "0600", "0o600" and "600" are all 0o600."""
+    if not isinstance(value, str):
+        return value
+    digits = value.strip().lower().removeprefix("0o")
+    if not digits or not set(digits) <= set("01234567"):
+        raise ValueError(f'expected an octal mode such as 0o660 or "0660", got {value!r}')
+    return int(digits, 8)
+
+
+FileMode = Annotated[int, BeforeValidator(_octal), Field(ge=0, le=0o777)]
+
+
 class IngestConfig(_Section):
     # Loopback by default: the app is on the same host, and nothing else should reach the spool.
     http: str = "127.0.0.1:8790"
-    unix: str = "var/shipper.sock"
+    unix: Annotated[str, FILE_PATH] = "var/shipper.sock"
     # Owner and group may write; a sidecar app joins the group to use the socket.
-    unix_mode: int = Field(0o660, ge=0, le=0o777)
+    unix_mode: FileMode = 0o660
     # Larger than any sane single LLM record (long contexts included), small enough to bound memory per request.
     max_body_bytes: int = Field(5 * 1024 * 1024, gt=0)
     # One NDJSON line is one record: a line this long is a mistake or an attack, not a log.
@@ -317,42 +339,17 @@ class Config(_Section):
         return self
 
 
-def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        target = data
-        for part in keys[:-1]:
-            target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"{name}: {'.'.join(keys[:-1])} is not a table, so it has no key {keys[-1]!r}")
-        try:
-            target[keys[-1]] = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            target[keys[-1]] = raw
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read TOML (or the built-in defaults when path is None), apply env overrides key by key, validate.
 
-
-def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"{where}: {item['msg']}")
-    return "; ".join(lines)
-
-
-def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Config:
-    """Read TOML (or the built-in defaults when path is None), apply env overrides, validate."""
-    data: dict[str, Any] = {}
+    Relative paths in the file are read against the file's directory; those of the built-in defaults and of
+    environment variables against the working directory."""
+    origin = Origin(Config, {}, path)
     if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
-    _apply_env(data, dict(os.environ) if environ is None else environ)
+        origin.data, origin.text = read_toml(path)
+        resolve_paths(Config, origin.data, path.absolute().parent)
+    origin.env = apply_env(Config, origin.data, os.environ if environ is None else environ)
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(origin.data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config: {_describe(exc)}") from exc
+        raise ConfigError(describe(exc, origin)) from None

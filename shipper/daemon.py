@@ -107,7 +107,14 @@ class Daemon:
             server = IngestServer(app, self.config.ingest)
             await server.start()
             stack.push_async_callback(server.stop)
-            log.info("shipper started", extra={"listen": server.addresses, "sinks": list(self.config.sinks)})
+            log.info(
+                "shipper started",
+                extra={
+                    "listen": server.addresses,
+                    "sinks": list(self.config.sinks),
+                    "config": str(self.config_path or "built-in defaults"),
+                },
+            )
             # Only now: the spool is open and every listener accepts, so systemd may start what depends on us.
             self.notifier.ready()
             async with self.notifier.status_running(self.monitor.summary):

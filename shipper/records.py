@@ -147,6 +147,24 @@ def check_depth(raw: bytes, value: Any, limits: Limits, **where: Any) -> None:
         raise BadInput(400, "too_deep", f"JSON nested deeper than {limits.max_depth} levels", **where)
 
 
+# orjson's complaints that say what went wrong but not what a client should have sent.
+_JSON_WORDS = {
+    "unexpected end of data": "the JSON ends before it is complete: expected the rest of a string, array or object",
+    "trailing comma is not allowed": "expected another value after the comma (a trailing comma is not JSON)",
+    "unexpected content after document": "expected nothing after the JSON value (send several as an array or NDJSON)",
+    "number is infinity when parsed as double": "expected a number a 64-bit float can hold",
+}
+
+
+def json_words(exc: orjson.JSONDecodeError) -> str:
+    """What a client should have sent, in plain words: `expected ':' after key, found '1'`."""
+    words = _JSON_WORDS.get(exc.msg)
+    if words is not None:
+        return words
+    words = exc.msg.removeprefix("unexpected character, ").removeprefix("invalid literal, ")
+    return f"{words}, found {exc.doc[exc.pos]!r}" if 0 <= exc.pos < len(exc.doc) else words
+
+
 def _ndjson_items(raw: bytes, limits: Limits) -> Iterator[tuple[int, Any]]:
     index = 0
     for line_no, line in enumerate(raw.split(b"\n"), start=1):
@@ -158,17 +176,21 @@ def _ndjson_items(raw: bytes, limits: Limits) -> Iterator[tuple[int, Any]]:
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise BadInput(400, "invalid_json", f"line {line_no}: {exc}", index=index, line=line_no) from None
+            message = f"line {line_no}, column {exc.colno}: {json_words(exc)}"
+            raise BadInput(400, "invalid_json", message, index=index, line=line_no) from None
         check_depth(line, value, limits, index=index, line=line_no)
         yield index, value
         index += 1
 
 
 def _json_items(raw: bytes, limits: Limits) -> list[Any]:
+    if not raw.strip():
+        return []  # no records, as an NDJSON body of blank lines: `empty`, not a JSON syntax error
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadInput(400, "invalid_json", str(exc)) from None
+        message = f"not valid JSON at line {exc.lineno}, column {exc.colno}: {json_words(exc)}"
+        raise BadInput(400, "invalid_json", message) from None
     check_depth(raw, value, limits)
     return value if isinstance(value, list) else [value]
 

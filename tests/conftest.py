@@ -9,6 +9,14 @@ from tests.fakes.snippets import close_freeplay_session
 from tests.support import FakeRemote
 
 
+@pytest.fixture(autouse=True)
+def no_host_config(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Hermetic config lookup: a real /etc/shipper/shipper.toml or $SHIPPER_CONFIG on this machine must not change
+    what a test's `shipper` command (or the daemon it starts) reads."""
+    monkeypatch.setenv("SHIPPER_SYSTEM_CONFIG", str(tmp_path_factory.getbasetemp() / "no-system-config.toml"))
+    monkeypatch.delenv("SHIPPER_CONFIG", raising=False)
+
+
 @pytest.fixture
 async def remote() -> AsyncIterator[FakeRemote]:
     server = FakeRemote()

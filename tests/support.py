@@ -247,11 +247,18 @@ def unix_session(path: Path) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)))
 
 
-def run_cli(*args: str) -> tuple[int, str, str]:
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`shipper ARGS` as a subprocess, optionally from another directory and with extra environment variables."""
     import subprocess
 
     done = subprocess.run(
-        [sys.executable, "-m", "shipper", *args], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "shipper", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
     )
     return done.returncode, done.stdout, done.stderr
 

@@ -3,14 +3,17 @@
 They open the spool file directly (WAL lets them read beside the daemon; writes take SQLite's lock briefly, in
 chunks, and the daemon's writer waits its turn). A replayed row goes back to the queue with a new id, in its
 original order, with attempts reset; the daemon notices it within a second. API keys are never read here.
+What a dead letter says is shown as people read it: times in RFC 3339 UTC, the reason without the remote's answer
+repeated (`response` holds that).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,26 @@ class DeadRow:
     reason: str
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As `dlq show` and `dlq list --json` print it."""
+        shown = asdict(self)
+        shown["created_at"], shown["failed_at"] = rfc3339(self.created_at), rfc3339(self.failed_at)
+        shown["reason"] = reason_alone(self.reason, self.response)
+        return shown
+
+
+def rfc3339(timestamp: float, timespec: str = "milliseconds") -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def reason_alone(reason: str, response: str | None) -> str:
+    """The reason without the remote's answer that the forwarder appends to it (`rejected by the remote: HTTP 400:
+    ...`, `gave up (...): ...`): `response` already holds that answer, and both were cut to the same length."""
+    start = reason.find(": ")
+    while response and start != -1:
+        if response.startswith(reason[start + 2 :]):
+            return reason[:start]
+        start = reason.find(": ", start + 2)
+    return reason
 
 
 def connect_writable(path: Path) -> sqlite3.Connection:
@@ -62,6 +84,21 @@ def connect_writable(path: Path) -> sqlite3.Connection:
             f"spool {path} has schema {version}; this shipper reads {SCHEMA_VERSION} (start the daemon once)"
         )
     return conn
+
+
+def check_sink(path: Path, sink: str, configured: Collection[str]) -> None:
+    """A --sink that names no configured sink and nothing in the spool is a typo, not an empty answer."""
+    if sink in configured:
+        return
+    conn = connect_writable(path)
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM dead_letters WHERE sink = ? UNION SELECT 1 FROM rows WHERE sink = ?", (sink, sink)
+        )
+        if found.fetchone() is None:
+            raise SpoolError(f"no sink {sink!r} in the config ({', '.join(configured)}) or in the spool {path}")
+    finally:
+        conn.close()
 
 
 def _where(sink: str | None, since: float | None, ids: Sequence[int] = ()) -> tuple[str, list[Any]]:
@@ -106,14 +143,21 @@ def show_dead(path: Path, row_id: int) -> DeadRow:
     return _row(found)
 
 
+def _requeue(conn: sqlite3.Connection, now: float, row_id: int) -> int:
+    cursor = conn.execute(_REQUEUE, (now, row_id))
+    if cursor.rowcount != 1 or cursor.lastrowid is None:  # then the chunk's transaction is never committed
+        raise SpoolError(f"dead letter {row_id} could not be put back in the queue")
+    return cursor.lastrowid
+
+
 def replay(
     path: Path,
     ids: Sequence[int] = (),
     sink: str | None = None,
     since: float | None = None,
     progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """Move matching dead letters back into the queue, oldest first; returns how many."""
+) -> list[tuple[int, int]]:
+    """Move matching dead letters back into the queue, oldest first; returns (dead letter id, new row id) pairs."""
     conn = connect_writable(path)
     try:
         where, params = _where(sink, since, ids)
@@ -123,19 +167,19 @@ def replay(
             raise SpoolError(
                 f"no dead letter with id {', '.join(map(str, missing))} (matching the filters); nothing replayed"
             )
-        done = 0
+        done: list[tuple[int, int]] = []
         for start in range(0, len(chosen), CHUNK):
             chunk = chosen[start : start + CHUNK]
             now = time.time()
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(_REQUEUE, [(now, row_id) for row_id in chunk])
+            moved = [(row_id, _requeue(conn, now, row_id)) for row_id in chunk]
             conn.execute(
                 "DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))", (orjson.dumps(chunk),)
             )
             conn.execute("COMMIT")
-            done += len(chunk)
+            done += moved
             if progress is not None:
-                progress(done, len(chosen))
+                progress(len(done), len(chosen))
         return done
     except sqlite3.Error as exc:
         raise SpoolError(f"replay stopped after an error: {exc}") from exc

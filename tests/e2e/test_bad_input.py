@@ -99,6 +99,7 @@ CASES = [
     pytest.param("text/plain", GOOD_LINE, 415, {"error": "unsupported_media_type"}, id="wrong-content-type"),
     pytest.param(None, GOOD_LINE, 415, {"error": "unsupported_media_type"}, id="no-content-type"),
     pytest.param(NDJSON, b"\n\n", 400, {"error": "empty"}, id="no-records"),
+    pytest.param(JSON, b"", 400, {"error": "empty"}, id="empty-json-body"),
     pytest.param(
         NDJSON,
         GOOD_LINE + ndjson([{"sink": "elsewhere", "body": {}}]),

@@ -4,6 +4,7 @@ daemon running and stopped, and a second daemon refused on a spool that is alrea
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from shipper.config import HttpSinkConfig, load_config
 from tests.support import (
     Daemon,
     FakeRemote,
@@ -39,7 +41,7 @@ retry_max_backoff = 0.05
 
 
 BAD_CONFIGS = [
-    pytest.param('[sinks.remote]\ntype = "http"\nbase_url = "ftp://x"\n', "sinks.remote.http.base_url", id="base-url"),
+    pytest.param('[sinks.remote]\ntype = "http"\nbase_url = "ftp://x"\n', "sinks.remote.base_url", id="base-url"),
     pytest.param('[spool]\ndurability = "maybe"\n' + http_sink(), "spool.durability", id="durability"),
     pytest.param("[daemon]\nshoe_size = 42\n" + http_sink(), "daemon.shoe_size", id="unknown-key"),
     pytest.param('[daemon]\ndrain_timeout = "10s"\n' + http_sink(), "daemon.drain_timeout", id="duration-string"),
@@ -51,13 +53,80 @@ def test_check_config_accepts_a_good_config_and_names_its_sinks(tmp_path: Path) 
     config = write_config(tmp_path, http_sink() + '\n[sinks.archive]\ntype = "file"\npath = "out.ndjson"\n')
     code, out, err = run_cli("check-config", "--config", str(config))
     assert (code, err) == (0, "")
-    assert out.strip() == "ok: 2 sink(s): remote, archive"
+    assert out.splitlines() == [f"config: {config} (--config)", "ok: 2 sink(s): remote, archive"]
 
 
-def test_check_config_without_a_file_checks_the_built_in_defaults() -> None:
+def test_check_config_without_a_file_checks_the_built_in_defaults_and_says_so() -> None:
     code, out, _ = run_cli("check-config")
     assert code == 0
-    assert out.startswith("ok: 1 sink(s)")
+    assert out.splitlines() == [
+        "config: built-in defaults (no --config, $SHIPPER_CONFIG or"
+        f" {os.environ['SHIPPER_SYSTEM_CONFIG']})",  # tests/conftest.py points the system file away from /etc
+        "ok: 1 sink(s): local",
+    ]
+
+
+def test_the_readmes_env_override_on_the_built_in_defaults_works_and_keeps_the_local_sink(tmp_path: Path) -> None:
+    code, out, err = run_cli("check-config", env={"SHIPPER__SINKS__LOCAL__PATH": "out.ndjson"})
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1] == "ok: 1 sink(s): local"
+    freeplay = {
+        "SHIPPER__SINKS__FREEPLAY__TYPE": "freeplay",
+        "SHIPPER__SINKS__FREEPLAY__BASE_URL": "https://a.fp.ai/api",
+    }
+    code, out, err = run_cli("check-config", env=freeplay)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[-1] == "ok: 2 sink(s): local, freeplay"
+
+
+def test_config_lookup_is_flag_then_shipper_config_then_the_system_file_then_built_in(tmp_path: Path) -> None:
+    files = {}
+    for name in ("flag", "env", "system"):
+        files[name] = tmp_path / f"{name}.toml"
+        files[name].write_text(f'[sinks.{name}]\ntype = "file"\npath = "out.ndjson"\n')
+    env = {"SHIPPER_CONFIG": str(files["env"]), "SHIPPER_SYSTEM_CONFIG": str(files["system"])}
+
+    def used(*args: str, **extra: str) -> list[str]:
+        code, out, err = run_cli("check-config", *args, env=extra)
+        assert code == 0, err
+        return out.splitlines()
+
+    assert used("--config", str(files["flag"]), **env) == [f"config: {files['flag']} (--config)", "ok: 1 sink(s): flag"]
+    assert used(**env) == [f"config: {files['env']} ($SHIPPER_CONFIG)", "ok: 1 sink(s): env"]
+    system = {"SHIPPER_SYSTEM_CONFIG": env["SHIPPER_SYSTEM_CONFIG"]}
+    assert used(**system) == [f"config: {files['system']} (the system configuration)", "ok: 1 sink(s): system"]
+    code, _, err = run_cli("check-config", env={"SHIPPER_CONFIG": str(tmp_path / "gone.toml")})
+    assert code == 2  # a named file that is missing is an error, not a fall back to the defaults
+    assert err.strip() == f"shipper: cannot read config {tmp_path / 'gone.toml'}: No such file or directory"
+
+
+async def test_relative_paths_in_a_config_file_resolve_against_its_directory_for_daemon_and_status(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    (tmp_path / "x").mkdir()
+    port = free_port()
+    config = tmp_path / "x" / "shipper.toml"
+    listeners = f'[ingest]\nhttp = "127.0.0.1:{port}"\nunix = "shipper.sock"\n'
+    config.write_text(f'{listeners}[spool]\npath = "spool.db"\n{http_sink(remote.url)}')
+    daemon = Daemon(config, f"127.0.0.1:{port}", tmp_path / "x" / "shipper.sock")
+    await daemon.start()  # from the repository, not from x/
+    try:
+        assert (tmp_path / "x" / "spool.db").exists()
+        assert (tmp_path / "x" / "shipper.sock").is_socket()
+        (started,) = [line for line in daemon.json_logs() if line["msg"] == "shipper started"]
+        assert started["config"] == str(config)
+        code, out, err = await asyncio.to_thread(run_cli, "status", "--config", "x/shipper.toml", cwd=tmp_path)
+        assert code == 0, err
+        assert f"spool {tmp_path / 'x' / 'spool.db'}:" in out
+        assert "daemon: running" in out
+        assert out.splitlines()[-1] == "config: x/shipper.toml (--config)"
+        code, out, err = await asyncio.to_thread(
+            run_cli, "status", "--json", cwd=tmp_path, env={"SHIPPER_CONFIG": str(config)}
+        )
+        assert code == 0, err
+        assert orjson.loads(out)["config"] == {"path": str(config), "found_by": "$SHIPPER_CONFIG"}
+    finally:
+        assert await daemon.terminate() == 0
 
 
 @pytest.mark.parametrize(("text", "names"), BAD_CONFIGS)
@@ -293,3 +362,52 @@ async def test_a_second_daemon_on_the_same_spool_with_other_listeners_refuses(
             assert response.status == 200
     finally:
         assert await first.terminate() == 0
+
+
+@pytest.mark.parametrize(
+    ("interval", "says"),
+    [(n, f"refresh at most every 0.5 seconds, not {n}") for n in ("0", "-1", "0.1", "nan", "inf")]
+    + [("soon", "'soon' is not a number of seconds")],
+)
+def test_status_watch_refuses_an_interval_below_the_floor_instead_of_busy_looping(
+    tmp_path: Path, interval: str, says: str
+) -> None:
+    config = write_config(tmp_path, http_sink())
+    code, out, err = run_cli("status", "--config", str(config), "--watch", interval)
+    assert (code, out) == (2, "")
+    assert f"shipper status: error: argument --watch: {says}" in err
+    assert "Traceback" not in err
+
+
+def test_version_prints_the_package_version() -> None:
+    from shipper import __version__
+
+    assert run_cli("--version") == (0, f"shipper {__version__}\n", "")
+
+
+def test_check_config_print_shows_the_effective_config_with_overrides_applied_and_secrets_masked(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "kw.key"
+    key_file.write_text("kw-SECRET-key\n")
+    key_file.chmod(0o600)
+    sinks = http_sink(extra='headers = {"X-Api-Key" = "hdr-SECRET", "X-Team" = "blue"}') + (
+        f'\n[sinks.kw]\ntype = "keywordsai"\napi_key_file = "{key_file}"\n'
+    )
+    config = write_config(tmp_path, sinks, ingest_extra='token = "tok-SECRET"')
+    env = {"SHIPPER__SINKS__REMOTE__TIMEOUT": "7", "SHIPPER__INGEST__UNIX_MODE": "0600"}
+    code, out, err = run_cli("check-config", "--config", str(config), "--print", env=env)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == f"# config: {config} (--config), with every SHIPPER__* override applied"
+    assert "SECRET" not in out
+    assert f'api_key_file = "{key_file}"' in out  # where a key lives is not a secret
+    printed = tmp_path / "printed.toml"
+    printed.write_text(out)
+
+    again, original = load_config(printed, {}), load_config(config, env)
+    masked: Any = {"ingest": {"token"}, "sinks": {"remote": {"headers"}}}
+    assert again.model_dump(exclude=masked) == original.model_dump(exclude=masked)
+    remote = again.sinks["remote"]
+    assert isinstance(remote, HttpSinkConfig)
+    assert remote.headers == {"X-Api-Key": "********", "X-Team": "blue"}
+    assert (again.ingest.unix_mode, remote.timeout) == (0o600, 7.0)

@@ -132,7 +132,7 @@ async def test_status_watch_redraws_in_place_until_interrupted(tmp_path: Path, r
             "--config",
             str(config),
             "--watch",
-            "0.2",
+            "0.5",  # the floor: anything faster is refused
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shipper.config import DaemonConfig, VendorSinkConfig, load_config
+from shipper.config import DaemonConfig, FileSinkConfig, VendorSinkConfig, load_config
 from tests.support import REPO
 
 yaml = pytest.importorskip("yaml")
@@ -29,6 +29,11 @@ def dockerfile_env() -> dict[str, str]:
 def dockerfile_user() -> str:
     [user] = re.findall(r"^USER (\S+)$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
     return str(user)
+
+
+def dockerfile_workdir() -> str:
+    [workdir] = re.findall(r"^WORKDIR (\S+)$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
+    return str(workdir)
 
 
 def seconds(value: str) -> float:
@@ -142,6 +147,11 @@ def test_compose_app_shares_shippers_network_socket_volume_and_group(compose: di
 def test_compose_environment_alone_is_a_valid_config(compose: dict[str, Any]) -> None:
     env = {**dockerfile_env(), **{k: str(v) for k, v in compose["shipper"]["environment"].items()}}
     config = load_config(None, environ=env)
-    assert list(config.sinks) == ["freeplay"]
+    # The variables add the freeplay sink beside the built-in `local` one, whose relative file lands in the image's
+    # working directory: the spool volume, writable under read_only.
+    assert list(config.sinks) == ["local", "freeplay"]
+    local = config.sinks["local"]
+    assert isinstance(local, FileSinkConfig) and not local.path.is_absolute()
+    assert f"spool:{dockerfile_workdir()}" in compose["shipper"]["volumes"]
     assert f"spool:{config.spool.path.parent}" in compose["shipper"]["volumes"]
     assert seconds(compose["shipper"]["stop_grace_period"]) > 2 * DaemonConfig().drain_timeout

@@ -115,9 +115,32 @@ def test_a_body_without_records_is_400_empty(raw: bytes, content_type: str) -> N
     assert (error.status, error.code) == (400, "empty")
 
 
-def test_an_empty_json_body_is_400_invalid_json() -> None:
-    error = bad(b"")
+@pytest.mark.parametrize("raw", [b"", b"  \n "])
+def test_an_empty_json_body_is_400_empty_like_an_empty_ndjson_body(raw: bytes) -> None:
+    error = bad(raw)
+    assert (error.status, error.code, str(error)) == (400, "empty", "the request carries no records")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'[{"sink": "remote"},', "line 1, column 21: the JSON ends before it is complete: expected the rest of"),
+        (b'{"sink" "remote"}', "line 1, column 9: expected ':' after key, found '\"'"),
+        (b'{"sink": "remote",}', "line 1, column 18: expected another value after the comma"),
+        (b'{"sink": "remote"} {}', "line 1, column 20: expected nothing after the JSON value"),
+        (b'{"sink": tru}', "line 1, column 10: expected 'true', found 't'"),
+        (b"{sink: 1}", "line 1, column 2: expected a string key, found 's'"),
+    ],
+)
+def test_a_json_syntax_error_says_where_and_what_was_expected_in_plain_words(raw: bytes, message: str) -> None:
+    error = bad(raw)
     assert (error.status, error.code) == (400, "invalid_json")
+    assert str(error).startswith(f"not valid JSON at {message}")
+
+
+def test_an_ndjson_syntax_error_says_which_line_column_and_what_was_expected() -> None:
+    error = bad(lines({"sink": "remote"}) + b'{"sink": "remote",}\n', NDJSON)
+    assert str(error) == "line 2, column 18: expected another value after the comma (a trailing comma is not JSON)"
 
 
 @pytest.mark.parametrize(
