@@ -20,6 +20,7 @@ from contextlib import AsyncExitStack
 from dataclasses import asdict
 from pathlib import Path
 
+from shipper.admin import AdminServer
 from shipper.config import Config, load_config
 from shipper.enrich.collector import EnrichCollector
 from shipper.enrich.redact import Redactor
@@ -41,7 +42,7 @@ from shipper.spool.bounds import Bounds
 log = logging.getLogger(__name__)
 
 # Sections a reload cannot apply to a running daemon: listeners, the spool file, and what ingest does to records.
-RESTART_SECTIONS = ("ingest", "spool", "redact", "enrich")
+RESTART_SECTIONS = ("ingest", "admin", "spool", "redact", "enrich")
 # At most this much of `drain_timeout` (and a tenth of it) is kept for closing connections after the drain.
 CLOSING_TIME = 0.25
 
@@ -107,7 +108,13 @@ class Daemon:
             server = IngestServer(app, self.config.ingest)
             await server.start()
             stack.push_async_callback(server.stop)
-            log.info("shipper started", extra={"listen": server.addresses, "sinks": list(self.config.sinks)})
+            admin = AdminServer(self, self.config.admin)  # after ingest; the stack stops it right after ingest
+            stack.push_async_callback(admin.stop)
+            await admin.start()
+            log.info(
+                "shipper started",
+                extra={"listen": server.addresses, "admin": admin.addresses, "sinks": list(self.config.sinks)},
+            )
             # Only now: the spool is open and every listener accepts, so systemd may start what depends on us.
             self.notifier.ready()
             async with self.notifier.status_running(self.monitor.summary):
