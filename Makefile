@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: run test bench lint soak clean
+# promtool runs the alert rules' unit tests (deploy/prometheus): Debian's prometheus package, pinned, of which only
+# this one binary is unpacked into .venv, so no Prometheus server is installed or started by a test run. Should Debian
+# replace this version, pin the one `apt-get update; apt-cache policy prometheus` shows.
+PROMETHEUS_DEB := 2.42.0+ds-5+deb12u1
+PROMTOOL := $(BIN)/promtool
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +19,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/shipper run $(if $(CONFIG),--config $(CONFIG))
 
-test: $(STAMP)
+test: $(STAMP) $(PROMTOOL)
 	$(BIN)/python -m pytest
+
+# `apt-get download` needs the package lists; a fresh machine has none until `apt-get update` (as root, as CI runs).
+$(PROMTOOL): | $(STAMP)
+	rm -rf $(VENV)/prometheus-deb && mkdir $(VENV)/prometheus-deb
+	cd $(VENV)/prometheus-deb && { apt-get download -qq prometheus=$(PROMETHEUS_DEB) 2>/dev/null \
+		|| { apt-get update -qq && apt-get download -qq prometheus=$(PROMETHEUS_DEB); }; }
+	dpkg-deb -x $(VENV)/prometheus-deb/prometheus_*.deb $(VENV)/prometheus-deb/root
+	install -m 0755 $(VENV)/prometheus-deb/root/usr/bin/promtool $@
+	rm -rf $(VENV)/prometheus-deb
 
 lint: $(STAMP)
 	$(BIN)/ruff check shipper tests bench

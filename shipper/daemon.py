@@ -33,7 +33,7 @@ from shipper.ingest.keys import Routing
 from shipper.ingest.routes import build_app
 from shipper.ingest.server import IngestServer
 from shipper.logs import Throttled
-from shipper.metrics import IngestCounters, Metrics, SpoolMonitor
+from shipper.metrics import IngestCounters, Metrics, SpoolLimitsCollector, SpoolMonitor
 from shipper.notify import Notifier
 from shipper.sinks import build_sink
 from shipper.spool import Spool
@@ -62,6 +62,8 @@ class Daemon:
         self.redactor = Redactor(config.redact)  # [redact]: applied in ingest, before the spool append
         self.enricher = Enricher(config.enrich)  # [enrich]: applied by vendor sinks, just before sending
         self.metrics.registry.register(EnrichCollector(self.enricher.counters, self.redactor.counters))
+        spool = config.spool  # a restart section: these bounds hold for the process's life
+        self.metrics.registry.register(SpoolLimitsCollector(spool.path, spool.max_bytes, spool.max_rows))
         self.notifier = Notifier()
         self._reload_lock = asyncio.Lock()
         self._drop_log = Throttled(log)

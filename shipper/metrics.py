@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -229,3 +230,36 @@ def register_process_metrics(registry: CollectorRegistry) -> None:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     Info("shipper_build", "The running shipper's version", registry=registry).info({"version": __version__})
+
+
+class SpoolLimitsCollector(Collector):
+    """The spool's configured bounds and the room left on its filesystem, read at scrape time (one statvfs).
+
+    With them an alert fires while there is still room, before ingest answers 503 `spool_full` or 507. A bound
+    that is not set is not exported. Not responsible for enforcing anything (spool/bounds.py).
+    """
+
+    def __init__(self, path: Path, max_bytes: int | None, max_rows: int | None) -> None:
+        self._directory = path.parent
+        self._max_bytes = max_bytes
+        self._max_rows = max_rows
+
+    def collect(self) -> Iterable[Metric]:
+        if self._max_bytes is not None:
+            yield GaugeMetricFamily(
+                "shipper_spool_max_bytes", "The spool's bound in bytes ([spool] max_bytes)", value=self._max_bytes
+            )
+        if self._max_rows is not None:
+            yield GaugeMetricFamily(
+                "shipper_spool_max_rows", "The spool's bound in rows ([spool] max_rows)", value=self._max_rows
+            )
+        try:
+            usage = shutil.disk_usage(self._directory)
+        except OSError:  # the directory vanished: the spool's own errors say so; a scrape must still answer
+            return
+        yield GaugeMetricFamily(
+            "shipper_spool_filesystem_avail_bytes", "Bytes free for shipper on the spool's filesystem", value=usage.free
+        )
+        yield GaugeMetricFamily(
+            "shipper_spool_filesystem_size_bytes", "Size of the spool's filesystem", value=usage.total
+        )
