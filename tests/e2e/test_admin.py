@@ -226,3 +226,22 @@ async def test_admin_readyz_turns_503_during_the_drain_and_the_listener_closes_w
     with pytest.raises(aiohttp.ClientConnectionError):  # closed with ingest, not left behind
         async with aiohttp.ClientSession() as session:
             await get(session, f"http://{address}/healthz")
+
+
+async def test_a_reload_that_changes_admin_is_refused_and_the_listener_keeps_its_address(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    config = write_config(tmp_path, sink(remote.url), extra=admin(address))
+    daemon = Daemon.from_config(config)
+    await started(daemon)
+    try:
+        config.write_text(config.read_text().replace(address, f"127.0.0.1:{free_port()}"))
+        daemon.sighup()
+        await daemon.wait_for_log("reload refused")
+        refused = next(line for line in daemon.json_logs() if "reload refused" in line["msg"])
+        assert "[admin]" in str(refused["msg"]) and "restart" in str(refused["msg"])
+        async with aiohttp.ClientSession() as session:
+            assert (await get(session, f"http://{address}/healthz"))[0] == 200
+    finally:
+        await daemon.ensure_stopped()
