@@ -1,13 +1,19 @@
 """What a remote sees as the caller: `User-Agent: shipper/<version>` on every delivery, and on a proxied call the
-app's own agent after it, as a real remote (an aiohttp server on loopback) receives them from a daemon subprocess."""
+app's own agent after it, as a real remote (an aiohttp server on loopback) receives them from a daemon subprocess;
+for each vendor's own SDK, the agent it sends without shipper."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiohttp
+import httpx
 
 from shipper import __version__
+from tests.fakes import snippets as sdk
+from tests.fakes.humanloop import File
+from tests.fakes.rig import vendor_rig
 from tests.support import Daemon, FakeRemote, post_items, wait_for, write_config
 
 KEY = {"Authorization": "Bearer kw-test-key-123"}
@@ -68,3 +74,39 @@ async def test_an_http_sinks_own_user_agent_header_wins(tmp_path: Path, remote: 
     finally:
         await daemon.ensure_stopped()
     assert remote.received[0].headers["User-Agent"] == "acme-relay/2"
+
+
+async def test_each_vendor_sdks_proxied_read_reaches_the_vendor_with_the_agent_it_sends_without_shipper(
+    tmp_path: Path,
+) -> None:
+    from freeplay import Freeplay
+    from keywordsai import LogAPI
+
+    async with vendor_rig(tmp_path) as rig:
+        rig.kw.logs["kw-1"] = {"id": "kw-1", "unique_id": "kw-1", "model": "gpt-4o-mini", "output": "stored"}
+        rig.hl.files[("prompt", "dir/listed")] = File("prompt", "pr_listed", "dir/listed")
+
+        def hl_list(host: str) -> None:
+            with sdk.humanloop_client(host) as hl:
+                assert [prompt.id for prompt in hl.prompts.list(size=5)] == ["pr_listed"]
+
+        async def read_all(fp: str, hl: str, kw: str) -> None:
+            """One read per SDK, against the given hosts."""
+            client = Freeplay(freeplay_api_key=sdk.FP_KEY, api_base=f"http://{fp}/api")
+            await asyncio.to_thread(client.prompts.get, sdk.FP_PROJECT, "calc", "production")
+            await asyncio.to_thread(hl_list, hl)
+            try:
+                await LogAPI(api_key=sdk.KW_KEY, base_url=f"http://{kw}/api").aget("kw-1")
+            except httpx.HTTPStatusError as exc:
+                # Keywords AI's SDK drops /api from its base URL; the fake, strict to the documented paths, answers
+                # 404 to that (shipper maps it): the attempt it recorded still shows the agent.
+                assert exc.response.status_code == 404 and kw != rig.host
+
+        # Without shipper: what each vendor sees from its SDK today.
+        await read_all(*(f"127.0.0.1:{fake.port}" for fake in rig.fakes))
+        direct = [fake.attempts[-1].headers["User-Agent"] for fake in rig.fakes]
+        await read_all(rig.host, rig.host, rig.host)
+        through = [fake.attempts[-1].headers["User-Agent"] for fake in rig.fakes]
+        assert rig.kw.attempts[-1].status == 200  # through shipper, the read found its log
+    assert all(direct), direct
+    assert through == [f"shipper/{__version__} (via {agent})" for agent in direct]
