@@ -2,20 +2,46 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# `make run` needs the runtime alone (what `pip install .` gives); tests, lint and benchmarks add the test extras
+# (vendor SDKs, mypy, ruff, hypothesis), which include the runtime, so their stamp stands for both.
+RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# What the built-in default configuration writes: the spool, its lock, the socket, the file sink's output.
+SPOOL_DIR := var
 
-.PHONY: run test bench lint soak clean
+.PHONY: run test bench lint soak clean clean-spool
+# promtool runs the alert rules' unit tests (deploy/prometheus): Debian's prometheus package, pinned, of which only
+# this one binary is unpacked into .venv, so no Prometheus server is installed or started by a test run. Should Debian
+# replace this version, pin the one `apt-get update; apt-cache policy prometheus` shows.
+PROMETHEUS_DEB := 2.42.0+ds-5+deb12u1
+PROMTOOL := $(BIN)/promtool
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[test]'
+	touch $(RUNTIME) $@
+
+run: $(RUNTIME)
 	$(BIN)/shipper run $(if $(CONFIG),--config $(CONFIG))
 
-test: $(STAMP)
+test: $(STAMP) $(PROMTOOL)
 	$(BIN)/python -m pytest
+
+# `apt-get download` needs the package lists; a fresh machine has none until `apt-get update` (as root, as CI runs).
+$(PROMTOOL): | $(STAMP)
+	rm -rf $(VENV)/prometheus-deb && mkdir $(VENV)/prometheus-deb
+	cd $(VENV)/prometheus-deb && { apt-get download -qq prometheus=$(PROMETHEUS_DEB) 2>/dev/null \
+		|| { apt-get update -qq && apt-get download -qq prometheus=$(PROMETHEUS_DEB); }; }
+	dpkg-deb -x $(VENV)/prometheus-deb/prometheus_*.deb $(VENV)/prometheus-deb/root
+	install -m 0755 $(VENV)/prometheus-deb/root/usr/bin/promtool $@
+	rm -rf $(VENV)/prometheus-deb
 
 lint: $(STAMP)
 	$(BIN)/ruff check shipper tests bench
@@ -30,5 +56,18 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak
 
+# Never the spool: $(SPOOL_DIR)/ may hold records not yet delivered. `make clean-spool` deletes it, saying what.
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	@if [ -e $(SPOOL_DIR) ]; then echo "kept $(SPOOL_DIR)/ (the spool and what it has not delivered yet); make clean-spool deletes it"; fi
+
+# Refused while a daemon holds the spool's lock; otherwise says how many records and dead letters it deletes.
+clean-spool:
+	@if [ -e $(SPOOL_DIR)/spool.db.lock ] && ! $(PYTHON) -c 'import fcntl, os, sys; \
+		fcntl.flock(os.open(sys.argv[1], os.O_RDWR), fcntl.LOCK_EX | fcntl.LOCK_NB)' $(SPOOL_DIR)/spool.db.lock 2>/dev/null; then \
+		echo "a running shipper holds $(SPOOL_DIR)/spool.db: stop it first" >&2; exit 1; fi
+	@if [ -e $(SPOOL_DIR)/spool.db ]; then $(PYTHON) -c 'import sqlite3, sys; \
+		spool = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True); \
+		queued, dead = (spool.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("rows", "dead_letters")); \
+		print(f"deleting {sys.argv[1]}: {queued} record(s) not delivered yet, {dead} dead letter(s)")' $(SPOOL_DIR)/spool.db; fi
+	@if [ -e $(SPOOL_DIR) ]; then echo "deleting $(SPOOL_DIR)/: $$(ls -A $(SPOOL_DIR) | tr '\n' ' ')"; rm -rf $(SPOOL_DIR); fi

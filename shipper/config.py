@@ -110,6 +110,28 @@ class IngestConfig(_Section):
         return self
 
 
+class AdminConfig(_Section):
+    """The operations-only listener (/metrics, /healthz, /readyz, /v1/status): scraping it never opens ingest."""
+
+    # Off by default: ingest already serves these routes; switch it on to scrape or probe from outside the host or pod.
+    http: str = ""
+    # Required when `http` is not a loopback address; asked for /metrics and /v1/status, never for the probes.
+    token: SecretStr | None = None
+
+    @field_validator("http")
+    @classmethod
+    def _check_http(cls, value: str) -> str:
+        if value:
+            parse_host_port(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_exposure(self) -> AdminConfig:
+        if self.http and not is_loopback(parse_host_port(self.http)[0]) and not self.token:
+            raise ValueError(f"http = {self.http!r} is not loopback: set [admin] token so strangers cannot read status")
+        return self
+
+
 class SpoolConfig(_Section):
     path: Path = Path("var/spool.db")
     # fsync: synchronous=FULL, an ack survives power loss. os: synchronous=NORMAL, an ack survives a process crash.
@@ -304,6 +326,7 @@ def _default_sinks() -> dict[str, SinkConfig]:
 class Config(_Section):
     daemon: DaemonConfig = DaemonConfig()
     ingest: IngestConfig = IngestConfig()
+    admin: AdminConfig = AdminConfig()
     spool: SpoolConfig = SpoolConfig()
     sinks: dict[str, SinkConfig] = Field(default_factory=_default_sinks)
     enrich: EnrichConfig = EnrichConfig()

@@ -20,6 +20,7 @@ from contextlib import AsyncExitStack
 from dataclasses import asdict
 from pathlib import Path
 
+from shipper.admin import AdminServer
 from shipper.config import Config, load_config
 from shipper.enrich.collector import EnrichCollector
 from shipper.enrich.redact import Redactor
@@ -32,7 +33,7 @@ from shipper.ingest.keys import Routing
 from shipper.ingest.routes import build_app
 from shipper.ingest.server import IngestServer
 from shipper.logs import Throttled
-from shipper.metrics import IngestCounters, Metrics, SpoolMonitor
+from shipper.metrics import IngestCounters, Metrics, SpoolLimitsCollector, SpoolMonitor
 from shipper.notify import Notifier
 from shipper.sinks import build_sink
 from shipper.spool import Spool
@@ -41,7 +42,7 @@ from shipper.spool.bounds import Bounds
 log = logging.getLogger(__name__)
 
 # Sections a reload cannot apply to a running daemon: listeners, the spool file, and what ingest does to records.
-RESTART_SECTIONS = ("ingest", "spool", "redact", "enrich")
+RESTART_SECTIONS = ("ingest", "admin", "spool", "redact", "enrich")
 # At most this much of `drain_timeout` (and a tenth of it) is kept for closing connections after the drain.
 CLOSING_TIME = 0.25
 
@@ -61,6 +62,8 @@ class Daemon:
         self.redactor = Redactor(config.redact)  # [redact]: applied in ingest, before the spool append
         self.enricher = Enricher(config.enrich)  # [enrich]: applied by vendor sinks, just before sending
         self.metrics.registry.register(EnrichCollector(self.enricher.counters, self.redactor.counters))
+        spool = config.spool  # a restart section: these bounds hold for the process's life
+        self.metrics.registry.register(SpoolLimitsCollector(spool.path, spool.max_bytes, spool.max_rows))
         self.notifier = Notifier()
         self._reload_lock = asyncio.Lock()
         self._drop_log = Throttled(log)
@@ -107,10 +110,14 @@ class Daemon:
             server = IngestServer(app, self.config.ingest)
             await server.start()
             stack.push_async_callback(server.stop)
+            admin = AdminServer(self, self.config.admin)  # after ingest; the stack stops it right after ingest
+            stack.push_async_callback(admin.stop)
+            await admin.start()
             log.info(
                 "shipper started",
                 extra={
                     "listen": server.addresses,
+                    "admin": admin.addresses,
                     "sinks": list(self.config.sinks),
                     "config": str(self.config_path or "built-in defaults"),
                 },

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Histogram, Info, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shipper import __version__
 from shipper.errors import SpoolError
 from shipper.forward.forwarder import Forwarder
 from shipper.spool.stats import SinkStats, SpoolStats, read_stats
@@ -31,6 +33,8 @@ log = logging.getLogger(__name__)
 STATES = ("up", "backing_off", "probing", "open")
 # Local sends take milliseconds; a remote across the world up to seconds; past 30 s is a timeout anyway.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# An acknowledgement takes about a millisecond (one group commit); a proxied read waits for the vendor.
+INGEST_BUCKETS = (0.0005, *LATENCY_BUCKETS)
 
 
 @dataclass(slots=True)
@@ -179,6 +183,8 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.ingest = IngestTimers.register(self.registry)
+        register_process_metrics(self.registry)
 
     def forget(self, sink: str) -> None:
         """A sink removed by a reload stops being exported."""
@@ -188,3 +194,72 @@ class Metrics:
     def observer(self, sink: str) -> Callable[[float], None]:
         child = self.send_seconds.labels(sink)
         return child.observe
+
+
+@dataclass(frozen=True, slots=True)
+class IngestTimers:
+    """How long ingest takes: every request by route and status, and every acknowledgement (arrival to commit).
+
+    `route` is a bounded set (a route template, `dropin:<vendor>` or `other`), never the raw path, so a client
+    cannot mint series by inventing paths.
+    """
+
+    request_seconds: Histogram
+    ack_seconds: Histogram
+
+    @classmethod
+    def register(cls, registry: CollectorRegistry) -> IngestTimers:
+        request_seconds = Histogram(
+            "shipper_ingest_request_duration_seconds",
+            "Time from a request's arrival to its answer, by route and status",
+            ["route", "status"],
+            buckets=INGEST_BUCKETS,
+            registry=registry,
+        )
+        ack_seconds = Histogram(
+            "shipper_ingest_ack_latency_seconds",
+            "Time from a request's arrival until its records are committed to the spool",
+            buckets=INGEST_BUCKETS,
+            registry=registry,
+        )
+        return cls(request_seconds, ack_seconds)
+
+
+def register_process_metrics(registry: CollectorRegistry) -> None:
+    """CPU, memory, open files and the Python build, as every exporter has them, and shipper's version as a 1."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    Info("shipper_build", "The running shipper's version", registry=registry).info({"version": __version__})
+
+
+class SpoolLimitsCollector(Collector):
+    """The spool's configured bounds and the room left on its filesystem, read at scrape time (one statvfs).
+
+    With them an alert fires while there is still room, before ingest answers 503 `spool_full` or 507. A bound
+    that is not set is not exported. Not responsible for enforcing anything (spool/bounds.py).
+    """
+
+    def __init__(self, path: Path, max_bytes: int | None, max_rows: int | None) -> None:
+        self._directory = path.parent
+        self._max_bytes = max_bytes
+        self._max_rows = max_rows
+
+    def collect(self) -> Iterable[Metric]:
+        if self._max_bytes is not None:
+            yield GaugeMetricFamily(
+                "shipper_spool_max_bytes", "The spool's bound in bytes ([spool] max_bytes)", value=self._max_bytes
+            )
+        if self._max_rows is not None:
+            yield GaugeMetricFamily(
+                "shipper_spool_max_rows", "The spool's bound in rows ([spool] max_rows)", value=self._max_rows
+            )
+        try:
+            usage = shutil.disk_usage(self._directory)
+        except OSError:  # the directory vanished: the spool's own errors say so; a scrape must still answer
+            return
+        yield GaugeMetricFamily(
+            "shipper_spool_filesystem_avail_bytes", "Bytes free for shipper on the spool's filesystem", value=usage.free
+        )
+        yield GaugeMetricFamily(
+            "shipper_spool_filesystem_size_bytes", "Size of the spool's filesystem", value=usage.total
+        )

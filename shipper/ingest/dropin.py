@@ -18,6 +18,7 @@ from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import LIMITS_KEY, ROUTING_KEY
 from shipper.ingest.proxy import proxy
 from shipper.ingest.responses import json_response
+from shipper.ingest.timing import note_route
 from shipper.records import BadInput, NewRow, check_depth, check_path
 from shipper.sinks.vendor import Proxied, Spooled, VendorSink, normalize_path
 
@@ -90,6 +91,7 @@ async def dropin(request: web.Request) -> web.StreamResponse:
         plan = sink.adapter.plan(request.method, path, request.query, body)
         if plan is None:
             continue
+        note_route(request, f"dropin:{sink.adapter.type}")
         if isinstance(plan, Proxied):
             try:
                 check_path(plan.path)

@@ -14,6 +14,7 @@ from shipper.errors import DiskFull, LargerThanSpool, SpoolError, SpoolFull
 from shipper.ingest.encoding import decode_body
 from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY, REDACTOR_KEY, ROUTING_KEY, SPOOL_KEY
 from shipper.ingest.responses import error_response
+from shipper.ingest.timing import note_committed
 from shipper.records import BadInput, NewRow
 
 # Nothing from the request was spooled in any of these; the client should send it again later (or, for 413, split).
@@ -55,5 +56,6 @@ async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | we
             response.headers["Retry-After"] = "1"
         request.app[COUNTERS_KEY].rejected[code] += 1
         return response
+    note_committed(request)
     request.app[COUNTERS_KEY].received.update(row.sink for row in rows)
     return ids

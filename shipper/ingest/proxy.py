@@ -19,7 +19,7 @@ from aiohttp import web
 
 from shipper.ingest.responses import error_response
 from shipper.records import BadInput
-from shipper.sinks.transport import read_capped
+from shipper.sinks.transport import read_capped, user_agent
 from shipper.sinks.vendor import Proxied, VendorSink
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def caller_key(sink: VendorSink, request: web.Request) -> str:
 async def proxy(request: web.Request, sink: VendorSink, plan: Proxied, raw: bytes) -> web.StreamResponse:
     key = caller_key(sink, request)
     headers = {"Content-Type": request.headers.get("Content-Type", "application/json")} if raw else {}
+    headers["User-Agent"] = user_agent(request.headers.get("User-Agent"))
     headers[sink.adapter.auth_header] = sink.adapter.auth_value(key)
     query = request.rel_url.raw_query_string  # as the app encoded it: decoding would turn %23 into a fragment
     url = sink.base_url + plan.path + (f"?{query}" if query else "")

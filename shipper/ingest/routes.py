@@ -29,6 +29,7 @@ from shipper.ingest.keys import (
     Routing,
 )
 from shipper.ingest.responses import json_errors, json_response
+from shipper.ingest.timing import timed
 from shipper.metrics import IngestCounters
 from shipper.records import BadInput, Limits, parse_records
 
@@ -62,9 +63,8 @@ async def post_records(request: web.Request) -> web.Response:
 def build_app(
     live: Live, routing: Routing, counters: IngestCounters, config: IngestConfig, redactor: Redactor | None = None
 ) -> web.Application:
-    app = web.Application(
-        client_max_size=config.max_body_bytes, middlewares=[json_errors, header_check, token_check, admission]
-    )
+    middlewares = [timed, json_errors, header_check, token_check, admission]  # timed outermost: sees every answer
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[REDACTOR_KEY] = redactor or Redactor()  # no rules: rows pass through untouched
     app[SPOOL_KEY] = live.spool
     app[LIVE_KEY] = live

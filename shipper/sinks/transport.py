@@ -1,7 +1,9 @@
 """The one place HTTP leaves shipper: a keep-alive aiohttp session per sink, errors turned into Outcomes.
 
 Sinks hand it an OutRequest built from spool rows; it never follows redirects (a request goes only to the
-configured base URL) and keeps only the start of an error answer. Not responsible for what a status means.
+configured base URL) and keeps only the start of an error answer. Every request says who sent it:
+`User-Agent: shipper/<version>`, so a vendor's logs and support can tell shipper's traffic from an SDK's; a proxied
+call adds the app's own agent (`user_agent`). Not responsible for what a status means.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from shipper import __version__
 from shipper.errors import ConfigError
 from shipper.forward.retry import Outcome, Verdict
 from shipper.sinks.base import OutRequest
@@ -22,6 +25,17 @@ from shipper.sinks.base import OutRequest
 KEEP_RESPONSE_BYTES = 4096
 
 Classifier = Callable[[int, CIMultiDictProxy[str], bytes], Outcome]
+
+USER_AGENT = f"shipper/{__version__}"
+# An app's agent is a product token or two; past this it is noise a vendor's logs would have to carry.
+MAX_APP_AGENT = 200
+
+
+def user_agent(app_agent: str | None) -> str:
+    """Shipper's agent, with the app's own in a comment (`shipper/0.1.0 (via freeplay-python/0.6.1)`) when it sent
+    one: a call shipper passes on keeps visible to the vendor which SDK made it, as it was without shipper."""
+    agent = " ".join((app_agent or "").split())[:MAX_APP_AGENT]  # one line, whatever the app sent
+    return f"{USER_AGENT} (via {agent})" if agent else USER_AGENT
 
 
 async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
@@ -73,7 +87,7 @@ class HttpTransport:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self._timeout),
             auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
+            headers={"User-Agent": USER_AGENT},  # not aiohttp's own: the remote sees shipper, with its version
         )
 
     async def close(self) -> None:

@@ -1,0 +1,81 @@
+"""Timing every ingest request: its duration by route and status, and its acknowledgement latency.
+
+The outermost middleware notes when a request arrived (its headers read) and, once it is answered, feeds
+`shipper_ingest_request_duration_seconds`; `commit` notes when the request's rows were committed, which feeds
+`shipper_ingest_ack_latency_seconds`; the drop-in handler names the vendor that took the call. The route label is
+a route template, `dropin:<vendor>` or `other`: never the raw path, which a client could vary without end.
+Not responsible for the histograms themselves (metrics.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from shipper.ingest.keys import LIVE_KEY
+from shipper.ingest.responses import Handler
+
+# A request's own state is copied when a middleware clones it (the token check does), so handlers write into one
+# shared object rather than into the request: what they note is seen whichever copy they were handed.
+_KEY = "shipper.timing"
+# The drop-in catch-all (routes.py); a call it handles is labelled by vendor, anything else it answers is `other`.
+CATCH_ALL = "/{tail}"
+
+
+@dataclass(slots=True)
+class Timing:
+    arrived: float
+    route: str | None = None
+    committed: float | None = None
+
+
+def _timing(request: web.Request) -> Timing | None:
+    found = request.get(_KEY)
+    return found if isinstance(found, Timing) else None
+
+
+def note_route(request: web.Request, label: str) -> None:
+    """Label the request for the duration histogram (a bounded name such as `dropin:freeplay`)."""
+    timing = _timing(request)
+    if timing is not None:
+        timing.route = label
+
+
+def note_committed(request: web.Request) -> None:
+    """The request's rows are committed: from now on, it is only the answer that is left to send."""
+    timing = _timing(request)
+    if timing is not None:
+        timing.committed = time.monotonic()
+
+
+def _route_label(request: web.Request, timing: Timing) -> str:
+    if timing.route is not None:
+        return timing.route
+    resource = request.match_info.route.resource
+    if resource is None or resource.canonical == CATCH_ALL:
+        return "other"
+    return resource.canonical
+
+
+def _observe(request: web.Request, timing: Timing, status: int) -> None:
+    timers = request.app[LIVE_KEY].metrics.ingest
+    elapsed = time.monotonic() - timing.arrived
+    timers.request_seconds.labels(_route_label(request, timing), str(status)).observe(elapsed)
+    if timing.committed is not None:
+        timers.ack_seconds.observe(timing.committed - timing.arrived)
+
+
+@web.middleware
+async def timed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost, so it sees the answer the client gets, errors included (the error middleware is inside it)."""
+    timing = Timing(time.monotonic())
+    request[_KEY] = timing
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # redirects and the like, which the error middleware lets through
+        _observe(request, timing, exc.status)
+        raise
+    _observe(request, timing, response.status)
+    return response
