@@ -41,7 +41,7 @@ IDLE_POLL = 1.0
 @dataclass(slots=True)
 class SinkCounters:
     delivered: int = 0
-    redelivered: int = 0  # delivered rows that had been sent before (a crash or a retry)
+    redelivered: int = 0  # delivered rows an earlier attempt of which the remote may have taken (a repeat)
     retried: int = 0
     dead_lettered: int = 0
 
@@ -110,7 +110,9 @@ class Forwarder:
                 await self._wait(1.0)
 
     async def drain(self, timeout: float | None) -> int:
-        """Wait for in-flight sends up to `timeout`; cancel the rest and hand their rows back. Returns how many."""
+        """Wait for in-flight sends up to `timeout`; cancel the rest and hand their rows back, due at once. Returns
+        how many. A send cut short may have reached the remote: like a sender that died holding the lease, it counts
+        as an attempt the remote may have taken, so its later delivery counts as a redelivery."""
         await self._release_ready()
         if not self._inflight:
             return 0
@@ -120,8 +122,10 @@ class Forwarder:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         if abandoned:
+            now = time.time()
+            cut = [Retry(row_id, now, "cut short by a shutdown", unanswered=True) for row_id in abandoned]
             with contextlib.suppress(SpoolError):
-                await self._spool.settle(released=abandoned)
+                await self._spool.settle(retry=cut)
         return len(abandoned)
 
     async def _release_ready(self) -> None:
@@ -241,7 +245,8 @@ class Forwarder:
             outcome = await self.sink.send(rows)
         except Exception as exc:
             log.exception("sink %s: send raised; will retry", self.sink.name)
-            outcome = Outcome(Verdict.RETRY, None, f"internal error: {type(exc).__name__}")
+            # It may have raised after the remote answered (reading the answer): count a later delivery as a repeat.
+            outcome = Outcome(Verdict.RETRY, None, f"internal error: {type(exc).__name__}", unanswered=True)
         elapsed = time.monotonic() - started
         if self._observe is not None:
             self._observe(elapsed)
@@ -282,7 +287,7 @@ class Forwarder:
             learned = [(self.sink.name, local, remote) for local, remote in outcome.learned]
             await self._spool.settle(delivered=ids, learned=learned)
             self.counters.delivered += len(ids)
-            self.counters.redelivered += sum(1 for row in rows if row.attempts > 1)
+            self.counters.redelivered += sum(1 for row in rows if row.unanswered)
         elif outcome.verdict is Verdict.REJECT:
             self.backoff.on_success()
             where = "rejected by the remote" if outcome.status is not None else "refused before sending"
@@ -317,7 +322,7 @@ class Forwarder:
         if expired:
             await self._dead_letter(expired, outcome, f"gave up ({self._give_up_rule()}): {outcome.detail}")
         retry = [
-            Retry(row.id, now + self._row_delay(row, outcome), outcome.detail[:KEEP_DETAIL_CHARS])
+            Retry(row.id, now + self._row_delay(row, outcome), outcome.detail[:KEEP_DETAIL_CHARS], outcome.unanswered)
             for row in rows
             if row not in expired
         ]

@@ -24,13 +24,19 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one send came to; `detail` is a short, secret-free description for logs and the dead-letter table."""
+    """What one send came to; `detail` is a short, secret-free description for logs and the dead-letter table.
+
+    `unanswered` marks a send that went out and got no answer (a timeout, a connection reset after sending): the
+    remote may have taken it, so delivering the row later may be a repeat. A refused connection or any answer, even
+    a 503, is not: the remote either never saw the request or said it did not take it.
+    """
 
     verdict: Verdict
     status: int | None = None
     detail: str = ""
     retry_after: float | None = None
     learned: tuple[tuple[str, str], ...] = ()  # (id told to the app, id the remote assigned), from a create
+    unanswered: bool = False
 
 
 def is_retryable_status(status: int) -> bool:
