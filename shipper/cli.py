@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("ids", type=int, nargs="*", metavar="ID")
     replay.add_argument("--sink")
     replay.add_argument("--since", help="only those that failed since: ISO time or a duration ago")
+    replay.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="send them with the API key in environment variable VAR, not the one the app sent (after reason auth)",
+    )
     purge = command(dead, "purge", "delete dead letters", _dlq_purge)
     purge.add_argument("--older-than", help="only those that failed longer ago than this (30m, 2h, 7d)")
     purge.add_argument("--sink")
@@ -121,8 +126,14 @@ def _dlq_replay(config: Config, args: argparse.Namespace) -> int:
         if total > dlq.CHUNK:
             print(f"replayed {done}/{total}", file=sys.stderr, flush=True)
 
-    count = dlq.replay(config.spool.path, args.ids, args.sink, since, progress)
-    print(f"replayed {count} dead letter(s) into the queue")
+    api_key = None
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ShipperError(f"--api-key-env: environment variable {args.api_key_env} is not set")
+    count = dlq.replay(config.spool.path, args.ids, args.sink, since, progress, api_key)
+    rekeyed = f", with the API key from ${args.api_key_env}" if api_key else ""
+    print(f"replayed {count} dead letter(s) into the queue{rekeyed}")
     return 0
 
 

@@ -163,10 +163,12 @@ class Daemon:
                 changed = [name for name in RESTART_SECTIONS if getattr(new, name) != getattr(self.config, name)]
                 if changed:
                     raise ConfigError(f"changes to [{'], ['.join(changed)}] need a restart")
+                # A sink whose key the remote refuses is rebuilt even if unchanged: its key file may hold a fixed key.
+                refused = {f.sink.name for f in self.forwarders if f.backoff.auth_failed}
                 built = {
                     name: build_sink(name, sink, os.environ, self.spool, self.enricher)
                     for name, sink in new.sinks.items()
-                    if self.config.sinks.get(name) != sink
+                    if self.config.sinks.get(name) != sink or name in refused
                 }
             except ConfigError as exc:
                 log.error("reload refused, the running configuration stays: %s", exc)
