@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("ids", type=int, nargs="*", metavar="ID", help="these dead letters (default: all matching)")
     replay.add_argument("--sink", help="only this sink's")
     replay.add_argument("--since", help="only those that failed since: ISO time or a duration ago")
+    replay.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="send them with the API key in environment variable VAR, not the one the app sent (after reason auth)",
+    )
     purge = command(dead, "purge", "delete dead letters", _dlq_purge)
     purge.add_argument("--older-than", help="only those that failed longer ago than this (30m, 2h, 7d)")
     purge.add_argument("--sink", help="only this sink's")
@@ -180,10 +185,16 @@ def _dlq_replay(config: Config, source: ConfigSource, args: argparse.Namespace) 
             print(f"replayed {done}/{total}", file=sys.stderr, flush=True)
 
     _check_sink(config, args)
-    moved = dlq.replay(config.spool.path, args.ids, args.sink, since, progress)
+    api_key = None
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ShipperError(f"--api-key-env: environment variable {args.api_key_env} is not set")
+    moved = dlq.replay(config.spool.path, args.ids, args.sink, since, progress, api_key)
     for old, new in moved:
         print(f"dead letter {old} -> row {new}")
-    print(f"replayed {len(moved)} dead letter(s) into the queue")
+    rekeyed = f", with the API key from ${args.api_key_env}" if api_key else ""
+    print(f"replayed {len(moved)} dead letter(s) into the queue{rekeyed}")
     return 0
 
 

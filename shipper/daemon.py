@@ -25,7 +25,7 @@ from shipper.config import Config, load_config
 from shipper.enrich.collector import EnrichCollector
 from shipper.enrich.redact import Redactor
 from shipper.enrich.usage import Enricher
-from shipper.errors import ConfigError
+from shipper.errors import ConfigError, SpoolError
 from shipper.forward.fleet import Fleet
 from shipper.forward.forwarder import Forwarder
 from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
@@ -38,6 +38,8 @@ from shipper.notify import Notifier
 from shipper.sinks import build_sink
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
+from shipper.spool.stats import queued_by_sink
+from shipper.status import human_age
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class Daemon:
         self.config_path = config_path
         self.log_level = log_level  # the command line's --log-level outlives reloads
         self.stop_event = asyncio.Event()
+        self.started_at = time.monotonic()  # for the uptime in the stop line
         self.stopping = False
         self.failed = False
         self.counters = IngestCounters()
@@ -174,10 +177,12 @@ class Daemon:
                 changed = [name for name in RESTART_SECTIONS if getattr(new, name) != getattr(self.config, name)]
                 if changed:
                     raise ConfigError(f"changes to [{'], ['.join(changed)}] need a restart")
+                # A sink whose key the remote refuses is rebuilt even if unchanged: its key file may hold a fixed key.
+                refused = {f.sink.name for f in self.forwarders if f.backoff.auth_failed}
                 built = {
                     name: build_sink(name, sink, os.environ, self.spool, self.enricher)
                     for name, sink in new.sinks.items()
-                    if self.config.sinks.get(name) != sink
+                    if self.config.sinks.get(name) != sink or name in refused
                 }
             except ConfigError as exc:
                 log.error("reload refused, the running configuration stays: %s", exc)
@@ -203,12 +208,30 @@ class Daemon:
         log.info("shutting down: refusing new records, draining in-flight sends")
         _, abandoned = await asyncio.gather(_until_idle(in_flight, deadline), self.fleet.stop_all(deadline))
         await server.stop(closing_time(budget) / 2)  # aiohttp may wait twice: for handlers, then for their cancel
+        uptime, drained, queued = time.monotonic() - self.started_at, time.monotonic() - started, await self._queued()
         log.info(
-            "shipper stopped after %.2fs; %d in-flight row(s) handed back to the spool",
-            time.monotonic() - started,
+            "shipper stopped after running %s (drain %.2fs); %d in-flight row(s) handed back to the spool;"
+            " still queued: %s",
+            human_age(uptime),
+            drained,
             abandoned,
-            extra={"sinks": {name: asdict(counters) for name, counters in self.fleet.counters.items()}},
+            "unknown" if queued is None else ", ".join(f"{name} {n}" for name, n in queued.items()) or "nothing",
+            extra={
+                "uptime_seconds": round(uptime, 3),
+                "drain_seconds": round(drained, 3),
+                "queued": queued,
+                "sinks": {name: asdict(counters) for name, counters in self.fleet.counters.items()},
+            },
         )
+
+    async def _queued(self) -> dict[str, int] | None:
+        """Rows left in the spool per sink, for the stop line: what the next start will deliver (None: unreadable).
+        A count on the sink index alone (40 ms for 500,000 rows), so the stop stays close to its bound."""
+        try:
+            counts = await asyncio.to_thread(queued_by_sink, self.config.spool.path)
+        except SpoolError:
+            return None
+        return {sink: counts.get(sink, 0) for sink in sorted({*self.config.sinks, *counts})}
 
 
 def closing_time(drain_timeout: float) -> float:

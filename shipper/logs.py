@@ -1,7 +1,9 @@
 """Logging set-up: JSON lines on stderr for journald and log shippers, or text for humans; and rate limiting.
 
-One line per state change, never one per record: during an outage `Throttled` folds repeats into one line per
-interval with a count. Not responsible for metrics.
+Both formats carry the same facts: the structured fields a call passes in `extra` (addresses, sinks, counts) are
+JSON keys in one and `key=value` pairs after the message in the other. Times are RFC 3339 UTC in both, so a line
+reads the same in any time zone. One line per state change, never one per record: during an outage `Throttled`
+folds repeats into one line per interval with a count. Not responsible for metrics.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -16,25 +19,52 @@ import orjson
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
+def rfc3339(created: float) -> str:
+    """`2026-12-01T22:50:16.123Z`: UTC with milliseconds, what journald exports and log stores parse."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """What the call passed in `extra`: every attribute a bare LogRecord does not have."""
+    return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": round(record.created, 3),
+            "ts": rfc3339(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        entry.update(extra_fields(record))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """`<ts> LEVEL logger: message key=value ...`; a value that is not a plain word is written as JSON."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{rfc3339(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
+        pairs = [f"{key}={_text_value(value)}" for key, value in extra_fields(record).items()]
+        if pairs:
+            line += " " + " ".join(pairs)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, str) and value and not any(c.isspace() or c in '="' for c in value):
+        return value
+    return orjson.dumps(value, default=str).decode()
+
+
 def setup_logging(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

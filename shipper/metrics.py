@@ -30,7 +30,7 @@ from shipper.spool.stats import SinkStats, SpoolStats, read_stats
 
 log = logging.getLogger(__name__)
 
-STATES = ("up", "backing_off", "probing", "open")
+STATES = ("up", "backing_off", "probing", "open", "auth_failed")
 # Local sends take milliseconds; a remote across the world up to seconds; past 30 s is a timeout anyway.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # An acknowledgement takes about a millisecond (one group commit); a proxied read waits for the vendor.
@@ -135,6 +135,9 @@ class ShipperCollector(Collector):
             "retried": CounterMetricFamily("shipper_records_retried", "Failed sends to be retried", labels=["sink"]),
             "dead_lettered": CounterMetricFamily(
                 "shipper_records_dead_lettered", "Records moved to the dead-letter table", labels=["sink"]
+            ),
+            "auth_failures": CounterMetricFamily(
+                "shipper_sink_auth_failures", "Sends the remote refused for their API key (401, 403)", labels=["sink"]
             ),
         }
         in_flight = GaugeMetricFamily("shipper_sink_in_flight", "Requests in flight", labels=["sink"])

@@ -3,7 +3,10 @@
 A row leaves the spool only when its sink says it was delivered (or it is dead-lettered), so a crash at any point
 means redelivery, never loss. Rows of one key go one at a time in id order (the spool's lease guarantees it);
 everything else flows in parallel. After a failure the whole sink pauses (SinkBackoff) and then probes with a single
-request, so an outage costs a handful of requests per backoff step rather than one per row.
+request, so an outage costs a handful of requests per backoff step rather than one per row. A refused key (401, 403)
+is about the credential, not the record: refused with the sink's own key, the rows are held (retried at a slow pace,
+state `auth_failed`) until a fixed key arrives by reload or restart; refused with the key the app sent, they are
+dead-lettered with the reason `auth`, for `shipper dlq replay --api-key-env` to send again with a good key.
 Not responsible for what a response means (the sink) or the backoff arithmetic (retry.py).
 """
 
@@ -41,9 +44,10 @@ IDLE_POLL = 1.0
 @dataclass(slots=True)
 class SinkCounters:
     delivered: int = 0
-    redelivered: int = 0  # delivered rows that had been sent before (a crash or a retry)
+    redelivered: int = 0  # delivered rows an earlier attempt of which the remote may have taken (a repeat)
     retried: int = 0
     dead_lettered: int = 0
+    auth_failures: int = 0  # sends the remote refused for their key (401, 403)
 
 
 class Forwarder:
@@ -59,6 +63,7 @@ class Forwarder:
         self.sink = sink
         self.counters = counters or SinkCounters()
         self.last_error: str | None = None
+        self.last_error_at: float | None = None  # epoch seconds, so `status` can say how old the error is
         self._observe = observe
         self.backoff = SinkBackoff(policy.retry_initial_backoff, policy.retry_max_backoff, policy.breaker_threshold)
         self.adaptive = AdaptiveLimit(sink.concurrency)
@@ -76,6 +81,7 @@ class Forwarder:
         self._first_added: float | None = None
         self._batch_bytes = sink.batching.max_bytes
         self._dead_log = Throttled(log)
+        self._auth_log = Throttled(log)
         self._ready: deque[SpoolRow] = deque()  # leased ahead, not sent yet (replay mode)
 
     @property
@@ -90,7 +96,12 @@ class Forwarder:
 
     def flush_logs(self) -> None:
         """Say how many throttled lines were never printed, so a folded count is not lost at a stop."""
-        for throttled, what in ((self._dead_log, "dead-letter"), (self._failing_log, "delivery failure")):
+        logs = (
+            (self._dead_log, "dead-letter"),
+            (self._failing_log, "delivery failure"),
+            (self._auth_log, "refused key"),
+        )
+        for throttled, what in logs:
             folded = throttled.reset()
             if folded:
                 log.warning("sink %s: %d more %s line(s) were folded", self.sink.name, folded, what)
@@ -110,7 +121,9 @@ class Forwarder:
                 await self._wait(1.0)
 
     async def drain(self, timeout: float | None) -> int:
-        """Wait for in-flight sends up to `timeout`; cancel the rest and hand their rows back. Returns how many."""
+        """Wait for in-flight sends up to `timeout`; cancel the rest and hand their rows back, due at once. Returns
+        how many. A send cut short may have reached the remote: like a sender that died holding the lease, it counts
+        as an attempt the remote may have taken, so its later delivery counts as a redelivery."""
         await self._release_ready()
         if not self._inflight:
             return 0
@@ -120,8 +133,10 @@ class Forwarder:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         if abandoned:
+            now = time.time()
+            cut = [Retry(row_id, now, "cut short by a shutdown", unanswered=True) for row_id in abandoned]
             with contextlib.suppress(SpoolError):
-                await self._spool.settle(released=abandoned)
+                await self._spool.settle(retry=cut)
         return len(abandoned)
 
     async def _release_ready(self) -> None:
@@ -241,7 +256,8 @@ class Forwarder:
             outcome = await self.sink.send(rows)
         except Exception as exc:
             log.exception("sink %s: send raised; will retry", self.sink.name)
-            outcome = Outcome(Verdict.RETRY, None, f"internal error: {type(exc).__name__}")
+            # It may have raised after the remote answered (reading the answer): count a later delivery as a repeat.
+            outcome = Outcome(Verdict.RETRY, None, f"internal error: {type(exc).__name__}", unanswered=True)
         elapsed = time.monotonic() - started
         if self._observe is not None:
             self._observe(elapsed)
@@ -249,6 +265,7 @@ class Forwarder:
             self.adaptive.on_answer(elapsed, pushed_back=outcome.status in PUSH_BACK)
         if outcome.verdict is not Verdict.DELIVERED:
             self.last_error = outcome.detail[:KEEP_DETAIL_CHARS]
+            self.last_error_at = time.time()
         log.debug(
             "sink %s: %d row(s) sent in %.3fs: %s %s",
             self.sink.name,
@@ -277,17 +294,29 @@ class Forwarder:
         ids = [row.id for row in rows]
         if outcome.verdict is Verdict.DELIVERED:
             if self.backoff.on_success():
-                folded = self._failing_log.reset()
+                folded = self._failing_log.reset() + self._auth_log.reset()
                 log.info("sink %s: remote recovered (%d failure lines folded)", self.sink.name, folded)
             learned = [(self.sink.name, local, remote) for local, remote in outcome.learned]
             await self._spool.settle(delivered=ids, learned=learned)
             self.counters.delivered += len(ids)
-            self.counters.redelivered += sum(1 for row in rows if row.attempts > 1)
+            self.counters.redelivered += sum(1 for row in rows if row.unanswered)
         elif outcome.verdict is Verdict.REJECT:
             self.backoff.on_success()
             where = "rejected by the remote" if outcome.status is not None else "refused before sending"
             reason = f"{where}: {outcome.detail}"
             await self._dead_letter(rows, outcome, reason)
+        elif outcome.verdict is Verdict.AUTH and outcome.app_key:
+            # Only this app's key is refused (others may be fine): the sink's pace stays as it is.
+            self.counters.auth_failures += 1
+            self._auth_log.warning(
+                "sink %s: the remote refused the API key the app sent (HTTP %s); dead-lettered with reason auth:"
+                " replay with a good key (shipper dlq replay --api-key-env VAR)",
+                self.sink.name,
+                outcome.status,
+            )
+            await self._dead_letter(
+                rows, outcome, f"auth: the remote refused the API key the app sent: {outcome.detail}"
+            )
         else:
             await self._retry(rows, outcome, generation)
 
@@ -300,24 +329,43 @@ class Forwarder:
         self._dead_log.warning("sink %s: %d row(s) dead-lettered: %s", self.sink.name, len(rows), reason[:200])
 
     async def _retry(self, rows: Sequence[SpoolRow], outcome: Outcome, generation: int) -> None:
+        """Back off and try again later; a refused sink key holds the rows the same way, at the slow auth pace."""
         await self._release_ready()
         now = time.time()
+        auth = outcome.verdict is Verdict.AUTH
         was_open = self.backoff.state(now) == "open"
-        pause = self.backoff.on_failure(generation, now, outcome.retry_after, self._rng)
-        if not was_open and self.backoff.state(now + pause) == "open":
-            log.warning(
-                "sink %s: circuit open after %d consecutive failures; probing one request at a time",
+        pause = self.backoff.on_failure(generation, now, outcome.retry_after, self._rng, auth)
+        if auth:
+            self.counters.auth_failures += 1
+            self._auth_log.warning(
+                "sink %s: the remote refused the sink's API key (%s); rows held, next try in %.0fs:"
+                " fix the key, then reload (an api_key_file) or restart",
                 self.sink.name,
-                self.backoff.failures,
+                outcome.detail[:200],
+                pause,
             )
-        self._failing_log.warning(
-            "sink %s: delivery failing (%s); pausing %.2fs", self.sink.name, outcome.detail[:200], pause
-        )
+        else:
+            if not was_open and self.backoff.state(now + pause) == "open":
+                log.warning(
+                    "sink %s: circuit open after %d consecutive failures; probing one request at a time",
+                    self.sink.name,
+                    self.backoff.failures,
+                )
+            self._failing_log.warning(
+                "sink %s: delivery failing (%s); pausing %.2fs", self.sink.name, outcome.detail[:200], pause
+            )
         expired = self._expired(rows, now)
         if expired:
-            await self._dead_letter(expired, outcome, f"gave up ({self._give_up_rule()}): {outcome.detail}")
+            reason = f"gave up ({self._give_up_rule()}): {'auth: ' if auth else ''}{outcome.detail}"
+            await self._dead_letter(expired, outcome, reason)
+        # Held rows are due at once: the sink's pause paces them, and a fixed key is used as soon as it arrives.
         retry = [
-            Retry(row.id, now + self._row_delay(row, outcome), outcome.detail[:KEEP_DETAIL_CHARS])
+            Retry(
+                row.id,
+                now + (0.0 if auth else self._row_delay(row, outcome)),
+                outcome.detail[:KEEP_DETAIL_CHARS],
+                outcome.unanswered,
+            )
             for row in rows
             if row not in expired
         ]

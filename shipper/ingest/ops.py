@@ -67,13 +67,16 @@ async def status(request: web.Request) -> web.Response:
             "delivered_per_minute": live.monitor.delivered_per_minute(name),
             "retrying_since": f.backoff.failing_since,
             "last_error": f.last_error,
+            "last_error_at": f.last_error_at,
             # Since this process started; the spool's own totals (queued, dead_lettered) are the status command's.
             "delivered_since_start": f.counters.delivered,
             "redelivered_since_start": f.counters.redelivered,
             "retried_since_start": f.counters.retried,
             "dead_lettered_since_start": f.counters.dead_lettered,
+            "auth_failures_since_start": f.counters.auth_failures,
         }
-    return json_response({"pid": os.getpid(), "sinks": sinks})
+    # The spool it uses, absolute: `shipper status` run with another config (or none) still reads the right file.
+    return json_response({"pid": os.getpid(), "spool": str(live.spool.path.resolve()), "sinks": sinks})
 
 
 def add_routes(app: web.Application) -> None:

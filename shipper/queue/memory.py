@@ -90,7 +90,8 @@ class MemoryQueue:
             self._remove(row_id)
         for r in s.retry:
             if r.id in self.rows:
-                self.rows[r.id] = self.rows[r.id]._replace(attempts=self.rows[r.id].attempts + 1)
+                row = self.rows[r.id]
+                self.rows[r.id] = row._replace(attempts=row.attempts + 1, unanswered=row.unanswered + r.unanswered)
                 self._due[r.id] = r.next_attempt_at
         for row_id in s.delivered + [d.id for d in s.dead] + [r.id for r in s.retry] + s.released:
             self._leased_until.pop(row_id, None)
@@ -108,10 +109,12 @@ class MemoryQueue:
         return None
 
     def recover(self) -> None:
-        """What opening the spool after a crash does: every lease was a dead sender's, and counts as an attempt."""
+        """What opening the spool after a crash does: every lease was a dead sender's, and counts as an attempt
+        that the remote may have taken."""
         for row_id in self._leased_until:
             if row_id in self.rows:
-                self.rows[row_id] = self.rows[row_id]._replace(attempts=self.rows[row_id].attempts + 1)
+                row = self.rows[row_id]
+                self.rows[row_id] = row._replace(attempts=row.attempts + 1, unanswered=row.unanswered + 1)
         self._leased_until.clear()
 
     # -- the rule applied -----------------------------------------------------------------------------------------

@@ -108,8 +108,8 @@ class HttpTransport:
             ) as response:
                 body = await read_capped(response.content, self._keep_bytes)
                 return classify(response.status, response.headers, body)
-        except TimeoutError:
-            return Outcome(Verdict.RETRY, None, f"no answer within {self._timeout:g}s")
+        except TimeoutError:  # the deadline covers connecting too; counted as possibly taken, to be safe
+            return Outcome(Verdict.RETRY, None, f"no answer within {self._timeout:g}s", unanswered=True)
         except aiohttp.ClientConnectorCertificateError as exc:
             return Outcome(Verdict.RETRY, None, f"TLS certificate not trusted: {exc.certificate_error}")
         except aiohttp.ClientSSLError as exc:
@@ -119,4 +119,5 @@ class HttpTransport:
         except aiohttp.ClientConnectorError as exc:
             return Outcome(Verdict.RETRY, None, f"cannot connect: {exc.os_error.strerror or exc.os_error}")
         except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as exc:
-            return Outcome(Verdict.RETRY, None, f"{type(exc).__name__}: {exc}")
+            # Past connecting (the cases above): the request may have reached the remote before the connection broke.
+            return Outcome(Verdict.RETRY, None, f"{type(exc).__name__}: {exc}", unanswered=True)

@@ -255,7 +255,9 @@ class VendorSink:
             expected = ", ".join(str(code) for code in sorted(success))
             return Outcome(verdict, status, f"HTTP {status} where the vendor's SDK requires {expected}")
         detail = failure_detail(status, answer, (key,))
-        return Outcome(verdict, status, detail, parse_retry_after(headers.get("Retry-After"), time.time()))
+        retry_after = parse_retry_after(headers.get("Retry-After"), time.time())
+        # Whose key a 401/403 refused decides the row's fate: the sink's is the operator's to fix, the app's a replay's.
+        return Outcome(verdict, status, detail, retry_after, app_key=key is not None and key != self.sink_key)
 
 
 def _json_or_none(raw: bytes) -> Any:

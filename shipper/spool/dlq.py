@@ -2,7 +2,8 @@
 
 They open the spool file directly (WAL lets them read beside the daemon; writes take SQLite's lock briefly, in
 chunks, and the daemon's writer waits its turn). A replayed row goes back to the queue with a new id, in its
-original order, with attempts reset; the daemon notices it within a second. API keys are never read here.
+original order, with attempts reset; the daemon notices it within a second. API keys are never read here; a replay
+may be given a new one (`--api-key-env`), stored like the keys apps send, to replace the one a remote refused.
 What a dead letter says is shown as people read it: times in RFC 3339 UTC, the reason without the remote's answer
 repeated (`response` holds that).
 """
@@ -20,13 +21,15 @@ from typing import Any
 import orjson
 
 from shipper.errors import SpoolError
+from shipper.spool.group import _digest as credential_digest
 from shipper.spool.schema import SCHEMA_VERSION
 
 CHUNK = 500
 _FIELDS = "id, sink, key, method, path, query, body, created_at, attempts, failed_at, status, response, reason"
 _REQUEUE = """
 INSERT INTO rows (sink, key, method, path, query, body, created_at, scope, after, kind, credential_id)
-SELECT sink, key, method, path, query, body, ?, scope, after, kind, credential_id FROM dead_letters WHERE id = ?
+SELECT sink, key, method, path, query, body, ?, scope, after, kind, coalesce(?, credential_id)
+FROM dead_letters WHERE id = ?
 """
 
 
@@ -143,8 +146,8 @@ def show_dead(path: Path, row_id: int) -> DeadRow:
     return _row(found)
 
 
-def _requeue(conn: sqlite3.Connection, now: float, row_id: int) -> int:
-    cursor = conn.execute(_REQUEUE, (now, row_id))
+def _requeue(conn: sqlite3.Connection, now: float, row_id: int, credential_id: int | None) -> int:
+    cursor = conn.execute(_REQUEUE, (now, credential_id, row_id))
     if cursor.rowcount != 1 or cursor.lastrowid is None:  # then the chunk's transaction is never committed
         raise SpoolError(f"dead letter {row_id} could not be put back in the queue")
     return cursor.lastrowid
@@ -156,8 +159,11 @@ def replay(
     sink: str | None = None,
     since: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    api_key: str | None = None,
 ) -> list[tuple[int, int]]:
-    """Move matching dead letters back into the queue, oldest first; returns (dead letter id, new row id) pairs."""
+    """Move matching dead letters back into the queue, oldest first; returns (dead letter id, new row id) pairs.
+    With `api_key`, the replayed rows travel with that key instead of the one they carried (a vendor sink's
+    `override_key` still wins)."""
     conn = connect_writable(path)
     try:
         where, params = _where(sink, since, ids)
@@ -172,7 +178,8 @@ def replay(
             chunk = chosen[start : start + CHUNK]
             now = time.time()
             conn.execute("BEGIN IMMEDIATE")
-            moved = [(row_id, _requeue(conn, now, row_id)) for row_id in chunk]
+            keys = _credentials(conn, chunk, api_key) if api_key else {}
+            moved = [(row_id, _requeue(conn, now, row_id, keys.get(row_id))) for row_id in chunk]
             conn.execute(
                 "DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))", (orjson.dumps(chunk),)
             )
@@ -185,6 +192,22 @@ def replay(
         raise SpoolError(f"replay stopped after an error: {exc}") from exc
     finally:
         conn.close()
+
+
+def _credentials(conn: sqlite3.Connection, ids: Sequence[int], api_key: str) -> dict[int, int]:
+    """The credential id of `api_key` for each dead letter's sink (stored once per sink, as ingest stores them)."""
+    sinks = conn.execute(
+        "SELECT id, sink FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))", (orjson.dumps(list(ids)),)
+    )
+    by_sink: dict[str, int] = {}
+    found: dict[int, int] = {}
+    for row_id, sink in sinks.fetchall():
+        if sink not in by_sink:
+            digest = credential_digest(sink, api_key)
+            conn.execute("INSERT OR IGNORE INTO credentials (digest, value) VALUES (?, ?)", (digest, api_key))
+            by_sink[sink] = conn.execute("SELECT id FROM credentials WHERE digest = ?", (digest,)).fetchone()[0]
+        found[row_id] = by_sink[sink]
+    return found
 
 
 def purge(path: Path, older_than: float | None = None, sink: str | None = None) -> int:

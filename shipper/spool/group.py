@@ -61,7 +61,9 @@ class Outcome:
 def recover(conn: sqlite3.Connection) -> int:
     """At open, with the spool locked to this process: any lease in the file is from a dead sender, whose send may or
     may not have reached the remote, so it counts as an attempt. Returns the page size."""
-    conn.execute("UPDATE rows SET attempts = attempts + 1 WHERE id IN (SELECT id FROM leases)")
+    conn.execute(
+        "UPDATE rows SET attempts = attempts + 1, unanswered = unanswered + 1 WHERE id IN (SELECT id FROM leases)"
+    )
     conn.execute("DELETE FROM leases")
     conn.execute("DELETE FROM entity_scopes WHERE created_at < ?", (time.time() - SCOPE_RETENTION,))
     found = conn.execute("PRAGMA page_size").fetchone()

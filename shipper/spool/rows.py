@@ -22,6 +22,7 @@ class SpoolRow(NamedTuple):
     after: str | None = None
     kind: str | None = None
     credential_id: int | None = None
+    unanswered: int = 0  # ended attempts the remote may have taken: delivering it now may be a repeat
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class Retry:
     id: int
     next_attempt_at: float
     error: str
+    unanswered: bool = False  # the attempt was sent and no answer came back: the remote may have taken it
 
 
 @dataclass(frozen=True, slots=True)

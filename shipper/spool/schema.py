@@ -97,6 +97,12 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX rows_by_sink;
     CREATE INDEX rows_by_sink ON rows (sink, id, next_attempt_at);
     """,
+    # 6: how many ended attempts the remote may have taken (sent, and no answer recorded: a timeout, a reset after
+    # sending, a sender that died holding the lease). A delivered row counts as a redelivery only if this is above
+    # 0; `attempts` cannot tell, as it also counts attempts refused before sending. Rows from before start at 0.
+    """
+    ALTER TABLE rows ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -25,8 +25,9 @@ def settle(conn: sqlite3.Connection, s: Settlement) -> int:
         conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (orjson.dumps(s.delivered),))
     if s.retry:
         conn.executemany(
-            "UPDATE rows SET next_attempt_at = ?, last_error = ?, attempts = attempts + 1 WHERE id = ?",
-            [(r.next_attempt_at, r.error, r.id) for r in s.retry],
+            "UPDATE rows SET next_attempt_at = ?, last_error = ?, attempts = attempts + 1,"
+            " unanswered = unanswered + ? WHERE id = ?",
+            [(r.next_attempt_at, r.error, int(r.unanswered), r.id) for r in s.retry],
         )
     ended = s.delivered + [d.id for d in s.dead] + [r.id for r in s.retry] + s.released
     if ended:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 COLUMNS = "id, sink, key, method, path, query, body, created_at, attempts, scope, after, kind, credential_id"
 # A leased row's `attempts` is the number of this attempt: the ended ones plus this one.
-LEASED_COLUMNS = COLUMNS.replace("attempts", "attempts + 1")
+LEASED_COLUMNS = COLUMNS.replace("attempts", "attempts + 1") + ", unanswered"
 INSERT = f"INSERT INTO rows ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 DEAD_ON_ARRIVAL = (
     f"INSERT INTO dead_letters ({COLUMNS}, failed_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"

@@ -55,6 +55,17 @@ def connect_readonly(path: Path) -> sqlite3.Connection:
         raise SpoolError(f"cannot read spool {path}: {exc}") from exc
 
 
+def queued_by_sink(path: Path) -> dict[str, int]:
+    """Rows waiting per sink, and nothing else: cheap enough for the daemon's stop line on a large backlog."""
+    conn = connect_readonly(path)
+    try:
+        return dict(conn.execute("SELECT sink, count(*) FROM rows GROUP BY sink").fetchall())
+    except sqlite3.Error as exc:
+        raise SpoolError(f"cannot read spool {path}: {exc}") from exc
+    finally:
+        conn.close()
+
+
 def read_stats(path: Path, sinks: list[str], now: float | None = None) -> SpoolStats:
     """Per-sink counts for every configured sink and any sink still holding rows."""
     now = time.time() if now is None else now

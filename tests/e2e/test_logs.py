@@ -4,7 +4,9 @@ one per attempt during an outage, one line on recovery, and never a record body 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from aiohttp import web
 
 from tests.support import Daemon, FakeRemote, post_items, run_cli_async, wait_for, write_config
 
+RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 LEVELS = {"debug", "info", "warning", "error", "critical"}
 MARKER = "BODY-MARKER-6c1e0f"
 APP_KEY = "kw-app-key-SECRET-b71d03"
@@ -98,7 +101,9 @@ async def test_every_log_line_is_a_json_object_with_ts_level_logger_and_msg(tmp_
     for line in lines:
         entry = orjson.loads(line)
         assert isinstance(entry, dict), line
-        assert isinstance(entry["ts"], float) and abs(entry["ts"] - time.time()) < 300, line
+        # RFC 3339 in UTC with milliseconds, e.g. 2026-12-01T22:50:16.123Z.
+        assert RFC3339_UTC.fullmatch(entry["ts"]), line
+        assert abs(datetime.fromisoformat(entry["ts"]).timestamp() - time.time()) < 300, line
         assert entry["level"] in LEVELS, line
         assert isinstance(entry["logger"], str) and entry["logger"].startswith("shipper"), line
         assert isinstance(entry["msg"], str) and entry["msg"], line
@@ -125,8 +130,45 @@ async def test_log_format_text_writes_lines_for_people_not_json(tmp_path: Path, 
         except orjson.JSONDecodeError:
             continue
         raise AssertionError(f"a JSON line in text format: {line}")
-    assert any(" INFO shipper.daemon: shipper started" in line for line in lines)
+    assert all(RFC3339_UTC.match(line) for line in lines if not line.startswith((" ", "Traceback"))), lines
+    # The structured fields JSON carries are there too, as key=value after the message.
+    (started,) = [line for line in lines if " INFO shipper.daemon: shipper started" in line]
+    assert f'listen=["http://{daemon.http}","http://unix:{daemon.unix}:"]' in started, started
+    assert 'sinks=["remote"]' in started, started
     assert any(" WARNING shipper.forward.forwarder: sink remote: delivery failing" in line for line in lines)
+    (stopped,) = [line for line in lines if "shipper stopped" in line]
+    assert '"remote":{"delivered":5,' in stopped and "queued=" in stopped, stopped
+
+
+async def test_the_stop_line_says_how_long_the_daemon_ran_and_what_is_still_queued(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    remote.behaviour = lambda request, body: web.json_response(
+        {"error": "down"}, status=503, headers={"Retry-After": "3600"}
+    )
+    daemon = Daemon.from_config(write_config(tmp_path, http_sink(remote.url)))
+    launched = time.monotonic()
+    await daemon.start()
+    running = time.monotonic()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await post_items(
+                session, f"http://{daemon.http}/v1/records", [{"sink": "remote", "body": {"n": n}} for n in range(3)]
+            )
+        await wait_for(lambda: remote.attempts >= 1, timeout=10)
+        await daemon.wait_for_log("delivery failing")
+        stopping = time.monotonic()
+        assert await daemon.terminate() == 0
+        ended = time.monotonic()
+    finally:
+        await daemon.ensure_stopped()
+    (stopped,) = [e for e in daemon.json_logs() if e["msg"].startswith("shipper stopped")]
+    # It ran from before it was ready until it exited: at least the part this test watched, at most the whole.
+    assert stopping - running <= stopped["uptime_seconds"] <= ended - launched, stopped
+    assert 0 <= stopped["drain_seconds"] <= stopped["uptime_seconds"]
+    assert stopped["queued"] == {"remote": 3}
+    assert "still queued: remote 3" in stopped["msg"], stopped["msg"]
+    assert re.search(r"after running \d+s \(drain \d+\.\d\ds\)", stopped["msg"]), stopped["msg"]
 
 
 async def test_a_long_outage_logs_a_few_lines_not_one_per_attempt_and_recovery_logs_one(

@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 
 from tests.support import (
@@ -175,8 +176,8 @@ async def test_delivered_retried_redelivered_and_dead_lettered_counts_match_what
             assert metric(samples, "shipper_records_delivered_total", sink="remote") == 8
             assert metric(samples, "shipper_records_retried_total", sink="remote") == 4
             assert metric(samples, "shipper_records_dead_lettered_total", sink="remote") == 1
-            # Delivered rows that had been sent before: those the remote answered 503 at least once.
-            assert metric(samples, "shipper_records_redelivered_total", sink="remote") == len(set(failed_503))
+            # A 503 is an answer: the remote said it did not take the row, so its later delivery is no repeat.
+            assert metric(samples, "shipper_records_redelivered_total", sink="remote") == 0
             # Every request the remote answered is one observation of the send latency.
             assert remote.attempts == 8 + 4 + 1
             assert metric(samples, "shipper_send_duration_seconds_count", sink="remote") == remote.attempts
@@ -191,6 +192,84 @@ async def test_delivered_retried_redelivered_and_dead_lettered_counts_match_what
                 ),
                 timeout=15,
             )
+    finally:
+        await daemon.ensure_stopped()
+
+
+async def test_redelivered_counts_only_rows_the_remote_may_have_taken_not_refused_connections_or_answers(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    first: set[int] = set()
+
+    async def behave(request: web.Request, body: bytes) -> web.Response | None:
+        n = orjson.loads(body)["n"]
+        seen, _ = n in first, first.add(n)
+        if seen:
+            return None
+        if n == 5:  # answered: the remote says no
+            return web.json_response({"error": "busy"}, status=503)
+        if n == 6:  # read, then the connection drops before the answer
+            assert request.transport is not None
+            request.transport.abort()
+        if n == 7:  # read, then no answer before the sink's timeout
+            await asyncio.sleep(5)
+        return None
+
+    await remote.stop()  # the outage: every connection is refused
+    sink = http_sink("remote", remote.url, concurrency=4).replace("timeout = 10", "timeout = 1")
+    daemon = Daemon.from_config(write_config(tmp_path, sink))
+    await daemon.start()
+    try:
+        tcp = f"http://{daemon.http}"
+        async with aiohttp.ClientSession() as session:
+            await post_items(session, f"{tcp}/v1/records", [item("remote", n) for n in range(8)])
+            # Refused over and over: these rows have many attempts, none of which reached the remote.
+            await wait_for_metrics(
+                session, tcp, lambda s: (metric(s, "shipper_records_retried_total", sink="remote") or 0) >= 8, 20
+            )
+            remote.async_behaviour = behave
+            await remote.start()
+            samples = await wait_for_metrics(
+                session, tcp, lambda s: metric(s, "shipper_records_delivered_total", sink="remote") == 8, 30
+            )
+            assert first == set(range(8))
+            # Only the reset after sending (6) and the timeout (7) may have reached the remote twice.
+            assert metric(samples, "shipper_records_redelivered_total", sink="remote") == 2
+    finally:
+        await daemon.ensure_stopped()
+
+
+@pytest.mark.parametrize("stop", ["kill -9", "sigterm past drain_timeout"])
+async def test_a_row_in_flight_when_the_daemon_stopped_counts_as_redelivered_after_the_restart(
+    tmp_path: Path, remote: FakeRemote, stop: str
+) -> None:
+    hold = asyncio.Event()
+
+    async def hang(request: web.Request, body: bytes) -> None:
+        await hold.wait()
+
+    remote.async_behaviour = hang
+    daemon = Daemon.from_config(write_config(tmp_path, http_sink("remote", remote.url), drain_timeout=0.5))
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await post_items(session, f"http://{daemon.http}/v1/records", [item("remote", 0)])
+            await wait_for(lambda: remote.in_flight == 1, timeout=10)
+            # The send was cut short (the sender died holding the lease, or the drain gave up on it): the remote may
+            # have taken the row.
+            if stop == "kill -9":
+                await daemon.kill9()
+            else:
+                assert await daemon.terminate() == 0
+                assert "1 in-flight row(s) handed back" in daemon.logs()
+            hold.set()
+            remote.async_behaviour = None
+            await daemon.start()
+            tcp = f"http://{daemon.http}"
+            samples = await wait_for_metrics(
+                session, tcp, lambda s: metric(s, "shipper_records_delivered_total", sink="remote") == 1, 20
+            )
+            assert metric(samples, "shipper_records_redelivered_total", sink="remote") == 1
     finally:
         await daemon.ensure_stopped()
 

@@ -1,6 +1,7 @@
 """`shipper status` with the daemon's live view merged in: state, in flight, delivery rate, retrying since and last
-error during an outage, beside the spool's totals; the spool totals alone once the daemon is stopped; and
-`--watch`, which redraws in place."""
+error during an outage, beside the spool's totals; the spool totals alone once the daemon is stopped, saying so;
+every sink the daemon runs even when status is given another config; sinks the daemon no longer runs, named as
+such; and `--watch`, which redraws in place."""
 
 from __future__ import annotations
 
@@ -109,6 +110,8 @@ async def test_status_json_shows_the_live_view_during_an_outage_and_spool_totals
 
     data = await status_json(config)
     assert data["daemon"] == {"running": False, "pid": None}
+    (why,) = data["partial"]
+    assert why.startswith(f"no daemon answered at {daemon.unix} or {daemon.http}: spool figures only"), why
     (entry,) = data["sinks"]
     assert {k: entry[k] for k in ("sink", "queued", "dead_lettered")} == {
         "sink": "remote",
@@ -117,6 +120,73 @@ async def test_status_json_shows_the_live_view_during_an_outage_and_spool_totals
     }
     # Only what the spool knows: no live fields pretending to be current.
     assert set(entry) == {"sink", "queued", "leased", "retrying", "dead_lettered", "oldest_age"}
+
+
+def elsewhere(tmp_path: Path, daemon: Daemon) -> Path:
+    """Another config reaching the same daemon over TCP: its own sinks, socket and spool (none of them real), as a
+    `shipper status` run without the daemon's --config would have."""
+    (tmp_path / "cli").mkdir()
+    port = int(daemon.http.rpartition(":")[2])
+    return write_config(tmp_path / "cli", '[sinks.local]\ntype = "file"\npath = "out.ndjson"\n', http_port=port)
+
+
+async def test_status_with_another_config_shows_every_sink_the_daemon_runs_with_its_spool_figures(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    remote.behaviour = lambda request, body: web.json_response({"error": "down"}, status=503)
+    (tmp_path / "daemon").mkdir()
+    config = write_config(tmp_path / "daemon", sink(remote.url) + sink(remote.url).replace("remote", "second"))
+    daemon = Daemon.from_config(config)
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await post_items(session, f"http://{daemon.http}/v1/records", [{"sink": "remote", "body": {"n": 1}}] * 2)
+            await wait_for(lambda: remote.attempts >= 1, timeout=10)
+            for _ in range(200):
+                if (await live(session, daemon))["last_error"]:
+                    break
+                await asyncio.sleep(0.05)
+        other = elsewhere(tmp_path, daemon)
+        data = await status_json(other)
+        assert [s["sink"] for s in data["sinks"]] == ["remote", "second"]  # the daemon's, not this config's "local"
+        assert data["spool"]["path"] == str(tmp_path / "daemon" / "spool.db")
+        remote_entry = data["sinks"][0]
+        assert (remote_entry["queued"], remote_entry["dead_lettered"]) == (2, 0)
+        assert remote_entry["state"] in ("backing_off", "probing", "open")
+        assert data["partial"] == []
+        code, table, err = await run_cli_async("status", "--config", str(other))
+        assert code == 0, err
+        assert [line.split()[0] for line in table.splitlines()[1:3]] == ["remote", "second"]
+        assert "local" not in table and "partial" not in table
+        assert f"spool {tmp_path / 'daemon' / 'spool.db'}:" in table
+    finally:
+        await daemon.ensure_stopped()
+
+
+async def test_status_names_a_sink_the_daemon_no_longer_runs_whose_rows_wait_in_the_spool(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    remote.behaviour = lambda request, body: web.json_response({"error": "down"}, status=503)
+    config = write_config(tmp_path, sink(remote.url) + sink(remote.url).replace("remote", "retired"))
+    daemon = Daemon.from_config(config)
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await post_items(session, f"http://{daemon.http}/v1/records", [{"sink": "retired", "body": {"n": 1}}])
+        await wait_for(lambda: remote.attempts >= 1, timeout=10)
+        text = config.read_text()
+        config.write_text(text[: text.index("[sinks.retired]")])  # the last table: removed by the reload
+        daemon.sighup()
+        await daemon.wait_for_log("configuration reloaded")
+        data = await status_json(config)
+        retired = next(s for s in data["sinks"] if s["sink"] == "retired")
+        assert retired["queued"] == 1 and "state" not in retired
+        assert data["partial"] == ["not run by the daemon, spool figures only: retired"]
+        code, table, err = await run_cli_async("status", "--config", str(config))
+        assert code == 0, err
+        assert "partial view: not run by the daemon, spool figures only: retired" in table
+    finally:
+        await daemon.ensure_stopped()
 
 
 async def test_status_watch_redraws_in_place_until_interrupted(tmp_path: Path, remote: FakeRemote) -> None:
@@ -130,7 +200,7 @@ async def test_status_watch_redraws_in_place_until_interrupted(tmp_path: Path, r
             "shipper",
             "status",
             "--config",
-            str(config),
+            str(elsewhere(tmp_path, daemon)),  # another config: the daemon's sinks are shown all the same
             "--watch",
             "0.5",  # the floor: anything faster is refused
             stdout=asyncio.subprocess.PIPE,

@@ -68,7 +68,8 @@ histories = st.lists(rounds, min_size=2, max_size=14).map(lambda rs: [op for r i
 
 def view(row: SpoolRow) -> tuple[Any, ...]:
     """What both must agree on (created_at is each one's own clock reading)."""
-    return (row.id, row.sink, row.key, row.scope, row.after, row.kind, row.attempts, orjson.loads(row.body)["n"])
+    body = orjson.loads(row.body)["n"]
+    return (row.id, row.sink, row.key, row.scope, row.after, row.kind, row.attempts, row.unanswered, body)
 
 
 class Both:
@@ -114,7 +115,7 @@ class Both:
         if kind == "deliver":
             arguments: dict[str, Any] = {"delivered": ids}
         elif kind == "retry":
-            arguments = {"retry": [Retry(i, 0.0 if op[2] else LATER, "HTTP 503") for i in ids]}
+            arguments = {"retry": [Retry(i, 0.0 if op[2] else LATER, "timeout", unanswered=op[2]) for i in ids]}
         elif kind == "dead":
             arguments = {"dead": [DeadLetter(i, 400, "bad", "rejected by the remote: HTTP 400") for i in ids]}
         else:
@@ -123,8 +124,11 @@ class Both:
         await self.memory.settle(**arguments)
 
     def compare_final(self) -> None:
-        queued = query_spool(self.path, "SELECT id, sink, key, scope, after, kind, attempts FROM rows ORDER BY id")
-        modelled = [(r.id, r.sink, r.key, r.scope, r.after, r.kind, r.attempts) for r in self.memory.rows.values()]
+        sql = "SELECT id, sink, key, scope, after, kind, attempts, unanswered FROM rows ORDER BY id"
+        queued = query_spool(self.path, sql)
+        modelled = [
+            (r.id, r.sink, r.key, r.scope, r.after, r.kind, r.attempts, r.unanswered) for r in self.memory.rows.values()
+        ]
         assert queued == modelled
         sql = "SELECT id, sink, key, scope, kind, attempts, status, reason FROM dead_letters ORDER BY id"
         dead = query_spool(self.path, sql)

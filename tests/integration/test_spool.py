@@ -1,10 +1,12 @@
 """The spool on a real SQLite file: durable ids, per-key lease order, settlements, the dead-letter table, the lock,
-crash recovery of leases, and the read-only stats `shipper status` shows."""
+crash recovery of leases, attempts the remote may have taken, migrations, and the read-only stats `shipper status`
+shows."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ from shipper.errors import LargerThanSpool, SpoolError, SpoolFull
 from shipper.records import NewRow
 from shipper.spool import DeadLetter, Retry, Spool, SpoolRow
 from shipper.spool.bounds import Bounds
+from shipper.spool.schema import MIGRATIONS, SCHEMA_VERSION
 from shipper.spool.stats import read_stats
 from tests.support import query_spool, wait_for
 
@@ -350,3 +353,46 @@ async def test_a_spool_reached_through_a_symlink_is_the_same_spool_and_is_refuse
         assert numbers((await first.lease("remote", 10)).rows) == [1]
     finally:
         await first.close()
+
+
+async def test_unanswered_counts_attempts_the_remote_may_have_taken_across_retries_and_a_dead_sender(
+    path: Path,
+) -> None:
+    spool = await Spool.open(path, "fsync")
+    try:
+        refused, timed_out, held = await spool.append([row(0), row(1), row(2)])
+        await spool.lease("remote", 3)
+        await spool.settle(
+            retry=[Retry(refused, 0, "cannot connect"), Retry(timed_out, 0, "no answer within 1s", unanswered=True)]
+        )
+        await spool.lease("remote", 2)  # refused and timed_out again; held's lease is still in force
+        await spool.settle(retry=[Retry(refused, 0, "cannot connect"), Retry(timed_out, 0, "HTTP 503: busy")])
+    finally:
+        await spool.close()  # held's sender "dies" with its lease in the file
+
+    spool = await Spool.open(path, "fsync")
+    try:
+        lease = await spool.lease("remote", 3)
+        by_id = {r.id: (r.attempts, r.unanswered) for r in lease.rows}
+        # Two refusals: two attempts, none reached the remote. A timeout then a 503: the timeout may have landed.
+        assert by_id == {refused: (3, 0), timed_out: (3, 1), held: (2, 1)}
+    finally:
+        await spool.close()
+
+
+async def test_a_spool_of_schema_5_migrates_and_its_rows_start_with_no_unanswered_attempt(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number in range(5):
+        conn.executescript(f"BEGIN;\n{MIGRATIONS[number]}\nPRAGMA user_version={number + 1};\nCOMMIT;")
+    conn.execute(
+        "INSERT INTO rows (sink, method, path, body, created_at, attempts) VALUES ('remote', 'POST', '/in', "
+        "'{\"n\": 0}', 1.0, 2)"
+    )
+    conn.close()
+    spool = await Spool.open(path, "fsync")
+    try:
+        (leased,) = (await spool.lease("remote", 10)).rows
+        assert (leased.attempts, leased.unanswered) == (3, 0)
+    finally:
+        await spool.close()
+    assert query_spool(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]

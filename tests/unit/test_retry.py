@@ -9,9 +9,12 @@ from datetime import UTC, datetime
 import pytest
 
 from shipper.forward.retry import (
+    AUTH_INITIAL_PAUSE,
+    AUTH_MAX_PAUSE,
     MAX_RETRY_AFTER,
     SinkBackoff,
     Verdict,
+    auth_pause,
     backoff,
     classify_status,
     parse_retry_after,
@@ -36,8 +39,9 @@ NOW = datetime(1994, 11, 6, 8, 49, 0, tzinfo=UTC).timestamp()
         (504, Verdict.RETRY),
         (599, Verdict.RETRY),
         (400, Verdict.REJECT),
-        (401, Verdict.REJECT),
-        (403, Verdict.REJECT),
+        # The credential refused, not the record: the forwarder decides by whose key it was.
+        (401, Verdict.AUTH),
+        (403, Verdict.AUTH),
         (404, Verdict.REJECT),
         (409, Verdict.REJECT),
         (413, Verdict.REJECT),
@@ -49,7 +53,9 @@ NOW = datetime(1994, 11, 6, 8, 49, 0, tzinfo=UTC).timestamp()
         (304, Verdict.REJECT),
     ],
 )
-def test_classify_status_any_2xx_delivers_408_429_5xx_retry_other_codes_reject(status: int, verdict: Verdict) -> None:
+def test_classify_status_any_2xx_delivers_408_429_5xx_retry_401_403_auth_other_codes_reject(
+    status: int, verdict: Verdict
+) -> None:
     assert classify_status(status) is verdict
 
 
@@ -62,6 +68,7 @@ def test_classify_status_any_2xx_delivers_408_429_5xx_retry_other_codes_reject(s
         (429, Verdict.RETRY),  # retryable codes stay retryable
         (503, Verdict.RETRY),
         (400, Verdict.REJECT),
+        (401, Verdict.AUTH),
     ],
 )
 def test_classify_status_with_an_exact_success_set_delivers_only_those_codes(status: int, verdict: Verdict) -> None:
@@ -189,3 +196,28 @@ def test_sink_backoff_on_success_resets_and_reports_recovery_once() -> None:
     # After recovery the exponential starts again from the first step.
     pause = state.on_failure(state.generation, NOW, None, rng)
     assert 0.0 <= pause <= 1.0
+
+
+@pytest.mark.parametrize("attempt", [0, 1, 2, 5, 63, 1000])
+def test_auth_pause_is_never_short_and_capped_at_five_minutes(attempt: int) -> None:
+    ceiling = min(AUTH_MAX_PAUSE, AUTH_INITIAL_PAUSE * 2.0 ** min(attempt, 62))
+    rng = random.Random(attempt)
+    samples = [auth_pause(attempt, rng) for _ in range(500)]
+    # A key is fixed by a person: at least half the ceiling (5 s at first), so a bad key costs few requests.
+    assert all(ceiling / 2 <= s <= ceiling for s in samples)
+    assert all(s <= AUTH_MAX_PAUSE for s in samples)
+
+
+def test_a_refused_key_reads_auth_failed_whatever_the_count_and_a_success_or_other_failure_clears_it() -> None:
+    state = SinkBackoff(initial=0.01, cap=0.05, threshold=2)
+    rng = random.Random(1)
+    for step in range(4):
+        pause = state.on_failure(state.generation, NOW, None, rng, auth=True)
+        assert pause >= AUTH_INITIAL_PAUSE / 2  # the slow pace, not the sink's 50 ms cap
+        assert state.state(NOW) == "auth_failed", step  # past the threshold too: the cause is the key
+    state.on_failure(state.generation, NOW, None, rng)  # then a 503: the remote's trouble now
+    assert state.state(NOW + 3600) == "open"
+    state.on_failure(state.generation, NOW, None, rng, auth=True)
+    assert state.on_success() is True
+    assert state.state(NOW) == "up"
+    assert not state.auth_failed
