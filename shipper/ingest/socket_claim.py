@@ -1,22 +1,21 @@
 """Who may bind `[ingest] unix`: one live process per socket path, whatever spool each daemon uses.
 
 The spool lock says nothing here: two daemons with different spools can name the same socket. So the path is
-claimed with a lock file beside it (`<socket>.lock`, flock'd for the daemon's life, holding its pid so a refused
-start can name the holder), and a socket that still answers a connect is left alone even without a lock (a process
-that keeps none). Only a socket nobody holds or answers on is stale, and replaced. The lock file is never removed:
-removing it would let two processes lock two different files of the same name. Not responsible for binding or
-serving (server.py); sockets inherited from the service manager are never claimed.
+claimed with a lock file beside it (`<socket>.lock`, see pidlock.py), and a socket that still answers a connect is
+left alone even without a lock (a process that keeps none). Only a socket nobody holds or answers on is stale,
+and replaced. Not responsible for binding or serving (server.py); sockets inherited from the service manager are
+never claimed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import stat
 from pathlib import Path
 
+from shipper import pidlock
 from shipper.errors import ConfigError
 
 # A listening Unix socket accepts a connect at once; the bound only matters for a listener that is stuck.
@@ -27,28 +26,19 @@ def claim(path: Path) -> int:
     """Lock the path for this process and clear a stale socket from it; the lock's fd, to keep until unbound."""
     lock_path = path.with_name(path.name + ".lock")
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = pidlock.take(lock_path)
+    except pidlock.Held as held:
+        raise ConfigError(
+            f"ingest.unix: {path} is in use by another shipper ({held.holder} holds {lock_path})"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"ingest.unix: cannot create the lock {lock_path}: {exc.strerror or exc}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError(
-                f"ingest.unix: {path} is in use by another shipper ({_holder(fd)} holds {lock_path})"
-            ) from None
         _clear_stale(path)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except BaseException:
         os.close(fd)
         raise
     return fd
-
-
-def _holder(fd: int) -> str:
-    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-    return f"pid {text}" if text.isdigit() else "a process"
 
 
 def _clear_stale(path: Path) -> None:

@@ -10,13 +10,13 @@ a full disk) is an error, never moved. Not responsible for queue logic (store.py
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
 import time
 from pathlib import Path
 
+from shipper import pidlock
 from shipper.errors import SpoolError
 from shipper.spool.schema import apply_pragmas, check_version, ensure_incremental_vacuum, migrate
 
@@ -28,25 +28,18 @@ SIDE_FILES = ("", "-wal", "-shm")
 def lock(path: Path) -> int:
     """Hold an exclusive lock for the daemon's life: one process owns a spool. The lock file sits beside the resolved
     path, so configs that reach one spool through a symlink (of the file or of a directory) or a bind mount meet at
-    the same lock; it holds the owner's pid, so a refused start can name it."""
+    the same lock."""
     real = path.resolve()
     lock_path = real.with_name(real.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _holder(fd)
-        os.close(fd)
+        return pidlock.take(lock_path)
+    except pidlock.Held as held:
         where = str(path) if real == path else f"{path} (that is {real})"
-        raise SpoolError(f"another shipper is already using the spool {where}: {holder} holds {lock_path}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _holder(fd: int) -> str:
-    text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-    return f"pid {text}" if text.isdigit() else "a process"
+        raise SpoolError(
+            f"another shipper is already using the spool {where}: {held.holder} holds {lock_path}"
+        ) from None
+    except OSError as exc:
+        raise SpoolError(f"spool.path: cannot open the lock {lock_path}: {exc.strerror or exc}") from None
 
 
 def prepare_dir(path: Path) -> None:
