@@ -17,7 +17,7 @@ from shipper.config import Config, load_config
 from shipper.configfile import ConfigSource, find_config
 from shipper.configtext import effective_toml
 from shipper.errors import ShipperError
-from shipper.logs import setup_logging
+from shipper.logs import rfc3339, setup_logging
 from shipper.sinks import check_secrets
 from shipper.spool import dlq
 from shipper.spool.salvage import salvage
@@ -166,7 +166,7 @@ def _dlq_list(config: Config, source: ConfigSource, args: argparse.Namespace) ->
     width = max(map(len, ["REQUEST", *requests]))
     print(f"{'ID':>8}  {'SINK':<12} {'FAILED':<20}  {'STATUS':>6}  {'REQUEST':<{width}}  REASON")
     for r, request in zip(rows, requests, strict=True):
-        failed = dlq.rfc3339(r.failed_at, "seconds")
+        failed = rfc3339(r.failed_at, "seconds")
         print(f"{r.id:>8}  {r.sink:<12} {failed:<20}  {r.status or '-':>6}  {request:<{width}}  {r.reason[:80]}")
     print(f"{len(rows)} dead letter(s)")
     return 0

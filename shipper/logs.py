@@ -19,9 +19,10 @@ import orjson
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
-def rfc3339(created: float) -> str:
-    """`2026-12-01T22:50:16.123Z`: UTC with milliseconds, what journald exports and log stores parse."""
-    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def rfc3339(created: float, timespec: str = "milliseconds") -> str:
+    """`2026-12-01T22:50:16.123Z`: UTC with milliseconds, what journald exports and log stores parse (and what the
+    dead-letter views show)."""
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import orjson
 from shipper.config import RedactConfig
 from shipper.enrich.marks import mark
 from shipper.enrich.rules import BUILTIN, Matcher, PathRule, PatternRule, user_rule
-from shipper.records import BadInput, NewRow
+from shipper.records import BadInput, NewRow, json_words
 
 PROTECTED: dict[str | None, frozenset[str]] = {
     "freeplay": frozenset({"completion_id", "parent_id"}),
@@ -75,7 +75,9 @@ class Redactor:
             try:
                 redacted.append(self.redact_row(row, vendor_of.get(row.sink)))
             except orjson.JSONDecodeError as exc:  # valid JSON text that maps to no values, such as 1e400
-                raise BadInput(400, "invalid_json", f"body cannot be read for redaction: {exc}", index=index) from None
+                raise BadInput(
+                    400, "invalid_json", f"body cannot be read for redaction: {json_words(exc)}", index=index
+                ) from None
         return redacted
 
     def redact_row(self, row: NewRow, vendor: str | None) -> NewRow:

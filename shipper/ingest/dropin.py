@@ -19,7 +19,7 @@ from shipper.ingest.keys import LIMITS_KEY, ROUTING_KEY
 from shipper.ingest.proxy import proxy
 from shipper.ingest.responses import json_response
 from shipper.ingest.timing import note_route
-from shipper.records import BadInput, NewRow, check_depth, check_path
+from shipper.records import BadInput, NewRow, check_depth, check_path, json_words
 from shipper.sinks.vendor import Proxied, Spooled, VendorSink, normalize_path
 
 # Native paths reached with the wrong method fall through to the catch-all; they deserve a 405, not a 404.
@@ -57,7 +57,7 @@ def plan_native(sink: VendorSink, row: NewRow, headers: Mapping[str, str]) -> Pl
     try:
         body = orjson.loads(row.body)
     except orjson.JSONDecodeError as exc:  # valid JSON text that no JSON library maps to values, such as 1e400
-        raise BadInput(400, "invalid_json", f"body: {exc}", field="body") from None
+        raise BadInput(400, "invalid_json", f"body: {json_words(exc)}", field="body") from None
     plan = sink.adapter.plan(row.method, row.path, {k: str(v) for k, v in query.items()}, body)
     if not isinstance(plan, Spooled):
         raise BadInput(
@@ -72,7 +72,7 @@ def _decode(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadInput(400, "invalid_json", f"body is not JSON: {exc}") from None
+        raise BadInput(400, "invalid_json", f"body is not JSON: {json_words(exc)}") from None
 
 
 async def dropin(request: web.Request) -> web.StreamResponse:

@@ -14,14 +14,15 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from shipper.errors import SpoolError
-from shipper.spool.group import _digest as credential_digest
+from shipper.logs import rfc3339
+from shipper.spool.group import credential_digest
 from shipper.spool.schema import SCHEMA_VERSION
 
 CHUNK = 500
@@ -55,10 +56,6 @@ class DeadRow:
         shown["created_at"], shown["failed_at"] = rfc3339(self.created_at), rfc3339(self.failed_at)
         shown["reason"] = reason_alone(self.reason, self.response)
         return shown
-
-
-def rfc3339(timestamp: float, timespec: str = "milliseconds") -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def reason_alone(reason: str, response: str | None) -> str:
@@ -247,7 +244,6 @@ def parse_duration(text: str) -> float:
 
 def parse_since(text: str, now: float | None = None) -> float:
     """An ISO 8601 time, or a duration meaning that long ago."""
-    from datetime import datetime
 
     try:
         return datetime.fromisoformat(text).timestamp()

@@ -70,7 +70,8 @@ def recover(conn: sqlite3.Connection) -> int:
     return int(found[0]) if found else 4096
 
 
-def _digest(sink: str, secret: str) -> str:
+def credential_digest(sink: str, secret: str) -> str:
+    """How a key is stored once per sink: ingest and a re-keying dead-letter replay must agree on it."""
     return hashlib.sha256(f"{sink}\0{secret}".encode()).hexdigest()
 
 
@@ -214,7 +215,7 @@ class GroupWriter:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _credential_id(self, conn: sqlite3.Connection, sink: str, secret: str, new: dict[str, int]) -> int:
-        digest = _digest(sink, secret)
+        digest = credential_digest(sink, secret)
         known = self._credential_ids.get(digest) or new.get(digest)
         if known is not None:
             return known
