@@ -17,8 +17,8 @@ from shipper.config import SinkConfig
 from shipper.forward.forwarder import Forwarder, SinkCounters
 from shipper.ingest.keys import Routing
 from shipper.metrics import Metrics
+from shipper.queue.base import Leaser
 from shipper.sinks import Sink, VendorSink
-from shipper.spool import Spool
 
 
 @dataclass(slots=True, eq=False)
@@ -31,7 +31,7 @@ class Running:
 
 class Fleet:
     def __init__(
-        self, spool: Spool, metrics: Metrics, routing: Routing, on_death: Callable[[asyncio.Task[None]], None]
+        self, spool: Leaser, metrics: Metrics, routing: Routing, on_death: Callable[[asyncio.Task[None]], None]
     ) -> None:
         self.running: dict[str, Running] = {}
         self._retiring: list[Running] = []

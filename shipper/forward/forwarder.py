@@ -22,12 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shipper.config import SinkConfig
+from shipper.core.rows import DeadLetter, Retry, SpoolRow
 from shipper.errors import SpoolError
 from shipper.forward.concurrency import AdaptiveLimit
 from shipper.forward.retry import Outcome, SinkBackoff, Verdict, backoff
 from shipper.logs import Throttled
+from shipper.queue.base import Leaser
 from shipper.sinks.base import Sink
-from shipper.spool import DeadLetter, Retry, Spool, SpoolRow
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class SinkCounters:
 class Forwarder:
     def __init__(
         self,
-        spool: Spool,
+        spool: Leaser,
         sink: Sink,
         policy: SinkConfig,
         rng: random.Random | None = None,

@@ -15,9 +15,9 @@ from shipper.config import IngestConfig
 from shipper.enrich.redact import Redactor
 from shipper.forward.forwarder import Forwarder
 from shipper.metrics import IngestCounters, Metrics, SpoolMonitor
+from shipper.queue.base import Appender, Queue
 from shipper.records import Limits
 from shipper.sinks.vendor import VendorSink
-from shipper.spool import Spool
 
 
 @dataclass(slots=True)
@@ -34,13 +34,13 @@ class Live(Protocol):
     stopping: bool
 
     @property
-    def spool(self) -> Spool: ...
+    def spool(self) -> Queue: ...
 
     @property
     def forwarders(self) -> Sequence[Forwarder]: ...
 
 
-SPOOL_KEY = web.AppKey("spool", Spool)
+SPOOL_KEY: web.AppKey[Appender] = web.AppKey("spool")
 INGEST_KEY = web.AppKey("ingest", IngestConfig)
 LIMITS_KEY = web.AppKey("limits", Limits)
 ROUTING_KEY = web.AppKey("routing", Routing)

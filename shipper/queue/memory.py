@@ -13,11 +13,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from shipper.core import order
+from shipper.core.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
 from shipper.errors import DiskFull
 from shipper.records import NewRow
-from shipper.spool.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class MemoryQueue:
         self._next_id = 1
         self._clock = clock
         self._lease_timeout = lease_timeout
+        self.path = Path(".")  # where a file would be: nothing is written there
         self.failure: BaseException | None = None
         self.disk_full: DiskFull | None = None
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from shipper.config import FileSinkConfig, HttpSinkConfig, SinkConfig
 from shipper.enrich.usage import Enricher
+from shipper.queue.base import Lookups
 from shipper.sinks.base import Sink
 from shipper.sinks.file import FileSink
 from shipper.sinks.freeplay import Freeplay
@@ -13,7 +14,7 @@ from shipper.sinks.http import HttpSink, read_secret
 from shipper.sinks.humanloop import Humanloop
 from shipper.sinks.keywordsai import KeywordsAI
 from shipper.sinks.transport import trust
-from shipper.sinks.vendor import Adapter, Lookups, VendorSink
+from shipper.sinks.vendor import Adapter, VendorSink
 
 ADAPTERS: dict[str, Adapter] = {"freeplay": Freeplay(), "humanloop": Humanloop(), "keywordsai": KeywordsAI()}
 

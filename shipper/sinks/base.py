@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from shipper.core.rows import SpoolRow
 from shipper.forward.retry import Outcome
-from shipper.spool import SpoolRow
 
 
 @dataclass(frozen=True, slots=True)

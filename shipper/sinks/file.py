@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import orjson
 
 from shipper.config import FileSinkConfig
+from shipper.core.rows import SpoolRow
 from shipper.forward.retry import Outcome, Verdict
 from shipper.sinks.base import Batching
-from shipper.spool import SpoolRow
 
 
 def render_line(row: SpoolRow) -> bytes:

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from shipper.core.rows import SpoolRow
 from shipper.records import BadInput
 from shipper.sinks.vendor import (
     ID,
@@ -29,7 +30,6 @@ from shipper.sinks.vendor import (
     route,
 )
 from shipper.sinks.vendor import success_for as _success_for
-from shipper.spool import SpoolRow
 
 P = rf"/v2/projects/{ID}"
 CREATED = frozenset({201})

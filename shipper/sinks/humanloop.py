@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
+from shipper.core.rows import SpoolRow
 from shipper.records import BadInput
 from shipper.sinks.humanloop_answers import RecentLogs, file_facts, update_answer
 from shipper.sinks.vendor import ID, Builder, Plan, Proxied, Route, Spooled, normalize_path, plan_routes, route
-from shipper.spool import SpoolRow
 
 # file type → (id field in answers, placeholder prefix for the file, placeholder prefix for its version)
 FILES = {"prompts": ("prompt_id", "pr_shp_", "prv_shp_"), "flows": ("flow_id", "fl_shp_", "flv_shp_"),

@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from shipper.core.rows import SpoolRow
 from shipper.sinks.vendor import (
     ID,
     ClientIds,
@@ -23,7 +24,6 @@ from shipper.sinks.vendor import (
     plan_routes,
     route,
 )
-from shipper.spool import SpoolRow
 
 LOGGED = {"message": "log successful"}
 

@@ -18,13 +18,14 @@ import orjson
 from multidict import CIMultiDictProxy
 
 from shipper.config import VendorSinkConfig
+from shipper.core.rows import SpoolRow
 from shipper.enrich.usage import Enricher
 from shipper.forward.retry import Outcome, Verdict, classify_status, parse_retry_after
+from shipper.queue.base import Lookups
 from shipper.records import BadInput, NewRow
 from shipper.sinks.base import Batching, OutRequest, failure_detail
 from shipper.sinks.http import read_secret, render_query
 from shipper.sinks.transport import HttpTransport
-from shipper.spool import SpoolRow
 
 # Ids that arrive as path segments: uuids and vendor ids, nothing that could alter a URL.
 ID = r"([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
@@ -165,12 +166,6 @@ def bearer(headers: Mapping[str, str]) -> str | None:
     value = headers.get("Authorization", "")
     scheme, _, token = value.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-class Lookups(Protocol):
-    async def credential(self, credential_id: int) -> str | None: ...
-
-    async def upstream_id(self, sink: str, local: str) -> str | None: ...
 
 
 class VendorSink:

@@ -1,6 +1,5 @@
-"""The SQLite spool: durable queue (store), layout (schema), boundary values (rows) and read-only views (stats)."""
+"""The SQLite spool: durable queue (store), layout (schema), group commit (group, settle, sql) and read-only views."""
 
-from shipper.spool.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
 from shipper.spool.store import Spool
 
-__all__ = ["DeadLetter", "Lease", "Retry", "Settlement", "Spool", "SpoolRow"]
+__all__ = ["Spool"]

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shipper.core import order
+from shipper.core.rows import Lease, Settlement, SpoolRow
 from shipper.errors import DiskFull, LargerThanSpool, SpoolError, SpoolFull
 from shipper.records import NewRow
 from shipper.spool import sql
 from shipper.spool.bounds import Bounds, excess, row_bytes, rows_to_drop
-from shipper.spool.rows import Lease, Settlement, SpoolRow
 from shipper.spool.settle import settle
 
 ROW_RECOUNT_INTERVAL = 30.0

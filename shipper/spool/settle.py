@@ -11,8 +11,8 @@ import time
 import orjson
 
 from shipper.core import order
+from shipper.core.rows import DeadLetter, Settlement
 from shipper.spool import sql
-from shipper.spool.rows import DeadLetter, Settlement
 
 
 def settle(conn: sqlite3.Connection, s: Settlement) -> int:

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from shipper.core.rows import DeadLetter, Lease, Retry, Settlement
 from shipper.errors import DiskFull, SpoolError
 from shipper.logs import Throttled
 from shipper.records import NewRow
 from shipper.spool.bounds import Bounds
 from shipper.spool.files import lock, prepare_dir, prepare_file
 from shipper.spool.group import GroupWriter, Op, Outcome, Read, environmental, failure, one, recover
-from shipper.spool.rows import DeadLetter, Lease, Retry, Settlement
 from shipper.spool.schema import apply_pragmas
 from shipper.spool.thread import DatabaseThread
 

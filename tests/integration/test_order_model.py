@@ -18,9 +18,10 @@ import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from shipper.core.rows import DeadLetter, Retry, SpoolRow
 from shipper.queue.memory import MemoryQueue
 from shipper.records import NewRow
-from shipper.spool import DeadLetter, Retry, Spool, SpoolRow
+from shipper.spool import Spool
 from tests.support import query_spool
 
 SINKS = ("a", "b")

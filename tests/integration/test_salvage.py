@@ -16,9 +16,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from shipper.core.rows import DeadLetter
 from shipper.errors import SpoolError
 from shipper.records import NewRow
-from shipper.spool import DeadLetter, Spool
+from shipper.spool import Spool
 from shipper.spool.salvage import salvage
 
 ROWS = 600

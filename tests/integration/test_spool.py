@@ -14,9 +14,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from shipper.core.rows import DeadLetter, Retry, SpoolRow
 from shipper.errors import LargerThanSpool, SpoolError, SpoolFull
 from shipper.records import NewRow
-from shipper.spool import DeadLetter, Retry, Spool, SpoolRow
+from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
 from shipper.spool.schema import MIGRATIONS, SCHEMA_VERSION
 from shipper.spool.stats import read_stats

@@ -1,4 +1,4 @@
-"""The values that cross the spool's boundary: rows handed out by a lease and the outcomes handed back."""
+"""The values that cross a queue's boundary: rows handed out by a lease and the outcomes handed back."""
 
 from __future__ import annotations
 
