@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +36,7 @@ from shipper.ingest.server import IngestServer
 from shipper.logs import Throttled
 from shipper.metrics import IngestCounters, Metrics, SpoolLimitsCollector, SpoolMonitor
 from shipper.notify import Notifier
-from shipper.sinks import build_sink
+from shipper.sinks import Sink, build_sink
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
 from shipper.spool.stats import queued_by_sink
@@ -69,6 +70,7 @@ class Daemon:
         self.metrics.registry.register(SpoolLimitsCollector(spool.path, spool.max_bytes, spool.max_rows))
         self.notifier = Notifier()
         self._reload_lock = asyncio.Lock()
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._drop_log = Throttled(log)
         self._spool: Spool | None = None
         self._fleet: Fleet | None = None
@@ -96,7 +98,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_notified()))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         async with AsyncExitStack() as stack:
             stack.callback(self.notifier.close)
             # Pinged from this loop for the daemon's whole life, the drain included: a stalled loop gets restarted.
@@ -104,9 +106,13 @@ class Daemon:
             await self._open_spool(stack)
             self._fleet = Fleet(self.spool, self.metrics, self.routing, self._side_task_done)
             stack.push_async_callback(self.fleet.close_all)
-            for name, sink_config in self.config.sinks.items():
-                sink = build_sink(name, sink_config, os.environ, self.spool, self.enricher)
-                await self.fleet.start(name, sink_config, sink)
+            sinks = {
+                name: build_sink(name, c, os.environ, self.spool, self.enricher)
+                for name, c in self.config.sinks.items()
+            }
+            await start_sinks(sinks)
+            for name, sink in sinks.items():
+                await self.fleet.start(name, self.config.sinks[name], sink)
             monitor = asyncio.create_task(self.monitor.run(), name="spool-monitor")
             stack.push_async_callback(_cancel, monitor)
             app = build_app(self, self.routing, self.counters, self.config.ingest, self.redactor)
@@ -159,6 +165,13 @@ class Daemon:
             self.failed = True
             self.stop_event.set()
 
+    def _on_sighup(self) -> None:
+        """A reload runs as a side task: kept, and watched like every other (one that dies stops the daemon)."""
+        task = asyncio.create_task(self._reload_notified(), name="reload")
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+        task.add_done_callback(self._side_task_done)
+
     async def _reload_notified(self) -> None:
         """SIGHUP: tell systemd a reload is under way (`systemctl reload` then waits for READY=1)."""
         self.notifier.reloading()
@@ -184,17 +197,19 @@ class Daemon:
                     for name, sink in new.sinks.items()
                     if self.config.sinks.get(name) != sink or name in refused
                 }
+                await start_sinks(built)  # before anything changes: a sink that cannot start refuses the reload
             except ConfigError as exc:
                 log.error("reload refused, the running configuration stays: %s", exc)
                 return
-            logging.getLogger().setLevel((self.log_level or new.daemon.log_level).upper())
             gone = [name for name in self.config.sinks if name not in new.sinks]
-            self.routing.sinks = frozenset(new.sinks)
-            self.config = new
-            for name in gone:
-                await self.fleet.remove(name)
             for name, sink in built.items():
                 await self.fleet.replace(name, new.sinks[name], sink)
+            for name in gone:
+                await self.fleet.remove(name)
+            # Only now that the new sinks run: the routes and the configuration the daemon reports.
+            self.routing.sinks = frozenset(new.sinks)
+            self.config = new
+            logging.getLogger().setLevel((self.log_level or new.daemon.log_level).upper())
             log.info("configuration reloaded", extra={"restarted_sinks": sorted(built), "removed": gone})
 
     async def _shutdown(self, server: IngestServer, in_flight: InFlight) -> None:
@@ -232,6 +247,19 @@ class Daemon:
         except SpoolError:
             return None
         return {sink: counts.get(sink, 0) for sink in sorted({*self.config.sinks, *counts})}
+
+
+async def start_sinks(sinks: Mapping[str, Sink]) -> None:
+    """Start every sink, or none: on a failure the ones started are closed, and a ConfigError names the sink."""
+    started: list[Sink] = []
+    for name, sink in sinks.items():
+        try:
+            await sink.start()
+        except (OSError, ValueError) as exc:
+            for done in [*started, sink]:
+                await done.close()
+            raise ConfigError(f"sinks.{name}: cannot start: {exc}") from exc
+        started.append(sink)
 
 
 def closing_time(drain_timeout: float) -> float:

@@ -42,6 +42,8 @@ class FileSink:
         self._fd: int | None = None
 
     async def start(self) -> None:
+        if self._fd is not None:  # started already (a reload starts a sink before the fleet takes it)
+            return
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 

@@ -82,6 +82,8 @@ class HttpTransport:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
+        if self._session is not None:  # started already (a reload starts a sink before the fleet takes it)
+            return
         connector = aiohttp.TCPConnector(limit=self._concurrency, keepalive_timeout=30, ssl=self._ssl)
         self._session = aiohttp.ClientSession(
             connector=connector,

@@ -261,6 +261,12 @@ BAD_RELOADS = [
         id="unset-secret",
     ),
     pytest.param(lambda url: (http_sink("remote", url), 'durability = "os"'), "[spool]", id="spool-change"),
+    # Valid, but a new sink cannot start (its file cannot be created): nothing of the new config is applied.
+    pytest.param(
+        lambda url: (http_sink("remote", url) + '\n[sinks.out]\ntype = "file"\npath = "/dev/null/out.ndjson"\n', ""),
+        "sinks.out: cannot start",
+        id="sink-cannot-start",
+    ),
 ]
 
 

@@ -80,6 +80,12 @@ async def test_a_missing_ca_file_is_one_line_naming_the_sinks_key_and_exit_2(tmp
     assert line == f"shipper: sinks.remote.ca_file: cannot load {missing}: No such file or directory"
 
 
+async def test_a_file_sink_that_cannot_open_its_file_is_one_line_naming_the_sink_and_exit_2(tmp_path: Path) -> None:
+    config = write_config(tmp_path, FILE_SINK.format(out="/dev/null/out.ndjson"))
+    line = await start_failure(config)
+    assert "sinks.local: cannot start" in line and "/dev/null" in line, line
+
+
 async def test_a_socket_group_that_does_not_exist_is_one_line_and_leaves_no_socket_behind(tmp_path: Path) -> None:
     config = write_config(tmp_path, file_sink(tmp_path), ingest_extra='unix_group = "shipper-no-such-group"')
     line = await start_failure(config)
