@@ -2,10 +2,10 @@
 
 Scraping or probing shipper from outside its host or pod should not mean opening ingest, where records are written
 (Fluent Bit's HTTP_Server and Vector's internal_metrics are separate listeners for the same reason). This is a second,
-small aiohttp application serving the very handlers ingest serves (ingest/ops.py), and nothing else: no record can
+small aiohttp application serving the very handlers ingest serves (ops/routes.py), and nothing else: no record can
 be written through it. Off unless `[admin] http` is set. Bound to loopback it is open like ingest; on any other
 address config.py requires `[admin] token`, asked for `/metrics` and `/v1/status`, while the two probes stay open
-so a kubelet or load balancer needs no secret. Not responsible for what the routes answer (ops.py).
+so a kubelet or load balancer needs no secret. Not responsible for what the routes answer (ops/routes.py).
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from pydantic import SecretStr
 
 from shipper.config import AdminConfig, parse_host_port
 from shipper.errors import ConfigError
-from shipper.ingest import ops
 from shipper.ingest.guard import OPERATIONS
-from shipper.ingest.keys import LIVE_KEY, Live
 from shipper.ingest.responses import Handler, error_response
+from shipper.ops.routes import Live, add_routes
 from shipper.sinks.vendor import bearer
 
 # Probes carry no secret: kubelet and load balancers reach them without one, as ingest's /healthz.
@@ -63,8 +62,7 @@ async def _elsewhere(request: web.Request) -> web.Response:
 
 def build_admin_app(live: Live, token: SecretStr | None) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_token_check(token)] if token else [])
-    app[LIVE_KEY] = live
-    ops.add_routes(app)
+    add_routes(app, live)
     app.router.add_route("*", "/{tail:.*}", _elsewhere)
     return app
 

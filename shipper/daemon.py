@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -22,21 +23,23 @@ from dataclasses import asdict
 from pathlib import Path
 
 from shipper.admin import AdminServer
-from shipper.config import Config, load_config
+from shipper.config import Config, IngestConfig, load_config
 from shipper.enrich.collector import EnrichCollector
 from shipper.enrich.redact import Redactor
 from shipper.enrich.usage import Enricher
 from shipper.errors import ConfigError, SpoolError
 from shipper.forward.fleet import Fleet
 from shipper.forward.forwarder import Forwarder
+from shipper.ingest.counters import IngestCounters
 from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
-from shipper.ingest.keys import Routing
 from shipper.ingest.routes import build_app
 from shipper.ingest.server import IngestServer
 from shipper.logs import Throttled
-from shipper.metrics import IngestCounters, Metrics, SpoolLimitsCollector, SpoolMonitor
+from shipper.metrics import IngestTimers, Metrics, SpoolLimitsCollector, SpoolMonitor
 from shipper.notify import Notifier
+from shipper.ops.routes import add_routes
 from shipper.sinks import Sink, build_sink
+from shipper.sinks.routing import Routing
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
 from shipper.spool.stats import queued_by_sink
@@ -88,6 +91,14 @@ class Daemon:
         return self._fleet
 
     @property
+    def timers(self) -> IngestTimers:
+        return self.metrics.ingest
+
+    @property
+    def ingest_config(self) -> IngestConfig:
+        return self.config.ingest
+
+    @property
     def forwarders(self) -> list[Forwarder]:
         return self._fleet.forwarders if self._fleet is not None else []
 
@@ -115,7 +126,8 @@ class Daemon:
                 await self.fleet.start(name, self.config.sinks[name], sink)
             monitor = asyncio.create_task(self.monitor.run(), name="spool-monitor")
             stack.push_async_callback(_cancel, monitor)
-            app = build_app(self, self.routing, self.counters, self.config.ingest, self.redactor)
+            operations = functools.partial(add_routes, live=self)
+            app = build_app(self, self.routing, self.counters, self.config.ingest, self.redactor, operations)
             server = IngestServer(app, self.config.ingest)
             await server.start()
             stack.push_async_callback(server.stop)

@@ -13,9 +13,9 @@ import contextlib
 import logging
 import shutil
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from shipper import __version__
 from shipper.errors import SpoolError
 from shipper.forward.forwarder import Forwarder
+from shipper.ingest.counters import IngestCounters
 from shipper.spool.stats import SinkStats, SpoolStats, read_stats
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,6 @@ STATES = ("up", "backing_off", "probing", "open", "auth_failed")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # An acknowledgement takes about a millisecond (one group commit); a proxied read waits for the vendor.
 INGEST_BUCKETS = (0.0005, *LATENCY_BUCKETS)
-
-
-@dataclass(slots=True)
-class IngestCounters:
-    received: Counter[str] = field(default_factory=Counter)  # sink → records committed
-    rejected: Counter[str] = field(default_factory=Counter)  # reason → requests refused
-    dropped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (sink, reason) → records dropped
-    spool_recoveries: int = 0  # damaged spools moved aside at start
 
 
 class SpoolMonitor:
@@ -209,6 +202,12 @@ class IngestTimers:
 
     request_seconds: Histogram
     ack_seconds: Histogram
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.request_seconds.labels(route, str(status)).observe(seconds)
+
+    def observe_ack(self, seconds: float) -> None:
+        self.ack_seconds.observe(seconds)
 
     @classmethod
     def register(cls, registry: CollectorRegistry) -> IngestTimers:

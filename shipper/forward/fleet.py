@@ -12,13 +12,21 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from shipper.config import SinkConfig
 from shipper.forward.forwarder import Forwarder, SinkCounters
-from shipper.ingest.keys import Routing
-from shipper.metrics import Metrics
 from shipper.queue.base import Leaser
 from shipper.sinks import Sink, VendorSink
+from shipper.sinks.routing import Routing
+
+
+class SendTimes(Protocol):
+    """Where each sink's send latencies go (metrics.py implements it); forgotten when a reload removes the sink."""
+
+    def observer(self, sink: str) -> Callable[[float], None]: ...
+
+    def forget(self, sink: str) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -31,7 +39,7 @@ class Running:
 
 class Fleet:
     def __init__(
-        self, spool: Leaser, metrics: Metrics, routing: Routing, on_death: Callable[[asyncio.Task[None]], None]
+        self, spool: Leaser, metrics: SendTimes, routing: Routing, on_death: Callable[[asyncio.Task[None]], None]
     ) -> None:
         self.running: dict[str, Running] = {}
         self._retiring: list[Running] = []

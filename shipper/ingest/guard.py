@@ -16,7 +16,7 @@ from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from shipper.ingest.headers import TOKEN_HEADER
-from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY, LIVE_KEY
+from shipper.ingest.keys import COUNTERS_KEY, DRAINING_KEY, INGEST_KEY
 from shipper.ingest.responses import Handler, error_response
 
 OPEN_PATHS = frozenset({"/healthz"})
@@ -76,7 +76,7 @@ async def token_check(request: web.Request, handler: Handler) -> web.StreamRespo
 @web.middleware
 async def admission(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse new work once shutdown begins, and past `max_concurrent_requests` in flight: 503 at once."""
-    if request.app[LIVE_KEY].stopping and request.path not in OPERATIONS:
+    if request.app[DRAINING_KEY].stopping and request.path not in OPERATIONS:
         request.app[COUNTERS_KEY].rejected["stopping"] += 1
         response = error_response(503, "stopping", "shipper is shutting down; send to its successor")
         response.headers["Retry-After"] = "1"

@@ -1,43 +1,44 @@
 """Typed keys for what the ingest application shares with the daemon; one place so modules don't import in circles.
 
-`Routing` is mutable on purpose: a configuration reload swaps the sinks it names without restarting listeners.
+Ingest sees the daemon only through the small protocols here (never the forwarders, metrics or operations routes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
 
 from shipper.config import IngestConfig
 from shipper.enrich.redact import Redactor
-from shipper.forward.forwarder import Forwarder
-from shipper.metrics import IngestCounters, Metrics, SpoolMonitor
-from shipper.queue.base import Appender, Queue
+from shipper.ingest.counters import IngestCounters
+from shipper.queue.base import Appender
 from shipper.records import Limits
-from shipper.sinks.vendor import VendorSink
+from shipper.sinks.routing import Routing
 
 
-@dataclass(slots=True)
-class Routing:
-    sinks: frozenset[str]
-    vendors: Mapping[str, VendorSink] = field(default_factory=dict)
+class Draining(Protocol):
+    """What ingest needs to know of the daemon's lifecycle: whether shutdown began (then new work gets 503)."""
 
-
-class Live(Protocol):
-    """The running daemon as the operations routes see it."""
-
-    monitor: SpoolMonitor
-    metrics: Metrics
     stopping: bool
 
-    @property
-    def spool(self) -> Queue: ...
+
+class Timers(Protocol):
+    """Where ingest reports how long requests and acknowledgements take (metrics.py implements it)."""
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None: ...
+
+    def observe_ack(self, seconds: float) -> None: ...
+
+
+class Intake(Draining, Protocol):
+    """The running daemon as the ingest application sees it: where rows go, where timings go, and the drain."""
 
     @property
-    def forwarders(self) -> Sequence[Forwarder]: ...
+    def spool(self) -> Appender: ...
+
+    @property
+    def timers(self) -> Timers: ...
 
 
 SPOOL_KEY: web.AppKey[Appender] = web.AppKey("spool")
@@ -45,5 +46,6 @@ INGEST_KEY = web.AppKey("ingest", IngestConfig)
 LIMITS_KEY = web.AppKey("limits", Limits)
 ROUTING_KEY = web.AppKey("routing", Routing)
 COUNTERS_KEY = web.AppKey("counters", IngestCounters)
-LIVE_KEY: web.AppKey[Live] = web.AppKey("live")
+DRAINING_KEY: web.AppKey[Draining] = web.AppKey("draining")
+TIMERS_KEY: web.AppKey[Timers] = web.AppKey("timers")
 REDACTOR_KEY = web.AppKey("redactor", Redactor)

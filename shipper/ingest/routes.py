@@ -6,32 +6,33 @@ nothing is spooled. Not responsible for listening sockets (server.py) or validat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from shipper.config import IngestConfig
 from shipper.enrich.redact import Redactor
-from shipper.ingest import ops
+from shipper.ingest.counters import IngestCounters
 from shipper.ingest.dropin import dropin, plan_native, remember_native_routes
 from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight, admission, token_check
 from shipper.ingest.headers import header_check
 from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import (
     COUNTERS_KEY,
+    DRAINING_KEY,
     INGEST_KEY,
     LIMITS_KEY,
-    LIVE_KEY,
     REDACTOR_KEY,
     ROUTING_KEY,
     SPOOL_KEY,
-    Live,
-    Routing,
+    TIMERS_KEY,
+    Intake,
 )
 from shipper.ingest.responses import json_errors, json_response
 from shipper.ingest.timing import timed
-from shipper.metrics import IngestCounters
 from shipper.records import BadInput, Limits, parse_records
+from shipper.sinks.routing import Routing
 
 
 async def post_records(request: web.Request) -> web.Response:
@@ -61,20 +62,28 @@ async def post_records(request: web.Request) -> web.Response:
 
 
 def build_app(
-    live: Live, routing: Routing, counters: IngestCounters, config: IngestConfig, redactor: Redactor | None = None
+    live: Intake,
+    routing: Routing,
+    counters: IngestCounters,
+    config: IngestConfig,
+    redactor: Redactor | None = None,
+    operations: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
+    """`operations` adds the operations routes (health, metrics, status: ops/routes.py); ingest knows none of them."""
     middlewares = [timed, json_errors, header_check, token_check, admission]  # timed outermost: sees every answer
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
     app[REDACTOR_KEY] = redactor or Redactor()  # no rules: rows pass through untouched
     app[SPOOL_KEY] = live.spool
-    app[LIVE_KEY] = live
+    app[DRAINING_KEY] = live
+    app[TIMERS_KEY] = live.timers
     app[ROUTING_KEY] = routing
     app[COUNTERS_KEY] = counters
     app[INGEST_KEY] = config
     app[LIMITS_KEY] = Limits(config.max_line_bytes, config.max_items, config.max_depth)
     app[IN_FLIGHT_KEY] = InFlight()
     app.router.add_post("/v1/records", post_records)
-    ops.add_routes(app)
+    if operations is not None:
+        operations(app)
     remember_native_routes(app)
     app.router.add_route("*", "/{tail:.*}", dropin)
     return app

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from shipper.ingest.keys import LIVE_KEY
+from shipper.ingest.keys import TIMERS_KEY
 from shipper.ingest.responses import Handler
 
 # A request's own state is copied when a middleware clones it (the token check does), so handlers write into one
@@ -60,11 +60,10 @@ def _route_label(request: web.Request, timing: Timing) -> str:
 
 
 def _observe(request: web.Request, timing: Timing, status: int) -> None:
-    timers = request.app[LIVE_KEY].metrics.ingest
-    elapsed = time.monotonic() - timing.arrived
-    timers.request_seconds.labels(_route_label(request, timing), str(status)).observe(elapsed)
+    timers = request.app[TIMERS_KEY]
+    timers.observe_request(_route_label(request, timing), status, time.monotonic() - timing.arrived)
     if timing.committed is not None:
-        timers.ack_seconds.observe(timing.committed - timing.arrived)
+        timers.observe_ack(timing.committed - timing.arrived)
 
 
 @web.middleware

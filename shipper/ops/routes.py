@@ -12,14 +12,38 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shipper.config import IngestConfig
 from shipper.errors import SpoolError
-from shipper.ingest.keys import INGEST_KEY, LIVE_KEY
+from shipper.forward.forwarder import Forwarder
 from shipper.ingest.responses import error_response, json_response
+from shipper.metrics import Metrics, SpoolMonitor
+from shipper.queue.base import Queue
+
+
+class Live(Protocol):
+    """The running daemon as the operations routes see it."""
+
+    monitor: SpoolMonitor
+    metrics: Metrics
+    stopping: bool
+
+    @property
+    def spool(self) -> Queue: ...
+
+    @property
+    def forwarders(self) -> Sequence[Forwarder]: ...
+
+    @property
+    def ingest_config(self) -> IngestConfig: ...
+
+
+LIVE_KEY: web.AppKey[Live] = web.AppKey("live")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -41,7 +65,7 @@ async def readyz(request: web.Request) -> web.Response:
     except SpoolError as exc:
         return error_response(503, "spool_unwritable", str(exc))
     full = live.spool.disk_full
-    if full is not None and shutil.disk_usage(live.spool.path.parent).free < request.app[INGEST_KEY].max_body_bytes:
+    if full is not None and shutil.disk_usage(live.spool.path.parent).free < live.ingest_config.max_body_bytes:
         return error_response(503, "insufficient_storage", str(full))
     return json_response({"status": "ready", "sinks": [f.sink.name for f in live.forwarders]})
 
@@ -79,7 +103,8 @@ async def status(request: web.Request) -> web.Response:
     return json_response({"pid": os.getpid(), "spool": str(live.spool.path.resolve()), "sinks": sinks})
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, live: Live) -> None:
+    app[LIVE_KEY] = live
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
