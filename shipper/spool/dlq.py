@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,14 +22,15 @@ import orjson
 
 from shipper.errors import SpoolError
 from shipper.logs import rfc3339
+from shipper.spool import sql
 from shipper.spool.group import credential_digest
 from shipper.spool.schema import SCHEMA_VERSION
 
 CHUNK = 500
-_FIELDS = "id, sink, key, method, path, query, body, created_at, attempts, failed_at, status, response, reason"
-_REQUEUE = """
-INSERT INTO rows (sink, key, method, path, query, body, created_at, scope, after, kind, credential_id)
-SELECT sink, key, method, path, query, body, ?, scope, after, kind, coalesce(?, credential_id)
+# The request a dead letter holds, put back under a new id; a replay may give it another key (coalesce).
+_REQUEUE = f"""
+INSERT INTO rows ({sql.names(sql.REQUEST)}, created_at)
+SELECT {sql.names(sql.REQUEST).replace("credential_id", "coalesce(?, credential_id)")}, ?
 FROM dead_letters WHERE id = ?
 """
 
@@ -56,6 +57,9 @@ class DeadRow:
         shown["created_at"], shown["failed_at"] = rfc3339(self.created_at), rfc3339(self.failed_at)
         shown["reason"] = reason_alone(self.reason, self.response)
         return shown
+
+
+_FIELDS = sql.names(tuple(field.name for field in fields(DeadRow)))
 
 
 def reason_alone(reason: str, response: str | None) -> str:
@@ -144,7 +148,7 @@ def show_dead(path: Path, row_id: int) -> DeadRow:
 
 
 def _requeue(conn: sqlite3.Connection, now: float, row_id: int, credential_id: int | None) -> int:
-    cursor = conn.execute(_REQUEUE, (now, credential_id, row_id))
+    cursor = conn.execute(_REQUEUE, (credential_id, now, row_id))
     if cursor.rowcount != 1 or cursor.lastrowid is None:  # then the chunk's transaction is never committed
         raise SpoolError(f"dead letter {row_id} could not be put back in the queue")
     return cursor.lastrowid

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from shipper.errors import SpoolError
+from shipper.spool import sql
 from shipper.spool.dlq import connect_writable
 from shipper.spool.files import prepare_file
 
 CHUNK = 256
-ROW_FIELDS = "id, sink, key, method, path, query, body, created_at, scope, after, kind, credential_id"
-DEAD_FIELDS = ROW_FIELDS + ", attempts, failed_at, status, response, reason"
+# What is read of an old row: its id (to walk the table), the request it holds, when it was acknowledged.
+ROW_FIELDS = ("id", *sql.REQUEST, "created_at")
+DEAD_FIELDS = (*ROW_FIELDS, "attempts", *sql.OUTCOME)
+CREDENTIAL = ROW_FIELDS.index("credential_id")
 # When even the table's largest id cannot be read, probe this far at most.
 MAX_SKIP = 1 << 20
 
@@ -143,22 +146,25 @@ def _requeue(
     report: SalvageReport,
     progress: Callable[[str, int], None] | None,
 ) -> None:
-    sql = (
-        "INSERT INTO rows (sink, key, method, path, query, body, created_at, scope, after, kind, credential_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
+    insert = f"INSERT INTO rows ({sql.names(ROW_FIELDS[1:])}) VALUES ({sql.marks(ROW_FIELDS[1:])})"
     chunk: list[tuple[Any, ...]] = []
-    for row in _readable(old, "rows", ROW_FIELDS, report):
-        chunk.append((*row[1:11], credentials.get(row[11]) if row[11] is not None else None))
+    for row in _readable(old, "rows", sql.names(ROW_FIELDS), report):
+        chunk.append(_rekeyed(row, credentials)[1:])
         if len(chunk) >= CHUNK:
-            _flush(new, sql, chunk)
+            _flush(new, insert, chunk)
             report.requeued += len(chunk)
             chunk = []
             if progress is not None:
                 progress("requeued", report.requeued)
     if chunk:
-        _flush(new, sql, chunk)
+        _flush(new, insert, chunk)
         report.requeued += len(chunk)
+
+
+def _rekeyed(row: tuple[Any, ...], credentials: dict[int, int]) -> tuple[Any, ...]:
+    """The row with its credential id as the new spool numbers it."""
+    old = row[CREDENTIAL]
+    return (*row[:CREDENTIAL], None if old is None else credentials.get(old), *row[CREDENTIAL + 1 :])
 
 
 def _keep_dead(
@@ -168,20 +174,14 @@ def _keep_dead(
     report: SalvageReport,
     progress: Callable[[str, int], None] | None,
 ) -> None:
-    sql = (
-        f"INSERT INTO dead_letters (id, {ROW_FIELDS[4:]}, attempts, failed_at, status, response, reason)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    rows = list(_readable(old, "dead_letters", DEAD_FIELDS, report))
+    insert = f"INSERT INTO dead_letters ({sql.names(DEAD_FIELDS)}) VALUES ({sql.marks(DEAD_FIELDS)})"
+    rows = list(_readable(old, "dead_letters", sql.names(DEAD_FIELDS), report))
     if not rows:
         return
     new.execute("BEGIN IMMEDIATE")
     first = _reserve_ids(new, len(rows))
-    values = [
-        (first + n, *row[1:11], credentials.get(row[11]) if row[11] is not None else None, *row[12:])
-        for n, row in enumerate(rows)
-    ]
-    new.executemany(sql, values)
+    values = [(first + n, *_rekeyed(row, credentials)[1:]) for n, row in enumerate(rows)]
+    new.executemany(insert, values)
     new.execute("COMMIT")
     report.dead_letters = len(rows)
     if progress is not None:

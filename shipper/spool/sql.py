@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-COLUMNS = "id, sink, key, method, path, query, body, created_at, attempts, scope, after, kind, credential_id"
+# The columns, named once. What a record asks for (the request to replay, with what orders it); what the queue adds
+# (id, when, attempts); what a dead letter adds. Every statement here, in dlq.py and in salvage.py is built from them.
+REQUEST = ("sink", "key", "method", "path", "query", "body", "scope", "after", "kind", "credential_id")
+# In SpoolRow's order: a lease builds SpoolRows straight from these (a test keeps the two equal).
+ROW = ("id", "sink", "key", "method", "path", "query", "body", "created_at", "attempts", "scope", "after", "kind",
+       "credential_id")  # fmt: skip
+OUTCOME = ("failed_at", "status", "response", "reason")
+
+
+def names(columns: tuple[str, ...]) -> str:
+    return ", ".join(columns)
+
+
+def marks(columns: tuple[str, ...]) -> str:
+    return ", ".join("?" * len(columns))
+
+
+COLUMNS = names(ROW)
 # A leased row's `attempts` is the number of this attempt: the ended ones plus this one.
 LEASED_COLUMNS = COLUMNS.replace("attempts", "attempts + 1") + ", unanswered"
-INSERT = f"INSERT INTO rows ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-DEAD_ON_ARRIVAL = (
-    f"INSERT INTO dead_letters ({COLUMNS}, failed_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+INSERT = f"INSERT INTO rows ({COLUMNS}) VALUES ({marks(ROW)})"
+DEAD_ON_ARRIVAL = f"INSERT INTO dead_letters ({COLUMNS}, failed_at, reason) VALUES ({marks(ROW)}, ?, ?)"
 # Ids come from the rows table's sequence; a row dead on arrival never enters it, so move the sequence past it.
 BUMP_SEQUENCE = "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'rows'"
 REMEMBER_SCOPE = "INSERT OR IGNORE INTO entity_scopes (sink, key, scope, created_at) VALUES (?, ?, ?, ?)"
