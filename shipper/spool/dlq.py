@@ -23,7 +23,7 @@ import orjson
 from shipper.errors import SpoolError
 from shipper.logs import rfc3339
 from shipper.spool import sql
-from shipper.spool.group import credential_digest
+from shipper.spool.inserts import credential_digest
 from shipper.spool.schema import SCHEMA_VERSION
 
 CHUNK = 500

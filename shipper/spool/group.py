@@ -1,9 +1,9 @@
 """One group commit, run start to end on the database thread: appends, settlements, leases and reads, one transaction.
 
 Appends go first, then settlements (they free keyed successors), then leases and reads. Only commits that acknowledge
-records are fsynced. The state kept here (the row count, caches of credential ids and entity scopes, drops since the
-last group) belongs to the database thread; the event loop reads it only between groups.
-Not responsible for queueing, futures or callbacks (store.py).
+records are fsynced. The state kept here (the row count, drops since the last group, the append path's caches in
+inserts.py) belongs to the database thread; the event loop reads it only between groups.
+Not responsible for queueing, futures or callbacks (store.py), nor for what an append stores (inserts.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import hashlib
 import sqlite3
 import time
 from collections import Counter
@@ -19,12 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shipper.core import order
 from shipper.core.rows import Lease, Settlement, SpoolRow
 from shipper.errors import DiskFull, LargerThanSpool, SpoolError, SpoolFull
 from shipper.records import NewRow
 from shipper.spool import sql
 from shipper.spool.bounds import Bounds, excess, row_bytes, rows_to_drop
+from shipper.spool.inserts import Inserts, one
 from shipper.spool.settle import settle
 
 ROW_RECOUNT_INTERVAL = 30.0
@@ -33,7 +32,6 @@ VACUUM_MIN_PAGES = 256  # 1 MiB of free pages before it is worth giving them bac
 VACUUM_MAX_PAGES = 4096  # at most 16 MiB per pass, so one pass never stalls the writer for long
 # Entities whose create is older than this are forgotten: their updates no longer join the create's scope.
 SCOPE_RETENTION = 30 * 86400
-MAX_CACHED_SCOPES = 100_000
 
 Read = Callable[[sqlite3.Connection], Any]
 
@@ -70,16 +68,6 @@ def recover(conn: sqlite3.Connection) -> int:
     return int(found[0]) if found else 4096
 
 
-def credential_digest(sink: str, secret: str) -> str:
-    """How a key is stored once per sink: ingest and a re-keying dead-letter replay must agree on it."""
-    return hashlib.sha256(f"{sink}\0{secret}".encode()).hexdigest()
-
-
-def one(conn: sqlite3.Connection, query: str, params: Sequence[Any] = ()) -> Any:
-    found = conn.execute(query, params).fetchone()
-    return None if found is None else found[0]
-
-
 class GroupWriter:
     """Applies groups of ops in single transactions; lives on the database thread."""
 
@@ -92,25 +80,23 @@ class GroupWriter:
         self._rows: int | None = None
         self._rows_synced = 0.0
         self._next_maintenance = 0.0
-        self._credential_ids: dict[str, int] = {}
-        self._scopes: dict[tuple[str, str], str] = {}
+        self._inserts = Inserts()
 
     def commit(self, conn: sqlite3.Connection, group: list[Op]) -> Outcome:
         """Raises with the transaction rolled back (see `environmental` for what the error says)."""
         outcome = Outcome([None] * len(group))
-        new_credentials: dict[str, int] = {}
         try:
             self._sync_for(conn, any(op.append for op in group))
             conn.execute("BEGIN IMMEDIATE")
-            self._apply(conn, group, outcome, new_credentials)
+            self._apply(conn, group, outcome)
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             self._rows = None
-            self._scopes.clear()  # it may hold scopes of creates the rollback undid
+            self._inserts.rolled_back()
             raise
-        self._credential_ids.update(new_credentials)
+        self._inserts.committed()
         if time.monotonic() >= self._next_maintenance:
             with contextlib.suppress(sqlite3.Error):  # housekeeping: a failure here costs only disk space
                 self._maintain(conn)
@@ -124,7 +110,7 @@ class GroupWriter:
             conn.execute(f"PRAGMA synchronous={wanted}")
             self._synchronous = wanted
 
-    def _apply(self, conn: sqlite3.Connection, group: list[Op], out: Outcome, new_credentials: dict[str, int]) -> None:
+    def _apply(self, conn: sqlite3.Connection, group: list[Op], out: Outcome) -> None:
         appends: list[tuple[int, Sequence[NewRow]]] = []
         pending = (0, 0)  # rows and bytes admitted in this group, not inserted yet
         for i, op in enumerate(group):
@@ -138,7 +124,9 @@ class GroupWriter:
             else:
                 out.results[i] = refusal
         if appends:
-            inserted = self._insert(conn, [rows for _, rows in appends], new_credentials)
+            inserted, queued = self._inserts.insert(conn, [rows for _, rows in appends])
+            if self._rows is not None:
+                self._rows += queued
             for (i, _), ids in zip(appends, inserted, strict=True):
                 out.results[i] = ids
         merged = Settlement()
@@ -213,91 +201,6 @@ class GroupWriter:
             # executescript steps the pragma to its end; a plain execute would free a single page.
             conn.executescript(f"PRAGMA incremental_vacuum({min(free, VACUUM_MAX_PAGES)});")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def _credential_id(self, conn: sqlite3.Connection, sink: str, secret: str, new: dict[str, int]) -> int:
-        digest = credential_digest(sink, secret)
-        known = self._credential_ids.get(digest) or new.get(digest)
-        if known is not None:
-            return known
-        conn.execute("INSERT OR IGNORE INTO credentials (digest, value) VALUES (?, ?)", (digest, secret))
-        new[digest] = int(one(conn, "SELECT id FROM credentials WHERE digest = ?", (digest,)))
-        return new[digest]
-
-    def _insert(
-        self, conn: sqlite3.Connection, batches: list[Sequence[NewRow]], new_credentials: dict[str, int]
-    ) -> list[list[int]]:
-        next_id = int(one(conn, "SELECT seq FROM sqlite_sequence WHERE name = 'rows'") or 0) + 1
-        now = time.time()
-        queued: list[tuple[Any, ...]] = []
-        dead = 0
-        scopes: list[tuple[str, str, str, float]] = []
-        out: list[list[int]] = []
-        for rows in batches:
-            ids = list(range(next_id, next_id + len(rows)))
-            next_id += len(rows)
-            out.append(ids)
-            for row_id, r in zip(ids, rows, strict=True):
-                secret = r.credential
-                cred = None if secret is None else self._credential_id(conn, r.sink, secret, new_credentials)
-                # What the entity's create named, where the rule needs it (an update joins it, a create may set it).
-                wanted = r.key is not None and (r.kind == "create" or (r.kind == "update" and r.scope is None))
-                known = self._entity_scope(conn, r.sink, r.key) if wanted and r.key is not None else None
-                scope = order.inherited_scope(r.kind, r.key, r.scope, known)
-                values = (
-                    row_id,
-                    r.sink,
-                    r.key,
-                    r.method,
-                    r.path,
-                    r.query,
-                    r.body,
-                    now,
-                    0,
-                    scope,
-                    r.after,
-                    r.kind,
-                    cred,
-                )
-                died = self._dead_create(conn, r) if (r.kind == "update" and r.key) or r.after else None
-                if died is None:
-                    queued.append(values)
-                else:  # written at once: a dead create is dead for the rest of its batch too
-                    conn.execute(sql.DEAD_ON_ARRIVAL, (*values, now, order.reason(*died)))
-                    dead += 1
-                # The first create of a key names its scope for good (INSERT OR IGNORE below; the cache agrees).
-                if (
-                    order.remembers_scope(r.kind, r.key, scope)
-                    and r.key is not None
-                    and scope is not None
-                    and known is None
-                ):
-                    scopes.append((r.sink, r.key, scope, now))
-                    self._scopes[(r.sink, r.key)] = scope
-        conn.executemany(sql.INSERT, queued)
-        if self._rows is not None:
-            self._rows += len(queued)
-        if dead:
-            conn.execute(sql.BUMP_SEQUENCE, (next_id - 1,))
-        if scopes:
-            conn.executemany(sql.REMEMBER_SCOPE, scopes)
-        return out
-
-    def _entity_scope(self, conn: sqlite3.Connection, sink: str, key: str) -> str | None:
-        """The scope the entity's create named (an update of a Freeplay trace belongs to the trace's session)."""
-        if (sink, key) not in self._scopes:
-            found = one(conn, "SELECT scope FROM entity_scopes WHERE sink = ? AND key = ?", (sink, key))
-            if found is None:
-                return None
-            if len(self._scopes) > MAX_CACHED_SCOPES:
-                self._scopes.clear()
-            self._scopes[(sink, key)] = found
-        return self._scopes[(sink, key)]
-
-    def _dead_create(self, conn: sqlite3.Connection, row: NewRow) -> tuple[int, str] | None:
-        """The dead-lettered create this row depends on, if any: such a row could never succeed."""
-        own = row.key if row.kind == "update" else None
-        found = conn.execute(sql.DEAD_CREATE_FOR, (row.sink, own, row.after)).fetchone()
-        return None if found is None else (int(found[0]), str(found[1]))
 
     def _lease(self, conn: sqlite3.Connection, sink: str, limit: int, max_bytes: int) -> Lease:
         now = time.time()

@@ -24,7 +24,8 @@ from shipper.logs import Throttled
 from shipper.records import NewRow
 from shipper.spool.bounds import Bounds
 from shipper.spool.files import lock, prepare_dir, prepare_file
-from shipper.spool.group import GroupWriter, Op, Outcome, Read, environmental, failure, one, recover
+from shipper.spool.group import GroupWriter, Op, Outcome, Read, environmental, failure, recover
+from shipper.spool.inserts import one
 from shipper.spool.schema import apply_pragmas
 from shipper.spool.thread import DatabaseThread
 
