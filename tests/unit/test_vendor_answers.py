@@ -74,13 +74,18 @@ KEYWORDS: list[tuple[str, str, Any, Check]] = [
 ]
 
 
+def _id(value: Any) -> str:
+    """Test ids the same in every process (pytest-xdist compares them): a function by name, never by address."""
+    return str(getattr(value, "__name__", value))[:60]
+
+
 def spooled(adapter: Adapter, method: str, path: str, body: Any, query: dict[str, str] | None = None) -> Spooled:
     plan = adapter.plan(method, path, query or {}, body)
     assert isinstance(plan, Spooled), plan
     return plan
 
 
-@pytest.mark.parametrize(("method", "path", "body", "check"), FREEPLAY + KEYWORDS, ids=lambda v: str(v)[:60])
+@pytest.mark.parametrize(("method", "path", "body", "check"), FREEPLAY + KEYWORDS, ids=_id)
 def test_freeplay_and_keywords_answers_are_what_their_sdks_read(
     method: str, path: str, body: Any, check: Check
 ) -> None:
