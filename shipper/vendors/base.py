@@ -106,6 +106,7 @@ class Adapter(Protocol):
 
     type: str  # the sink `type` in the config, and the vendor's key in the registry
     auth_header: str
+    routes: Sequence[Route]  # the drop-in calls that become rows (any other of its paths is proxied or not its own)
     outbound: Sequence[Sent]  # the rows as they are forwarded: where marks, usage and cost go
     protected: frozenset[str]  # top-level body fields that route the record: redaction never touches them
 

@@ -131,6 +131,7 @@ OUTBOUND: Sequence[Sent] = (
 class Freeplay(ClientIds):
     type = "freeplay"
     auth_header = "Authorization"
+    routes = ROUTES
     outbound = OUTBOUND
     protected = frozenset({"completion_id", "parent_id"})
 
@@ -140,7 +141,7 @@ class Freeplay(ClientIds):
             path = path[len("/api") :]
         if not path.startswith("/v2/"):
             return None
-        return plan_routes(ROUTES, method, path, query, body) or Proxied(path)
+        return plan_routes(self.routes, method, path, query, body) or Proxied(path)
 
     def key_from(self, headers: Mapping[str, str]) -> str | None:
         return bearer(headers)
@@ -149,4 +150,4 @@ class Freeplay(ClientIds):
         return f"Bearer {key}"
 
     def success(self, row: SpoolRow) -> frozenset[int] | None:
-        return _success_for(ROUTES, row)
+        return _success_for(self.routes, row)

@@ -88,6 +88,7 @@ OUTBOUND: Sequence[Sent] = (
 class KeywordsAI(ClientIds):
     type = "keywordsai"
     auth_header = "Authorization"
+    routes = ROUTES
     outbound = OUTBOUND
     protected: frozenset[str] = frozenset()
 
@@ -96,7 +97,7 @@ class KeywordsAI(ClientIds):
         normal = normalize_path(path)
         if not normal.startswith(("/request-logs", "/api/request-logs")):
             return None
-        planned = plan_routes(ROUTES, method, normal, query, body)
+        planned = plan_routes(self.routes, method, normal, query, body)
         if planned is not None:
             return planned
         return Proxied(collapsed if collapsed.startswith("/api/") else "/api" + collapsed)
