@@ -59,6 +59,7 @@ def row_of(planned: Spooled) -> SpoolRow:
 
 
 def rows_of(vendor: str) -> list[SpoolRow]:
+    assert vendor in CALLS, f"{vendor} needs its sample calls in CALLS"
     planned = [VENDORS[vendor].plan(method, path, {}, body) for method, path, body in CALLS[vendor]]
     assert all(isinstance(plan, Spooled) for plan in planned), planned
     return [row_of(plan) for plan in planned if isinstance(plan, Spooled)]
@@ -68,7 +69,6 @@ def test_the_registry_is_keyed_by_each_vendors_type_and_matches_the_configs_sink
     assert {name: adapter.type for name, adapter in VENDORS.items()} == {name: name for name in VENDORS}
     assert set(get_args(VendorSinkConfig.model_fields["type"].annotation)) == set(VENDORS)
     assert set(VENDOR_BASE_URLS) <= set(VENDORS)
-    assert set(CALLS) == set(VENDORS), "each registered vendor needs its sample calls here"
 
 
 @pytest.mark.parametrize("vendor", sorted(VENDORS))
