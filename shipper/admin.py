@@ -21,7 +21,7 @@ from shipper.errors import ConfigError
 from shipper.ingest.guard import OPERATIONS
 from shipper.ingest.responses import Handler, error_response
 from shipper.ops.routes import Live, add_routes
-from shipper.sinks.vendor import bearer
+from shipper.vendors.base import bearer
 
 # Probes carry no secret: kubelet and load balancers reach them without one, as ingest's /healthz.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})

@@ -8,7 +8,7 @@ model (`price_context={"processing": "batch"}`: OpenAI, Anthropic, Google, Mistr
 model the table has no batch rate for is priced at its standard rate rather than at a guessed discount.
 
 A model the table does not know leaves the cost empty and counts in `PriceCounters.unknown_model`, a plain int
-the metrics collector reads. Not responsible for token counts (tokens.py) or vendor field names (usage.py).
+the metrics collector reads. Not responsible for token counts (tokens.py) or vendor field names (shipper/vendors/).
 """
 
 from __future__ import annotations

@@ -1,76 +1,20 @@
-"""Where a forwarded record says what shipper did to it: per vendor, the record's own metadata field.
+"""Where a forwarded record says what shipper did to it: the `shipper_redacted` / `shipper_estimated` marks.
 
-| record                                   | field that gets `shipper_redacted` / `shipper_estimated`          |
-|------------------------------------------|--------------------------------------------------------------------|
-| Freeplay completion (create)             | `call_info.provider_info`: per call, free-form (session metadata    |
-|                                          | would mark every completion of the session)                        |
-| Freeplay trace (create)                  | `custom_metadata` (per trace)                                      |
-| Freeplay trace update                    | `metadata`, only when the update carries one                       |
-| Freeplay session / trace metadata PATCH  | the body itself (it is the metadata)                               |
-| Humanloop prompt / flow / tool log       | `metadata`                                                         |
-| Humanloop prompt / tool log update       | `metadata`, only when the update carries one                       |
-| Keywords AI log create                   | `metadata`                                                         |
-| Keywords AI update / batch update        | `metadata` (of each log), only when the update carries one        |
-| generic record (file, http sinks)        | top-level `_shipper_redacted` when the body is a JSON object        |
-Updates never gain a metadata field they did not send: a PATCH with `metadata` may replace the stored one whole.
-Freeplay feedback and completion updates have no metadata field and carry no mark. Values are comma-separated
-strings (Freeplay's custom metadata takes only strings, numbers and booleans).
+A vendor record is marked in the field its vendor module's `outbound` table names for that row (its own metadata:
+see each module's docstring); a record of a row the table does not list is not marked. A generic record (file and
+http sinks) gets top-level `_shipper_redacted` when its body is a JSON object. Updates never gain a metadata field
+they did not send: a PATCH with `metadata` may replace the stored one whole. Values are comma-separated strings
+(some vendors' custom metadata takes only strings, numbers and booleans). Not responsible for what is marked
+(redact.py, usage.py).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-Locator = Callable[[dict[str, Any]], list[dict[str, Any]]]
+from shipper.vendors import outbound
 
-
-def _field(*names: str, create: bool = True) -> Locator:
-    def locate(body: dict[str, Any]) -> list[dict[str, Any]]:
-        target = body
-        for name in names:
-            value = target.get(name)
-            if value is None and create:
-                value = target[name] = {}
-            if not isinstance(value, dict):
-                return []
-            target = value
-        return [target]
-
-    return locate
-
-
-def _itself(body: dict[str, Any]) -> list[dict[str, Any]]:
-    return [body]
-
-
-def _each_log(body: dict[str, Any]) -> list[dict[str, Any]]:
-    logs = body.get("logs")
-    if not isinstance(logs, list):
-        return []
-    return [log["metadata"] for log in logs if isinstance(log, dict) and isinstance(log.get("metadata"), dict)]
-
-
-_P = r"/v2/projects/[^/]+"
-ROUTES: dict[str, list[tuple[str, re.Pattern[str], Locator]]] = {
-    "freeplay": [
-        ("POST", re.compile(rf"{_P}/sessions/[^/]+/completions"), _field("call_info", "provider_info")),
-        ("POST", re.compile(rf"{_P}/sessions/[^/]+/traces/id/[^/]+"), _field("custom_metadata")),
-        ("PATCH", re.compile(rf"{_P}/sessions/[^/]+/traces/id/[^/]+"), _field("metadata", create=False)),
-        ("PATCH", re.compile(rf"{_P}/sessions/id/[^/]+/metadata"), _itself),
-        ("PATCH", re.compile(rf"{_P}/sessions/[^/]+/traces/id/[^/]+/metadata"), _itself),
-    ],
-    "humanloop": [
-        ("POST", re.compile(r"/(?:prompts|flows|tools)/log"), _field("metadata")),
-        ("PATCH", re.compile(r"/(?:prompts|tools)/[^/]+/log/[^/]+"), _field("metadata", create=False)),
-    ],
-    "keywordsai": [
-        ("POST", re.compile(r"/api/request-logs/create/"), _field("metadata")),
-        ("PATCH", re.compile(r"/api/request-logs/batch-update/"), _each_log),
-        ("PATCH", re.compile(r"/api/request-logs/[^/]+/"), _field("metadata", create=False)),
-    ],
-}
 GENERIC_PREFIX = "_shipper_"
 VENDOR_PREFIX = "shipper_"
 
@@ -81,10 +25,8 @@ def metadata_targets(vendor: str | None, method: str, path: str, body: Any) -> l
         return []
     if vendor is None:
         return [body]
-    for route_method, pattern, locate in ROUTES.get(vendor, ()):
-        if route_method == method and pattern.fullmatch(path):
-            return locate(body)
-    return []
+    found = outbound(vendor, method, path)
+    return [] if found is None else found.marks(body)
 
 
 def mark(vendor: str | None, method: str, path: str, body: Any, what: str, items: Iterable[str]) -> bool:

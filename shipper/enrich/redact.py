@@ -11,9 +11,10 @@ necessary condition and each path's literal pieces are looked for in the raw JSO
 why that never misses a match); only a hit costs a parse and a walk, with just the rules that hit, and only a
 change costs a re-serialisation. User patterns have no such shortcut: with one configured, every record is parsed.
 
-Ids that route a record are never touched (Freeplay `completion_id`/`parent_id`; Humanloop `path`, `id`, `log_id`,
-`trace_parent_id`): rewriting them would break ordering and id mapping. Not responsible for the rule definitions
-(rules.py) or where the mark goes (marks.py). The stored API key of a vendor call is not part of the body.
+Ids that route a record are never touched (each vendor module's `protected` fields, at the top of the body):
+rewriting them would break ordering and id mapping. Not responsible for the rule definitions (rules.py), where the
+mark goes (marks.py) or which ids a vendor protects (shipper/vendors/). The stored API key of a vendor call is not
+part of the body.
 """
 
 from __future__ import annotations
@@ -30,11 +31,8 @@ from shipper.config import RedactConfig
 from shipper.enrich.marks import mark
 from shipper.enrich.rules import BUILTIN, Matcher, PathRule, PatternRule, user_rule
 from shipper.records import BadInput, NewRow, json_words
+from shipper.vendors import VENDORS
 
-PROTECTED: dict[str | None, frozenset[str]] = {
-    "freeplay": frozenset({"completion_id", "parent_id"}),
-    "humanloop": frozenset({"path", "id", "log_id", "trace_parent_id"}),
-}
 _NONE: frozenset[str] = frozenset()
 _UNICODE_ESCAPE = re.compile(r"\\u")  # a compiled literal: sre's prefix search beats `in` for two characters
 
@@ -126,7 +124,7 @@ class Redactor:
         mask: tuple[PathRule, ...],
     ) -> set[str]:
         fired: set[str] = set()
-        protected = PROTECTED.get(vendor, _NONE) if isinstance(body, dict) else _NONE
+        protected = _protected(vendor) if isinstance(body, dict) else _NONE
         for rule in drop:
             if _apply_path(body, rule.matchers, None, protected):
                 fired.add("drop")
@@ -136,6 +134,11 @@ class Redactor:
         if patterns:
             _scrub_container(body, patterns, fired, protected)
         return fired
+
+
+def _protected(vendor: str | None) -> frozenset[str]:
+    adapter = VENDORS.get(vendor or "")
+    return _NONE if adapter is None else adapter.protected
 
 
 def _scrub(text: str, patterns: tuple[PatternRule, ...], fired: set[str]) -> str:

@@ -2,7 +2,7 @@
 
 A logging call becomes one spool row and is answered, once committed, with what the SDK needs (ids, exact status).
 A call whose answer only the vendor has (prompt fetches, test runs, lists) is proxied straight through (proxy.py).
-Not responsible for what each vendor's paths mean (the adapters in sinks/) or for delivery (the forwarder).
+Not responsible for what each vendor's paths mean (shipper/vendors/) or for delivery (the forwarder).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from shipper.ingest.proxy import proxy
 from shipper.ingest.responses import json_response
 from shipper.ingest.timing import note_route
 from shipper.records import BadInput, NewRow, check_depth, check_path, json_words
-from shipper.sinks.vendor import Proxied, Spooled, VendorSink, normalize_path
+from shipper.sinks.vendor import VendorSink
+from shipper.vendors.base import Proxied, Spooled, normalize_path
 
 # Native paths reached with the wrong method fall through to the catch-all; they deserve a 405, not a 404.
 # Filled by `remember_native_routes` from the router itself, so it cannot drift from the routes registered.

@@ -20,7 +20,8 @@ from aiohttp import web
 from shipper.ingest.responses import error_response
 from shipper.records import BadInput
 from shipper.sinks.transport import read_capped, user_agent
-from shipper.sinks.vendor import Proxied, VendorSink
+from shipper.sinks.vendor import VendorSink
+from shipper.vendors.base import Proxied
 
 log = logging.getLogger(__name__)
 

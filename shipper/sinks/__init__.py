@@ -9,14 +9,10 @@ from shipper.enrich.usage import Enricher
 from shipper.queue.base import Lookups
 from shipper.sinks.base import Sink
 from shipper.sinks.file import FileSink
-from shipper.sinks.freeplay import Freeplay
 from shipper.sinks.http import HttpSink, read_secret
-from shipper.sinks.humanloop import Humanloop
-from shipper.sinks.keywordsai import KeywordsAI
 from shipper.sinks.transport import trust
-from shipper.sinks.vendor import Adapter, VendorSink
-
-ADAPTERS: dict[str, Adapter] = {"freeplay": Freeplay(), "humanloop": Humanloop(), "keywordsai": KeywordsAI()}
+from shipper.sinks.vendor import VendorSink
+from shipper.vendors import VENDORS
 
 
 def build_sink(
@@ -26,7 +22,7 @@ def build_sink(
         return FileSink(name, config)
     if isinstance(config, HttpSinkConfig):
         return HttpSink(name, config, environ)
-    return VendorSink(name, ADAPTERS[config.type], config, lookups, environ, enricher)
+    return VendorSink(name, VENDORS[config.type], config, lookups, environ, enricher)
 
 
 def check_secrets(sinks: Mapping[str, SinkConfig], environ: Mapping[str, str]) -> None:
@@ -41,4 +37,4 @@ def check_secrets(sinks: Mapping[str, SinkConfig], environ: Mapping[str, str]) -
         trust(name, config.ca_file)
 
 
-__all__ = ["ADAPTERS", "Sink", "VendorSink", "build_sink", "check_secrets"]
+__all__ = ["Sink", "VendorSink", "build_sink", "check_secrets"]

@@ -1,18 +1,16 @@
-"""What every vendor adapter shares: the routing plan, the route table, and the delivering sink.
+"""The delivering sink for every vendor: one spooled call per request, with the vendor's adapter's rules.
 
-An adapter is pure data plus pure functions: which drop-in paths it serves, what row each call becomes (key, scope,
-after, the ids it mints and the answer the SDK needs), which status codes mean success, and which ids a create's
-answer teaches. `VendorSink` does the rest the same way for all of them. Not responsible for HTTP serving
-(ingest/dropin.py) or retries (the forwarder).
+The adapter (shipper/vendors/) says what the row means: auth header, placeholders to rewrite, which codes are
+success, which ids an answer teaches. This module does the I/O the same way for all of them: stored key lookup,
+id rewriting through the queue's lookups, enrichment, the request and its classification. Not responsible for
+routing drop-in calls (the adapters) or retries (the forwarder).
 """
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 from multidict import CIMultiDictProxy
@@ -22,150 +20,13 @@ from shipper.core.rows import SpoolRow
 from shipper.enrich.usage import Enricher
 from shipper.forward.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.queue.base import Lookups
-from shipper.records import BadInput, NewRow
 from shipper.sinks.base import Batching, OutRequest, failure_detail
 from shipper.sinks.http import read_secret, render_query
 from shipper.sinks.transport import HttpTransport
+from shipper.vendors.base import Adapter
 
-# Ids that arrive as path segments: uuids and vendor ids, nothing that could alter a URL.
-ID = r"([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
-_SLASHES = re.compile(r"/{2,}")
 # A create's answer can be larger than an error's: keep enough to read the ids it assigns.
 KEEP_VENDOR_RESPONSE = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Spooled:
-    """A drop-in call that becomes one spool row, answered at once with `status` and `answer`."""
-
-    method: str
-    path: str  # relative to the sink's base_url
-    body: Any
-    status: int
-    answer: Any
-    key: str | None = None
-    scope: str | None = None
-    after: str | None = None
-    kind: str | None = None
-    query: Mapping[str, str] | None = None
-
-    def row(self, sink: str, credential: str | None) -> NewRow:
-        query = orjson.dumps(dict(self.query)) if self.query else None
-        try:
-            body = orjson.dumps(self.body)
-        except orjson.JSONEncodeError as exc:  # a backstop: ingest's depth limit refuses such bodies first
-            raise BadInput(400, "unencodable", f"the body cannot be stored as JSON: {exc}") from None
-        return NewRow(
-            sink, self.method, self.path, query, body, self.key, self.scope, self.after, self.kind, credential
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Proxied:
-    """A call whose answer only the vendor has: sent straight through, nothing spooled."""
-
-    path: str  # relative to the sink's base_url
-
-
-Plan = Spooled | Proxied
-Builder = Callable[[re.Match[str], Mapping[str, str], Any], Spooled]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    method: str
-    pattern: re.Pattern[str]
-    build: Builder
-    success: frozenset[int] | None = None  # the exact codes the vendor's SDK accepts; None for any 2xx
-    needs_object: bool = True  # the body must be a JSON object
-
-
-def route(
-    method: str, pattern: str, build: Builder, success: frozenset[int] | None = None, needs_object: bool = True
-) -> Route:
-    return Route(method, re.compile(pattern + r"$"), build, success, needs_object)
-
-
-def find_route(routes: Sequence[Route], method: str, path: str) -> tuple[Route, re.Match[str]] | None:
-    for candidate in routes:
-        match = candidate.pattern.match(path)
-        if match is not None and candidate.method == method:
-            return candidate, match
-    return None
-
-
-def normalize_path(path: str) -> str:
-    """SDKs double or drop slashes depending on how the base URL was written; both mean the same call."""
-    path = _SLASHES.sub("/", path)
-    return path.rstrip("/") or "/"
-
-
-def require(body: Any, name: str, check: Callable[[Any], bool], what: str) -> None:
-    if not check(body.get(name)):
-        raise BadInput(422, "invalid_body", f"{name} must be {what}", field=name)
-
-
-class Adapter(Protocol):
-    """One vendor, pure: routing on the way in, success rules and learnt ids on the way out."""
-
-    type: str
-    auth_header: str
-
-    def plan(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Plan | None:
-        """None when the path is not this vendor's; raises BadInput for a bad call to one of its routes."""
-        ...
-
-    def key_from(self, headers: Mapping[str, str]) -> str | None: ...
-
-    def auth_value(self, key: str) -> str: ...
-
-    def success(self, row: SpoolRow) -> frozenset[int] | None:
-        """The exact codes the vendor's SDK accepts for this call; None for any 2xx."""
-        ...
-
-    def learn(self, row: SpoolRow, answer: Any) -> tuple[tuple[str, str], ...]: ...
-
-    def placeholders(self, row: SpoolRow) -> Sequence[str]:
-        """Ids in the row that shipper made up and the remote knows under another name."""
-        ...
-
-    def rewrite(self, row: SpoolRow, upstream: Mapping[str, str]) -> tuple[str, bytes | None]:
-        """The row's path and query with placeholders replaced; KeyError names a required one never learnt."""
-        ...
-
-
-class ClientIds:
-    """For vendors whose ids are all the client's: nothing to learn from answers, nothing to rewrite."""
-
-    def learn(self, row: SpoolRow, answer: Any) -> tuple[tuple[str, str], ...]:
-        return ()
-
-    def placeholders(self, row: SpoolRow) -> Sequence[str]:
-        return ()
-
-    def rewrite(self, row: SpoolRow, upstream: Mapping[str, str]) -> tuple[str, bytes | None]:
-        return row.path, row.query
-
-
-def plan_routes(routes: Sequence[Route], method: str, path: str, query: Mapping[str, str], body: Any) -> Plan | None:
-    found = find_route(routes, method, path)
-    if found is None:
-        return None
-    chosen, match = found
-    if chosen.needs_object and not isinstance(body, dict):
-        raise BadInput(422, "invalid_body", f"{method} {path} needs a JSON object body", field="(body)")
-    return chosen.build(match, query, body)
-
-
-def success_for(routes: Sequence[Route], row: SpoolRow) -> frozenset[int] | None:
-    found = find_route(routes, row.method, row.path)
-    return None if found is None else found[0].success
-
-
-def bearer(headers: Mapping[str, str]) -> str | None:
-    value = headers.get("Authorization", "")
-    scheme, _, token = value.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 class VendorSink:

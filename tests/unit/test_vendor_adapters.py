@@ -9,10 +9,10 @@ import pytest
 
 from shipper.core.rows import SpoolRow
 from shipper.records import BadInput
-from shipper.sinks.freeplay import Freeplay
-from shipper.sinks.humanloop import PLACEHOLDER, Humanloop
-from shipper.sinks.keywordsai import KeywordsAI
-from shipper.sinks.vendor import Proxied, Spooled
+from shipper.vendors.base import Proxied, Spooled
+from shipper.vendors.freeplay import Freeplay
+from shipper.vendors.humanloop import PLACEHOLDER, Humanloop
+from shipper.vendors.keywordsai import KeywordsAI
 
 P = "/v2/projects/11111111-2222-3333-4444-555555555555"
 SID = "08d33bf9-fc92-420d-9d7c-a74d1a2e4440"

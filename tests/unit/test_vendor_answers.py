@@ -22,12 +22,12 @@ from humanloop.types import (
     ToolLogResponse,
 )
 
-from shipper.sinks.freeplay import ROUTES as FREEPLAY_ROUTES
-from shipper.sinks.freeplay import Freeplay
-from shipper.sinks.humanloop import Humanloop
-from shipper.sinks.keywordsai import ROUTES as KEYWORDS_ROUTES
-from shipper.sinks.keywordsai import KeywordsAI
-from shipper.sinks.vendor import Adapter, Route, Spooled, find_route
+from shipper.vendors.base import Adapter, Route, Spooled, find_route
+from shipper.vendors.freeplay import ROUTES as FREEPLAY_ROUTES
+from shipper.vendors.freeplay import Freeplay
+from shipper.vendors.humanloop import Humanloop
+from shipper.vendors.keywordsai import ROUTES as KEYWORDS_ROUTES
+from shipper.vendors.keywordsai import KeywordsAI
 
 P = "/v2/projects/11111111-2222-3333-4444-555555555555"
 SID = "08d33bf9-fc92-420d-9d7c-a74d1a2e4440"

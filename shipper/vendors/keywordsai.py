@@ -3,6 +3,11 @@
 The SDK posts to `/request-logs/create` (it strips `/api` from its base URL); the documented endpoint is
 `/api/request-logs/create/`, and that is where rows are forwarded. A create carries no id and its answer none
 either, so creates are independent; an update names the server's `unique_id`, learnt by the app from a proxied read.
+
+As sent: a create's usage goes in `prompt_tokens` / `completion_tokens` and its cost in `cost`, unless the app sent
+unit prices (then Keywords AI computes the cost itself); shipper's marks go in `metadata` (of each log of a batch
+update; an update's only when it carries one). No body field needs protecting from redaction: a create carries no
+id, and an update names its log in the path.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shipper.core.rows import SpoolRow
-from shipper.sinks.vendor import (
+from shipper.vendors.base import (
     ID,
     ClientIds,
     Plan,
@@ -20,10 +25,12 @@ from shipper.sinks.vendor import (
     Route,
     Spooled,
     bearer,
+    collapse_slashes,
     normalize_path,
     plan_routes,
     route,
 )
+from shipper.vendors.sent import Sent, Usage, dict_at, sent
 
 LOGGED = {"message": "log successful"}
 
@@ -52,16 +59,45 @@ ROUTES: Sequence[Route] = (
 )
 
 
+def _usage(body: dict[str, Any]) -> Usage:
+    """The prompt is a message list (`prompt_messages`) or a plain `input` text, the reply either kind too."""
+    messages = body.get("prompt_messages")
+    completion = body.get("completion_message")
+    unit_prices = body.get("prompt_unit_price") is not None or body.get("completion_unit_price") is not None
+    return Usage(
+        body.get("model"), messages if messages is not None else body.get("input"),
+        completion if completion is not None else body.get("output"), body.get("tools"),
+        cost=() if unit_prices else ("cost",),
+    )  # fmt: skip
+
+
+def _each_log(body: dict[str, Any]) -> list[dict[str, Any]]:
+    logs = body.get("logs")
+    if not isinstance(logs, list):
+        return []
+    return [log["metadata"] for log in logs if isinstance(log, dict) and isinstance(log.get("metadata"), dict)]
+
+
+OUTBOUND: Sequence[Sent] = (
+    sent("POST", r"/api/request-logs/create/", dict_at("metadata"), _usage),
+    sent("PATCH", r"/api/request-logs/batch-update/", _each_log),
+    sent("PATCH", rf"/api/request-logs/{ID}/", dict_at("metadata", create=False)),
+)
+
+
 class KeywordsAI(ClientIds):
     type = "keywordsai"
     auth_header = "Authorization"
+    routes = ROUTES
+    outbound = OUTBOUND
+    protected: frozenset[str] = frozenset()
 
     def plan(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Plan | None:
-        collapsed = re.sub(r"/{2,}", "/", path)
+        collapsed = collapse_slashes(path)
         normal = normalize_path(path)
         if not normal.startswith(("/request-logs", "/api/request-logs")):
             return None
-        planned = plan_routes(ROUTES, method, normal, query, body)
+        planned = plan_routes(self.routes, method, normal, query, body)
         if planned is not None:
             return planned
         return Proxied(collapsed if collapsed.startswith("/api/") else "/api" + collapsed)

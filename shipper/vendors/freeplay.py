@@ -6,6 +6,12 @@ Sessions exist implicitly, so session metadata and deletes wait for the session'
 `fp:s:<id>`; an update joins the scope of the entity it updates). A child (`parent_id`) does not wait for its parent
 trace: the SDK itself records the parent last, and Freeplay accepts children first. Freeplay's SDK insists on
 exact codes (201 for records and feedback, 200 for PATCHes): so do we.
+
+As sent: a completion's usage goes in `call_info.usage` (no cost: Freeplay prices usage itself) and shipper's marks
+in `call_info.provider_info` (per call; session metadata would mark every completion of the session); a trace's
+in `custom_metadata`, a trace update's in its `metadata` only when it carries one (a PATCH may replace it whole),
+a metadata PATCH's in the body itself. Feedback and completion updates have no metadata field and carry no mark.
+Redaction never touches `completion_id` or `parent_id`: they key the rows and their order.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 from shipper.core.rows import SpoolRow
 from shipper.records import BadInput
-from shipper.sinks.vendor import (
+from shipper.vendors.base import (
     ID,
     ClientIds,
     Plan,
@@ -29,9 +35,14 @@ from shipper.sinks.vendor import (
     plan_routes,
     route,
 )
-from shipper.sinks.vendor import success_for as _success_for
+from shipper.vendors.base import success_for as _success_for
+from shipper.vendors.sent import Sent, Usage, dict_at, itself, obj, sent
 
 P = rf"/v2/projects/{ID}"
+COMPLETIONS = rf"{P}/sessions/{ID}/completions"
+TRACE = rf"{P}/sessions/{ID}/traces/id/{ID}"
+SESSION_METADATA = rf"{P}/sessions/id/{ID}/metadata"
+TRACE_METADATA = rf"{TRACE}/metadata"
 CREATED = frozenset({201})
 OK = frozenset({200})
 
@@ -81,21 +92,48 @@ def _session_delete(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spoole
 
 
 ROUTES: Sequence[Route] = (
-    route("POST", rf"{P}/sessions/{ID}/completions", _completion),
+    route("POST", COMPLETIONS, _completion),
     route("POST", rf"{P}/completions/{ID}", _completion_update),
-    route("POST", rf"{P}/sessions/{ID}/traces/id/{ID}", _trace, CREATED),
-    route("PATCH", rf"{P}/sessions/{ID}/traces/id/{ID}", _update(200, "fp:t", 3, "PATCH"), OK),
+    route("POST", TRACE, _trace, CREATED),
+    route("PATCH", TRACE, _update(200, "fp:t", 3, "PATCH"), OK),
     route("POST", rf"{P}/completion-feedback/id/{ID}", _update(201, "fp:c", 2), CREATED),
     route("POST", rf"{P}/trace-feedback/id/{ID}", _update(201, "fp:t", 2), CREATED),
-    route("PATCH", rf"{P}/sessions/id/{ID}/metadata", _session_metadata, OK),
-    route("PATCH", rf"{P}/sessions/{ID}/traces/id/{ID}/metadata", _update(200, "fp:t", 3, "PATCH"), OK),
+    route("PATCH", SESSION_METADATA, _session_metadata, OK),
+    route("PATCH", TRACE_METADATA, _update(200, "fp:t", 3, "PATCH"), OK),
     route("DELETE", rf"{P}/sessions/{ID}", _session_delete, CREATED, needs_object=False),
+)
+
+
+def _usage(body: dict[str, Any]) -> Usage | None:
+    """`messages` is all_messages: it ends with the reply when the call produced one."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    call = obj(body.get("call_info"))
+    last = messages[-1]
+    replied = isinstance(last, dict) and last.get("role") == "assistant"
+    return Usage(
+        call.get("model"), messages[:-1] if replied else messages,
+        # No reply is an empty one: Freeplay's usage wants both halves, so it counts 0 rather than staying absent.
+        last if replied else "", body.get("tool_schema"), at=("call_info", "usage"),
+    )  # fmt: skip
+
+
+OUTBOUND: Sequence[Sent] = (
+    sent("POST", COMPLETIONS, dict_at("call_info", "provider_info"), _usage),
+    sent("POST", TRACE, dict_at("custom_metadata")),
+    sent("PATCH", TRACE, dict_at("metadata", create=False)),
+    sent("PATCH", SESSION_METADATA, itself),
+    sent("PATCH", TRACE_METADATA, itself),
 )
 
 
 class Freeplay(ClientIds):
     type = "freeplay"
     auth_header = "Authorization"
+    routes = ROUTES
+    outbound = OUTBOUND
+    protected = frozenset({"completion_id", "parent_id"})
 
     def plan(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Plan | None:
         path = normalize_path(path)
@@ -103,7 +141,7 @@ class Freeplay(ClientIds):
             path = path[len("/api") :]
         if not path.startswith("/v2/"):
             return None
-        return plan_routes(ROUTES, method, path, query, body) or Proxied(path)
+        return plan_routes(self.routes, method, path, query, body) or Proxied(path)
 
     def key_from(self, headers: Mapping[str, str]) -> str | None:
         return bearer(headers)
@@ -112,4 +150,4 @@ class Freeplay(ClientIds):
         return f"Bearer {key}"
 
     def success(self, row: SpoolRow) -> frozenset[int] | None:
-        return _success_for(ROUTES, row)
+        return _success_for(self.routes, row)
