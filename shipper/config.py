@@ -28,6 +28,7 @@ from pydantic import (
 
 from shipper.configfile import FILE_PATH, apply_env, resolve_paths
 from shipper.configtext import Origin, describe, read_toml
+from shipper.core.redaction import PathRule
 from shipper.errors import ConfigError
 
 
@@ -263,15 +264,13 @@ class EnrichConfig(_Section):
     cost: bool = True
 
 
-# The built-in pattern sets (shipper/enrich/rules.py defines them).
+# The built-in pattern sets (shipper/core/redaction.py defines them).
 BuiltinRedaction = Literal["emails", "cards", "api_keys", "bearer_tokens", "aws_keys", "jwts"]
 # Names a redacted record may list: a user pattern must not pass for one of these.
 _RESERVED_NAMES = frozenset({*get_args(BuiltinRedaction), "drop", "mask"})
 
 
 def _check_field_path(path: str) -> str:
-    from shipper.enrich.rules import PathRule  # stdlib-only module; imported here so config stays import-light
-
     PathRule.parse(path)
     return path
 

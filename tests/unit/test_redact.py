@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shipper.config import BuiltinRedaction, RedactConfig, RedactPattern, load_config
+from shipper.core.redaction import BUILTIN, luhn
 from shipper.enrich.redact import Redactor
-from shipper.enrich.rules import BUILTIN, luhn
 from shipper.errors import ConfigError
 from shipper.records import BadInput, NewRow
 
