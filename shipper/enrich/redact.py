@@ -7,14 +7,14 @@ Paths are relative to the body that will be sent to the remote. A changed record
 its metadata (`shipper_redacted`, see marks.py; `_shipper_redacted` at the top of a generic record).
 
 The hot path: a body the rules cannot touch is passed through as the same bytes, unparsed. Each built-in's
-necessary condition and each path's literal pieces are looked for in the raw JSON text first (core/redaction.py explains
-why that never misses a match); only a hit costs a parse and a walk, with just the rules that hit, and only a
-change costs a re-serialisation. User patterns have no such shortcut: with one configured, every record is parsed.
+necessary condition and each path's literal pieces are looked for in the raw JSON text first (core/redaction.py
+explains why that never misses a match); only a hit costs a parse and a walk, with just the rules that hit, and only
+a change costs a re-serialisation. User patterns have no such shortcut: with one configured, every record is parsed.
 
 Ids that route a record are never touched (each vendor module's `protected` fields, at the top of the body):
-rewriting them would break ordering and id mapping. Not responsible for the rule definitions (core/redaction.py), where the
-mark goes (marks.py) or which ids a vendor protects (shipper/vendors/). The stored API key of a vendor call is not
-part of the body.
+rewriting them would break ordering and id mapping. Not responsible for the rule definitions (core/redaction.py),
+where the mark goes (marks.py) or which ids a vendor protects (shipper/vendors/). The stored API key of a vendor call
+is not part of the body.
 """
 
 from __future__ import annotations
