@@ -47,6 +47,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check shipper tests bench
 	$(BIN)/ruff format --check shipper tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
