@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shipper.config import SinkConfig
-from shipper.forward.forwarder import Forwarder, SinkCounters
+from shipper.forward.forwarder import Forwarder
+from shipper.forward.report import SinkCounters
 from shipper.queue.base import Leaser
 from shipper.sinks import Sink, VendorSink
 from shipper.sinks.routing import Routing
