@@ -7,7 +7,8 @@ so an outage costs a handful of requests per backoff step rather than one per ro
 decisions: when to lease and how much (core/leasing.py: replay or batch mode), what an outcome means
 (core/decide.py), how long to pause (core/retry.py), how many requests at once (core/concurrency.py); the clock and
 the randomness are injected.
-Not responsible for what a response means (the sink) or for telling operators (report.py).
+One send and its settlement is delivery.py's; counters and log lines are report.py's.
+Not responsible for what a response means (the sink).
 """
 
 from __future__ import annotations
@@ -21,21 +22,18 @@ from collections.abc import Callable, Sequence
 
 from shipper.config import SinkConfig
 from shipper.core.concurrency import AdaptiveLimit
-from shipper.core.decide import KEEP_DETAIL_CHARS, Breaker, Policy, Settle, Split, decide
+from shipper.core.decide import Policy
 from shipper.core.leasing import Announced, Limits, Mode, batch_hold, idle_wait, lease_limit, wakes
-from shipper.core.retry import Outcome, SinkBackoff, Verdict
-from shipper.core.rows import Retry, Settlement, SpoolRow
+from shipper.core.retry import SinkBackoff
+from shipper.core.rows import Retry, SpoolRow
 from shipper.errors import SpoolError
 from shipper.forward.clock import Clock, SystemClock
+from shipper.forward.delivery import Context, Delivery
 from shipper.forward.report import Report, SinkCounters
 from shipper.queue.base import Leaser
 from shipper.sinks.base import Sink
 
 log = logging.getLogger(__name__)
-
-SETTLE_RETRY = 1.0
-# Answers that mean "slow down": the adaptive limit shrinks on them.
-PUSH_BACK = frozenset({429, 503})
 
 
 class Forwarder:
@@ -51,19 +49,11 @@ class Forwarder:
     ) -> None:
         self.sink = sink
         self.report = Report(log, sink.name, counters or SinkCounters())
-        self.last_error: str | None = None
-        self.last_error_at: float | None = None  # epoch seconds, so `status` can say how old the error is
         self.backoff = SinkBackoff(policy.retry_initial_backoff, policy.retry_max_backoff, policy.breaker_threshold)
         self.adaptive = AdaptiveLimit(sink.concurrency)
         self._adaptive_on = policy.adaptive_concurrency and sink.concurrency > 1
-        self._policy = Policy(
-            policy.retry_initial_backoff, policy.retry_max_backoff, policy.max_attempts, policy.max_age
-        )
         self._mode = Mode.of(sink.batching.max_records)
-        self._limits = Limits(sink.batching.max_records, sink.batching.max_bytes)
         self._spool = spool
-        self._observe = observe
-        self._rng = rng or random.Random()
         self._clock: Clock = clock or SystemClock()
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
@@ -71,6 +61,18 @@ class Forwarder:
         self._backlog = True  # rows may be waiting from before a restart
         self._inflight: dict[asyncio.Task[None], Sequence[SpoolRow]] = {}
         self._ready: deque[SpoolRow] = deque()  # leased ahead, not sent yet (replay mode)
+        rules = Policy(policy.retry_initial_backoff, policy.retry_max_backoff, policy.max_attempts, policy.max_age)
+        context = Context(spool, sink, rules, self.backoff, self.adaptive, self.report, self._clock,
+                          rng or random.Random(), self._stopped, observe, self._release_ready, log)  # fmt: skip
+        self._delivery = Delivery(context, Limits(sink.batching.max_records, sink.batching.max_bytes))
+
+    @property
+    def last_error(self) -> str | None:
+        return self._delivery.last_error
+
+    @property
+    def last_error_at(self) -> float | None:
+        return self._delivery.last_error_at
 
     @property
     def counters(self) -> SinkCounters:
@@ -137,7 +139,7 @@ class Forwarder:
 
     def _on_append(self, count: int) -> None:
         before, self._announced = self._announced, self._announced.add(count, self._clock.monotonic())
-        if wakes(self._mode, before, self._announced, self._limits.records):
+        if wakes(self._mode, before, self._announced, self._delivery.limits.records):
             self._wake.set()
 
     async def _wait(self, timeout: float | None) -> None:
@@ -153,12 +155,14 @@ class Forwarder:
             for _ in range(min(free, len(self._ready))):
                 self._spawn([self._ready.popleft()])
         elif self._mode is Mode.REPLAY or await self._batch_due():
-            await self._lease(lease_limit(self._mode, free, self._limits.records))
+            await self._lease(lease_limit(self._mode, free, self._delivery.limits.records))
 
     async def _batch_due(self) -> bool:
         """Whether a batch may be leased now; otherwise hold as batch_hold says, and think again."""
         now, timeout = self._clock.monotonic(), self.sink.batching.timeout
-        hold = batch_hold(self._announced, self._backlog, self._stopped.is_set(), self._limits.records, timeout, now)
+        hold = batch_hold(
+            self._announced, self._backlog, self._stopped.is_set(), self._delivery.limits.records, timeout, now
+        )
         if hold is None:
             return True
         await self._wait(hold.seconds)
@@ -169,7 +173,7 @@ class Forwarder:
     async def _lease(self, limit: int) -> None:
         self._announced = Announced()
         self._wake.clear()
-        lease = await self._spool.lease(self.sink.name, limit, self._limits.bytes)
+        lease = await self._spool.lease(self.sink.name, limit, self._delivery.limits.bytes)
         self._backlog = len(lease.rows) >= limit
         if not lease.rows:
             await self._wait(idle_wait(lease.next_due, self._clock.time()))
@@ -179,7 +183,7 @@ class Forwarder:
             self._ready.extend(lease.rows)
 
     def _spawn(self, rows: Sequence[SpoolRow]) -> None:
-        task = asyncio.create_task(self._deliver(rows, self.backoff.generation))
+        task = asyncio.create_task(self._delivery.deliver(rows, self.backoff.generation))
         self._inflight[task] = rows
         task.add_done_callback(self._done)
 
@@ -189,86 +193,3 @@ class Forwarder:
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
             log.error("sink %s: delivery task failed", self.sink.name, exc_info=task.exception())
-
-    async def _deliver(self, rows: Sequence[SpoolRow], generation: int) -> None:
-        """Send, decide what came of it, apply that: split and send again, or settle."""
-        outcome = await self._send(rows)
-        decision = decide(rows, outcome, self._policy, self._clock.time(), self._rng)
-        if isinstance(decision, Split):
-            if decision.too_large:
-                self._shrink_batches(rows)
-            await self._deliver(decision.first, generation)
-            await self._deliver(decision.second, generation)
-            return
-        await self._apply_breaker(decision, outcome, generation)
-        if await self._record(decision.settlement):
-            self.report.settled(rows, decision.settlement, decision.reason)
-
-    async def _send(self, rows: Sequence[SpoolRow]) -> Outcome:
-        started = self._clock.monotonic()
-        try:
-            outcome = await self.sink.send(rows)
-        except Exception as exc:
-            log.exception("sink %s: send raised; will retry", self.sink.name)
-            # It may have raised after the remote answered (reading the answer): count a later delivery as a repeat.
-            outcome = Outcome(Verdict.RETRY, None, f"internal error: {type(exc).__name__}", unanswered=True)
-        elapsed = self._clock.monotonic() - started
-        if self._observe is not None:
-            self._observe(elapsed)
-        if outcome.status is not None:
-            self.adaptive.on_answer(elapsed, pushed_back=outcome.status in PUSH_BACK)
-        if outcome.verdict is not Verdict.DELIVERED:
-            self.last_error = outcome.detail[:KEEP_DETAIL_CHARS]
-            self.last_error_at = self._clock.time()
-        status = outcome.status if outcome.status is not None else "-"
-        log.debug(
-            "sink %s: %d row(s) sent in %.3fs: %s %s", self.sink.name, len(rows), elapsed, outcome.verdict.value, status
-        )
-        return outcome
-
-    def _shrink_batches(self, rows: Sequence[SpoolRow]) -> None:
-        """The remote found a batch too large (413): lease at most half of it from now on."""
-        size = sum(len(row.body) for row in rows)
-        self._limits = self._limits.shrunk(len(rows), size)
-        log.warning(
-            "sink %s: the remote refused a batch of %d records (%d bytes) as too large; batches now at most %d / %d",
-            self.sink.name,
-            len(rows),
-            size,
-            self._limits.records,
-            self._limits.bytes,
-        )
-
-    async def _apply_breaker(self, decision: Settle, outcome: Outcome, generation: int) -> None:
-        """Tell the sink-wide breaker what the outcome said, and say so in the log."""
-        if decision.breaker is Breaker.SUCCESS:
-            if self.backoff.on_success():
-                self.report.recovered()
-        elif decision.breaker is Breaker.UNCHANGED:
-            self.report.app_key_refused(outcome.status)
-        else:
-            await self._release_ready()
-            now = self._clock.time()
-            auth = decision.breaker is Breaker.KEY_REFUSED
-            was_open = self.backoff.state(now) == "open"
-            pause = self.backoff.on_failure(generation, now, outcome.retry_after, self._rng, auth)
-            if auth:
-                self.report.sink_key_refused(outcome.detail, pause)
-            else:
-                opened = not was_open and self.backoff.state(now + pause) == "open"
-                self.report.failing(outcome.detail, pause, self.backoff.failures if opened else None)
-
-    async def _record(self, settlement: Settlement) -> bool:
-        """Settle in the queue; keep the outcome until the queue takes it (a full disk passes): sending again would
-        be a repeat. Gives up (False) only at a stop, when the lease hands the rows back later."""
-        while True:
-            try:
-                await self._spool.settle(
-                    settlement.delivered, settlement.retry, settlement.dead, learned=settlement.learned
-                )
-                return True
-            except SpoolError as exc:
-                self.report.spool_trouble("cannot record an outcome yet", exc)
-                if self._stopped.is_set():
-                    return False
-                await self._clock.wait(self._stopped, SETTLE_RETRY)

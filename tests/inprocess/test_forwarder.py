@@ -99,16 +99,18 @@ async def test_a_failed_send_is_retried_after_full_jitter_backoff_until_delivere
     assert fw.backoff.state(clock.now) == "up"
 
 
-async def test_a_retry_after_from_the_remote_sets_when_the_row_and_the_sink_go_again(
+async def test_a_retry_after_from_the_remote_sets_when_the_row_and_the_whole_sink_go_again(
     remote: FakeRemote, queue: MemoryQueue, clock: VirtualClock
 ) -> None:
     times: list[float] = []
     stamping(remote, clock, times)
     remote.behaviour = failing(1, 429, {"Retry-After": "30"})
-    async with forwarding(queue, config(remote), clock) as fw:
-        await queue.append([record(1)])
+    # The configured backoff (<= 0.05 s) is far shorter than the 30 s the remote asks for.
+    settings = config(remote, concurrency=1, retry_initial_backoff=0.01, retry_max_backoff=0.05)
+    async with forwarding(queue, settings, clock) as fw:
+        await queue.append([record(n) for n in range(3)])
         await until(lambda: not queue.rows, clock)
-    assert times[1] - times[0] == 30.0
+    assert [t - times[0] for t in times] == [0.0, 30.0, 30.0, 30.0]  # the sink paused too, not only the row
     assert fw.last_error is not None and fw.last_error.startswith("HTTP 429")
 
 
