@@ -55,13 +55,16 @@ class VirtualClock:
         return True
 
 
-async def until(predicate: Callable[[], bool], clock: VirtualClock, timeout: float = 5.0) -> None:
-    """Let the loop run in real time and, whenever it is waiting on the clock, jump to its next deadline; until
-    `predicate` holds (bounded by `timeout` real seconds)."""
+async def until(
+    predicate: Callable[[], bool], clock: VirtualClock, idle: Callable[[], bool], timeout: float = 5.0
+) -> None:
+    """Let the loop run in real time and, whenever it is `idle` (no send in flight: time stands still during one, as
+    a send takes no virtual time) and waiting on the clock, jump to its next deadline; until `predicate` holds
+    (bounded by `timeout` real seconds)."""
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (virtual time {clock.now - START:.2f}s)")
         await asyncio.sleep(0.005)
-        if not predicate():
+        if not predicate() and idle():
             clock.jump()
