@@ -13,10 +13,11 @@ import pytest
 from aiohttp import web
 
 from shipper.forward.fleet import Fleet
-from shipper.ingest.keys import Routing
-from shipper.metrics import IngestCounters, Metrics, SpoolMonitor
+from shipper.ingest.counters import IngestCounters
+from shipper.metrics import Metrics, SpoolMonitor
 from shipper.queue.memory import MemoryQueue
 from shipper.sinks.http import HttpSink
+from shipper.sinks.routing import Routing
 from tests.inprocess.clock import VirtualClock
 from tests.inprocess.test_forwarder import DAY, SINK, config, record
 from tests.support import FakeRemote, wait_for
