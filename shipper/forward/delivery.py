@@ -44,7 +44,7 @@ class Context:
     stopped: asyncio.Event
     observe: Callable[[float], None] | None
     on_failure: Callable[[], Awaitable[None]]  # the sink is failing: hand back what was leased ahead
-    log: logging.Logger
+    log: logging.Logger  # the forwarder's: one logger name for all of a sink's delivery lines
 
 
 class Delivery:
