@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from shipper.config import SinkConfig
-from shipper.forward.forwarder import Forwarder, SinkCounters
+from shipper.forward.clock import Clock
+from shipper.forward.forwarder import Forwarder
+from shipper.forward.report import SinkCounters
 from shipper.queue.base import Leaser
 from shipper.sinks import Sink, VendorSink
 from shipper.sinks.routing import Routing
@@ -39,7 +41,12 @@ class Running:
 
 class Fleet:
     def __init__(
-        self, spool: Leaser, metrics: SendTimes, routing: Routing, on_death: Callable[[asyncio.Task[None]], None]
+        self,
+        spool: Leaser,
+        metrics: SendTimes,
+        routing: Routing,
+        on_death: Callable[[asyncio.Task[None]], None],
+        clock: Clock | None = None,
     ) -> None:
         self.running: dict[str, Running] = {}
         self._retiring: list[Running] = []
@@ -49,6 +56,7 @@ class Fleet:
         self._routing = routing
         self._on_death = on_death
         self._closed = False
+        self._clock = clock
 
     @property
     def forwarders(self) -> list[Forwarder]:
@@ -64,7 +72,8 @@ class Fleet:
             await sink.close()
             return
         counters = self._counters.setdefault(name, SinkCounters())
-        forwarder = Forwarder(self._spool, sink, config, observe=self._metrics.observer(name), counters=counters)
+        observe = self._metrics.observer(name)
+        forwarder = Forwarder(self._spool, sink, config, observe=observe, counters=counters, clock=self._clock)
         task = asyncio.create_task(forwarder.run(), name=f"forward-{name}")
         task.add_done_callback(self._on_death)
         self.running[name] = Running(config, sink, forwarder, task)

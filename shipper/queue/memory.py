@@ -17,7 +17,7 @@ from pathlib import Path
 
 from shipper.core import order
 from shipper.core.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
-from shipper.errors import DiskFull
+from shipper.errors import DiskFull, SpoolError
 from shipper.records import NewRow
 
 
@@ -47,6 +47,7 @@ class MemoryQueue:
         self.path = Path(".")  # where a file would be: nothing is written there
         self.failure: BaseException | None = None
         self.disk_full: DiskFull | None = None
+        self.refuse_settle: SpoolError | None = None  # while set, `settle` raises it, as a spool on a full disk does
 
     # -- the spool's interface ------------------------------------------------------------------------------------
 
@@ -84,6 +85,8 @@ class MemoryQueue:
         released: Iterable[int] = (),
         learned: Iterable[tuple[str, str, str]] = (),
     ) -> None:
+        if self.refuse_settle is not None:
+            raise self.refuse_settle
         s = Settlement(list(delivered), list(retry), list(dead), list(released), list(learned))
         self._upstream.update({(sink, local): upstream for sink, local, upstream in s.learned})
         if s.dead:

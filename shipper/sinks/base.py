@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from shipper.core.retry import Outcome
 from shipper.core.rows import SpoolRow
-from shipper.forward.retry import Outcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import orjson
 
 from shipper.config import FileSinkConfig
+from shipper.core.retry import Outcome, Verdict
 from shipper.core.rows import SpoolRow
-from shipper.forward.retry import Outcome, Verdict
 from shipper.sinks.base import Batching
 
 

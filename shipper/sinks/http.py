@@ -15,9 +15,9 @@ import orjson
 from multidict import CIMultiDictProxy
 
 from shipper.config import HttpSinkConfig
+from shipper.core.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.core.rows import SpoolRow
 from shipper.errors import ConfigError
-from shipper.forward.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.sinks.base import Batching, OutRequest, failure_detail
 from shipper.sinks.transport import HttpTransport
 

@@ -17,8 +17,8 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from shipper import __version__
+from shipper.core.retry import Outcome, Verdict
 from shipper.errors import ConfigError
-from shipper.forward.retry import Outcome, Verdict
 from shipper.sinks.base import OutRequest
 
 # Enough of an error answer to understand a rejection, bounded so a hostile remote cannot fill the spool.

@@ -16,9 +16,9 @@ import orjson
 from multidict import CIMultiDictProxy
 
 from shipper.config import VendorSinkConfig
+from shipper.core.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.core.rows import SpoolRow
 from shipper.enrich.usage import Enricher
-from shipper.forward.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.queue.base import Lookups
 from shipper.sinks.base import Batching, OutRequest, failure_detail
 from shipper.sinks.http import read_secret, render_query

@@ -4,7 +4,7 @@ Ingest appends, forwarder leases and settlements all queue up for the writer; it
 transaction (one fsync) and then answers every waiter. That is group commit: an acknowledgement is durable yet cheap.
 A row is eligible only while no older row shares its key (per-entity order) and, when it names an `after`, no older
 row has that key or scope (an update waits for its create, session metadata for the session's rows). A dead create
-takes its dependants with it. Not responsible for retry decisions (forward/retry.py) or reporting (stats.py).
+takes its dependants with it. Not responsible for retry decisions (core/decide.py) or reporting (stats.py).
 """
 
 from __future__ import annotations

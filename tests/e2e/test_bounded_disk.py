@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aiohttp
 
-from shipper.forward.forwarder import LEASE_AHEAD
+from shipper.core.leasing import LEASE_AHEAD
 from tests.hardening import Gate, Switch, http_sink, item, numbers, post_records
 from tests.support import Daemon, FakeRemote, metric, query_spool, scrape, wait_for, write_config
 

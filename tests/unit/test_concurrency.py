@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shipper.forward.concurrency import AdaptiveLimit
+from shipper.core.concurrency import AdaptiveLimit
 
 
 def test_it_starts_at_the_configured_concurrency() -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shipper.forward.retry import (
+from shipper.core.retry import (
     AUTH_INITIAL_PAUSE,
     AUTH_MAX_PAUSE,
     MAX_RETRY_AFTER,

@@ -1,10 +1,10 @@
 """Retry policy, in one place and pure: what a response means, how long to wait, and the sink-wide backoff state.
 
 408, 429, 5xx, timeouts and connection errors are worth retrying; 401 and 403 refuse the credential, not the record
-(`AUTH`: what becomes of the row depends on whose key it was, the forwarder's call); any other non-success status is
+(`AUTH`: what becomes of the row depends on whose key it was, decide.py's call); any other non-success status is
 the remote saying no for good, so the row goes to the dead-letter table. Backoff is exponential, capped, with full
 jitter; a `Retry-After` from the remote wins; a refused key is retried at a slow, capped pace (a key is fixed by a
-person, not by waiting). Not responsible for I/O: the forwarder applies these decisions.
+person, not by waiting). Not responsible for I/O, nor for what an outcome means for its rows (decide.py).
 """
 
 from __future__ import annotations
