@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, ClassVar, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -72,7 +72,36 @@ def _octal(value: object) -> object:
 FileMode = Annotated[int, BeforeValidator(_octal), Field(ge=0, le=0o777)]
 
 
-class IngestConfig(_Section):
+class _Listener(_Section):
+    """A TCP listener (`http`) and the token it needs when it is not loopback: the one bind rule of both listeners."""
+
+    # Which section it is and what a stranger could do through it, for the refusal's message.
+    _SECTION: ClassVar[str]
+    _EXPOSES: ClassVar[str]
+    http: str = ""
+    token: SecretStr | None = None
+
+    @field_validator("http")
+    @classmethod
+    def _check_http(cls, value: str) -> str:
+        if value:
+            parse_host_port(value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_exposure(self) -> Self:
+        http, token = getattr(self, "http"), getattr(self, "token")  # noqa: B009 - declared by each subclass
+        if http and not is_loopback(parse_host_port(http)[0]) and not token:
+            raise ValueError(
+                f"http = {http!r} is not loopback: set [{self._SECTION}] token so strangers cannot {self._EXPOSES}"
+            )
+        return self
+
+
+class IngestConfig(_Listener):
+    _SECTION: ClassVar[str] = "ingest"
+    _EXPOSES: ClassVar[str] = "write"
+
     # Loopback by default: the app is on the same host, and nothing else should reach the spool.
     http: str = "127.0.0.1:8790"
     unix: Annotated[str, FILE_PATH] = "var/shipper.sock"
@@ -97,40 +126,17 @@ class IngestConfig(_Section):
     # Shared secret (Authorization: Bearer or X-Shipper-Token) for TCP requests; required off loopback.
     token: SecretStr | None = None
 
-    @field_validator("http")
-    @classmethod
-    def _check_http(cls, value: str) -> str:
-        if value:
-            parse_host_port(value)
-        return value
 
-    @model_validator(mode="after")
-    def _check_exposure(self) -> IngestConfig:
-        if self.http and not is_loopback(parse_host_port(self.http)[0]) and not self.token:
-            raise ValueError(f"http = {self.http!r} is not loopback: set [ingest] token so strangers cannot write")
-        return self
-
-
-class AdminConfig(_Section):
+class AdminConfig(_Listener):
     """The operations-only listener (/metrics, /healthz, /readyz, /v1/status): scraping it never opens ingest."""
+
+    _SECTION: ClassVar[str] = "admin"
+    _EXPOSES: ClassVar[str] = "read status"
 
     # Off by default: ingest already serves these routes; switch it on to scrape or probe from outside the host or pod.
     http: str = ""
     # Required when `http` is not a loopback address; asked for /metrics and /v1/status, never for the probes.
     token: SecretStr | None = None
-
-    @field_validator("http")
-    @classmethod
-    def _check_http(cls, value: str) -> str:
-        if value:
-            parse_host_port(value)
-        return value
-
-    @model_validator(mode="after")
-    def _check_exposure(self) -> AdminConfig:
-        if self.http and not is_loopback(parse_host_port(self.http)[0]) and not self.token:
-            raise ValueError(f"http = {self.http!r} is not loopback: set [admin] token so strangers cannot read status")
-        return self
 
 
 class SpoolConfig(_Section):
