@@ -5,7 +5,6 @@ latency."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import socket
 from pathlib import Path
@@ -13,9 +12,9 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from tests.fakes import KeywordsAIFake
+from tests.hardening import Gate
 from tests.support import (
     Daemon,
     FakeRemote,
@@ -195,13 +194,8 @@ async def test_ingest_durations_are_labelled_by_route_template_or_vendor_and_ack
 async def test_admin_readyz_turns_503_during_the_drain_and_the_listener_closes_with_ingest(
     tmp_path: Path, remote: FakeRemote
 ) -> None:
-    release = asyncio.Event()
-
-    async def held(request: web.Request, body: bytes) -> web.Response | None:
-        await release.wait()
-        return None
-
-    remote.async_behaviour = held
+    gate = Gate()  # holds the send, so the drain lasts until the test opens it
+    remote.async_behaviour = gate
     address = f"127.0.0.1:{free_port()}"
     daemon = Daemon.from_config(write_config(tmp_path, sink(remote.url), extra=admin(address), drain_timeout=8))
     await started(daemon)
@@ -218,10 +212,10 @@ async def test_admin_readyz_turns_503_during_the_drain_and_the_listener_closes_w
                 {"error": "stopping", "message": "shipper is shutting down"},
             )
             assert (await get(session, f"http://{address}/healthz"))[0] == 200
-        release.set()
+        gate.open()
         assert await daemon.terminate() == 0
     finally:
-        release.set()
+        gate.open()
         await daemon.ensure_stopped()
     with pytest.raises(aiohttp.ClientConnectionError):  # closed with ingest, not left behind
         async with aiohttp.ClientSession() as session:
