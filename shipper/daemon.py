@@ -17,10 +17,11 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import asdict
 from pathlib import Path
+
+from aiohttp import web
 
 from shipper.admin import AdminServer
 from shipper.config import Config, IngestConfig, load_config
@@ -38,7 +39,7 @@ from shipper.logs import Throttled
 from shipper.metrics import IngestTimers, Metrics, SpoolLimitsCollector, SpoolMonitor
 from shipper.notify import Notifier
 from shipper.ops.routes import add_routes
-from shipper.sinks import Sink, build_sink
+from shipper.sinks import build_sink, start_sinks
 from shipper.sinks.routing import Routing
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
@@ -115,34 +116,10 @@ class Daemon:
             # Pinged from this loop for the daemon's whole life, the drain included: a stalled loop gets restarted.
             await stack.enter_async_context(self.notifier.watchdog_running())
             await self._open_spool(stack)
-            self._fleet = Fleet(self.spool, self.metrics, self.routing, self._side_task_done)
-            stack.push_async_callback(self.fleet.close_all)
-            sinks = {
-                name: build_sink(name, c, os.environ, self.spool, self.enricher)
-                for name, c in self.config.sinks.items()
-            }
-            await start_sinks(sinks)
-            for name, sink in sinks.items():
-                await self.fleet.start(name, self.config.sinks[name], sink)
+            await self._start_fleet(stack)
             monitor = asyncio.create_task(self.monitor.run(), name="spool-monitor")
             stack.push_async_callback(_cancel, monitor)
-            operations = functools.partial(add_routes, live=self)
-            app = build_app(self, self.routing, self.counters, self.config.ingest, self.redactor, operations)
-            server = IngestServer(app, self.config.ingest)
-            await server.start()
-            stack.push_async_callback(server.stop)
-            admin = AdminServer(self, self.config.admin)  # after ingest; the stack stops it right after ingest
-            stack.push_async_callback(admin.stop)
-            await admin.start()
-            log.info(
-                "shipper started",
-                extra={
-                    "listen": server.addresses,
-                    "admin": admin.addresses,
-                    "sinks": list(self.config.sinks),
-                    "config": str(self.config_path or "built-in defaults"),
-                },
-            )
+            server, app = await self._serve(stack)
             # Only now: the spool is open and every listener accepts, so systemd may start what depends on us.
             self.notifier.ready()
             async with self.notifier.status_running(self.monitor.summary):
@@ -150,6 +127,38 @@ class Daemon:
             self.notifier.stopping(status="stopping: refusing new records, draining in-flight sends")
             await self._shutdown(server, app[IN_FLIGHT_KEY])
         return 1 if self.failed else 0
+
+    async def _start_fleet(self, stack: AsyncExitStack) -> None:
+        """Every configured sink started (or none, and a ConfigError naming it), each with its forwarder."""
+        self._fleet = Fleet(self.spool, self.metrics, self.routing, self._side_task_done)
+        stack.push_async_callback(self.fleet.close_all)
+        sinks = {
+            name: build_sink(name, c, os.environ, self.spool, self.enricher) for name, c in self.config.sinks.items()
+        }
+        await start_sinks(sinks)
+        for name, sink in sinks.items():
+            await self.fleet.start(name, self.config.sinks[name], sink)
+
+    async def _serve(self, stack: AsyncExitStack) -> tuple[IngestServer, web.Application]:
+        """Ingest, then the admin listener (the stack stops it right after ingest); one line says what serves."""
+        operations = functools.partial(add_routes, live=self)
+        app = build_app(self, self.routing, self.counters, self.config.ingest, self.redactor, operations)
+        server = IngestServer(app, self.config.ingest)
+        await server.start()
+        stack.push_async_callback(server.stop)
+        admin = AdminServer(self, self.config.admin)
+        stack.push_async_callback(admin.stop)
+        await admin.start()
+        log.info(
+            "shipper started",
+            extra={
+                "listen": server.addresses,
+                "admin": admin.addresses,
+                "sinks": list(self.config.sinks),
+                "config": str(self.config_path or "built-in defaults"),
+            },
+        )
+        return server, app
 
     async def _open_spool(self, stack: AsyncExitStack) -> None:
         spool = self.config.spool
@@ -259,19 +268,6 @@ class Daemon:
         except SpoolError:
             return None
         return {sink: counts.get(sink, 0) for sink in sorted({*self.config.sinks, *counts})}
-
-
-async def start_sinks(sinks: Mapping[str, Sink]) -> None:
-    """Start every sink, or none: on a failure the ones started are closed, and a ConfigError names the sink."""
-    started: list[Sink] = []
-    for name, sink in sinks.items():
-        try:
-            await sink.start()
-        except (OSError, ValueError) as exc:
-            for done in [*started, sink]:
-                await done.close()
-            raise ConfigError(f"sinks.{name}: cannot start: {exc}") from exc
-        started.append(sink)
 
 
 def closing_time(drain_timeout: float) -> float:

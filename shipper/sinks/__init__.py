@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from shipper.config import FileSinkConfig, HttpSinkConfig, SinkConfig
 from shipper.enrich.usage import Enricher
+from shipper.errors import ConfigError
 from shipper.queue.base import Lookups
 from shipper.sinks.base import Sink
 from shipper.sinks.file import FileSink
@@ -25,6 +26,19 @@ def build_sink(
     return VendorSink(name, VENDORS[config.type], config, lookups, environ, enricher)
 
 
+async def start_sinks(sinks: Mapping[str, Sink]) -> None:
+    """Start every sink, or none: on a failure the ones started are closed, and a ConfigError names the sink."""
+    started: list[Sink] = []
+    for name, sink in sinks.items():
+        try:
+            await sink.start()
+        except (OSError, ValueError) as exc:
+            for done in [*started, sink]:
+                await done.close()
+            raise ConfigError(f"sinks.{name}: cannot start: {exc}") from exc
+        started.append(sink)
+
+
 def check_secrets(sinks: Mapping[str, SinkConfig], environ: Mapping[str, str]) -> None:
     """Resolve every sink's secret and CA file now, so `check-config` refuses exactly what `run` would (ConfigError)."""
     for name, config in sinks.items():
@@ -37,4 +51,4 @@ def check_secrets(sinks: Mapping[str, SinkConfig], environ: Mapping[str, str]) -
         trust(name, config.ca_file)
 
 
-__all__ = ["Sink", "VendorSink", "build_sink", "check_secrets"]
+__all__ = ["Sink", "VendorSink", "build_sink", "check_secrets", "start_sinks"]
