@@ -35,8 +35,9 @@ from shipper.ingest.counters import IngestCounters
 from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
 from shipper.ingest.routes import build_app
 from shipper.ingest.server import IngestServer
+from shipper.latency import IngestTimers
 from shipper.logs import Throttled
-from shipper.metrics import IngestTimers, Metrics, SpoolLimitsCollector, SpoolMonitor
+from shipper.metrics import Metrics, SpoolLimitsCollector, SpoolMonitor
 from shipper.notify import Notifier
 from shipper.ops.routes import add_routes
 from shipper.sinks import build_sink, start_sinks

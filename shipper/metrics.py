@@ -15,7 +15,6 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,12 @@ from shipper import __version__
 from shipper.errors import SpoolError
 from shipper.forward.forwarder import Forwarder
 from shipper.ingest.counters import IngestCounters
+from shipper.latency import LATENCY_BUCKETS, IngestTimers
 from shipper.spool.stats import SinkStats, SpoolStats, read_stats
 
 log = logging.getLogger(__name__)
 
 STATES = ("up", "backing_off", "probing", "open", "auth_failed")
-# Local sends take milliseconds; a remote across the world up to seconds; past 30 s is a timeout anyway.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# An acknowledgement takes about a millisecond (one group commit); a proxied read waits for the vendor.
-INGEST_BUCKETS = (0.0005, *LATENCY_BUCKETS)
 
 
 class SpoolMonitor:
@@ -190,41 +186,6 @@ class Metrics:
     def observer(self, sink: str) -> Callable[[float], None]:
         child = self.send_seconds.labels(sink)
         return child.observe
-
-
-@dataclass(frozen=True, slots=True)
-class IngestTimers:
-    """How long ingest takes: every request by route and status, and every acknowledgement (arrival to commit).
-
-    `route` is a bounded set (a route template, `dropin:<vendor>` or `other`), never the raw path, so a client
-    cannot mint series by inventing paths.
-    """
-
-    request_seconds: Histogram
-    ack_seconds: Histogram
-
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
-        self.request_seconds.labels(route, str(status)).observe(seconds)
-
-    def observe_ack(self, seconds: float) -> None:
-        self.ack_seconds.observe(seconds)
-
-    @classmethod
-    def register(cls, registry: CollectorRegistry) -> IngestTimers:
-        request_seconds = Histogram(
-            "shipper_ingest_request_duration_seconds",
-            "Time from a request's arrival to its answer, by route and status",
-            ["route", "status"],
-            buckets=INGEST_BUCKETS,
-            registry=registry,
-        )
-        ack_seconds = Histogram(
-            "shipper_ingest_ack_latency_seconds",
-            "Time from a request's arrival until its records are committed to the spool",
-            buckets=INGEST_BUCKETS,
-            registry=registry,
-        )
-        return cls(request_seconds, ack_seconds)
 
 
 def register_process_metrics(registry: CollectorRegistry) -> None:
