@@ -26,11 +26,11 @@ _FORBIDDEN_IN_PATH = re.compile(r"[\x00-\x20\x7f\\?#]")
 
 
 class BadInput(ShipperError):
-    """A request that cannot be spooled; carries what the client needs to fix it."""
+    """A request that cannot be spooled; carries what the client needs to fix it: which refusal (`code`), in words,
+    and where (`detail`: index, field, limit). No HTTP status: the HTTP layer maps each code to one (responses.py)."""
 
-    def __init__(self, status: int, code: str, message: str, **detail: Any) -> None:
+    def __init__(self, code: str, message: str, **detail: Any) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
         self.detail = detail
 
@@ -93,21 +93,21 @@ def _field_of(error: ValidationError) -> tuple[str, str]:
 def to_row(item: Any, index: int, sinks: Collection[str]) -> NewRow:
     """Validate one decoded item; raise BadInput naming its index and field."""
     if not isinstance(item, dict):
-        raise BadInput(422, "invalid_record", "each record must be a JSON object", index=index, field="(item)")
+        raise BadInput("invalid_record", "each record must be a JSON object", index=index, field="(item)")
     try:
         record = RecordIn.model_validate(item)
         path = check_path(record.path)
     except ValidationError as exc:
         where, msg = _field_of(exc)
-        raise BadInput(422, "invalid_record", msg, index=index, field=where) from None
+        raise BadInput("invalid_record", msg, index=index, field=where) from None
     except ValueError as exc:
-        raise BadInput(422, "invalid_record", f"path {exc}", index=index, field="path") from None
+        raise BadInput("invalid_record", f"path {exc}", index=index, field="path") from None
     for name, value in (record.query or {}).items():
         if not isinstance(value, str | int | float):  # bool is an int
             message = "query values must be strings, numbers or booleans"
-            raise BadInput(422, "invalid_record", message, index=index, field=f"query.{name}")
+            raise BadInput("invalid_record", message, index=index, field=f"query.{name}")
     if record.sink not in sinks:
-        raise BadInput(422, "unknown_sink", f"no sink named {record.sink!r}", index=index, field="sink")
+        raise BadInput("unknown_sink", f"no sink named {record.sink!r}", index=index, field="sink")
     query = orjson.dumps(record.query) if record.query else None
     return NewRow(record.sink, record.method, path, query, orjson.dumps(record.body), record.key)
 
@@ -116,7 +116,7 @@ def check_utf8(raw: bytes) -> None:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadInput(400, "invalid_utf8", f"body is not valid UTF-8 at byte {exc.start}", offset=exc.start) from None
+        raise BadInput("invalid_utf8", f"body is not valid UTF-8 at byte {exc.start}", offset=exc.start) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +144,7 @@ def too_deep(value: Any, limit: int) -> bool:
 def check_depth(raw: bytes, value: Any, limits: Limits, **where: Any) -> None:
     # Counting brackets is C-speed; only a body with enough of them is walked.
     if raw.count(b"[") + raw.count(b"{") > limits.max_depth and too_deep(value, limits.max_depth):
-        raise BadInput(400, "too_deep", f"JSON nested deeper than {limits.max_depth} levels", **where)
+        raise BadInput("too_deep", f"JSON nested deeper than {limits.max_depth} levels", **where)
 
 
 # orjson's complaints that say what went wrong but not what a client should have sent.
@@ -172,12 +172,12 @@ def _ndjson_items(raw: bytes, limits: Limits) -> Iterator[tuple[int, Any]]:
             continue
         if len(line) > limits.max_line_bytes:
             message = f"line {line_no} is longer than {limits.max_line_bytes} bytes"
-            raise BadInput(413, "line_too_long", message, index=index, line=line_no)
+            raise BadInput("line_too_long", message, index=index, line=line_no)
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             message = f"line {line_no}, column {exc.colno}: {json_words(exc)}"
-            raise BadInput(400, "invalid_json", message, index=index, line=line_no) from None
+            raise BadInput("invalid_json", message, index=index, line=line_no) from None
         check_depth(line, value, limits, index=index, line=line_no)
         yield index, value
         index += 1
@@ -190,7 +190,7 @@ def _json_items(raw: bytes, limits: Limits) -> list[Any]:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         message = f"not valid JSON at line {exc.lineno}, column {exc.colno}: {json_words(exc)}"
-        raise BadInput(400, "invalid_json", message) from None
+        raise BadInput("invalid_json", message) from None
     check_depth(raw, value, limits)
     return value if isinstance(value, list) else [value]
 
@@ -270,10 +270,10 @@ def checked_rows(raw: bytes, ndjson: bool, sinks: Collection[str], limits: Limit
     rows = []
     for index, item in items:
         if index >= limits.max_items:
-            raise BadInput(413, "too_many_items", f"more than {limits.max_items} records in one request", index=index)
+            raise BadInput("too_many_items", f"more than {limits.max_items} records in one request", index=index)
         rows.append(to_row(item, index, sinks))
     if not rows:
-        raise BadInput(400, "empty", "the request carries no records")
+        raise BadInput("empty", "the request carries no records")
     return rows
 
 
@@ -282,7 +282,6 @@ def parse_records(raw: bytes, content_type: str, sinks: Collection[str], limits:
     limits = limits or Limits()
     if content_type not in NDJSON_TYPES and content_type not in JSON_TYPES:
         raise BadInput(
-            415,
             "unsupported_media_type",
             f"content type {content_type or '(none)'!r} is not application/x-ndjson or application/json",
         )

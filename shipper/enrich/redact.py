@@ -74,7 +74,7 @@ class Redactor:
                 redacted.append(self.redact_row(row, vendor_of.get(row.sink)))
             except orjson.JSONDecodeError as exc:  # valid JSON text that maps to no values, such as 1e400
                 raise BadInput(
-                    400, "invalid_json", f"body cannot be read for redaction: {json_words(exc)}", index=index
+                    "invalid_json", f"body cannot be read for redaction: {json_words(exc)}", index=index
                 ) from None
         return redacted
 

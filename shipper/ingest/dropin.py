@@ -48,7 +48,7 @@ def credential_for(sink: VendorSink, headers: Mapping[str, str]) -> str | None:
     """The key to store with the row: the app's own, unless the sink overrides it. Raises 401 when none exists."""
     app_key = sink.adapter.key_from(headers)
     if sink.key_for(app_key) is None:
-        raise BadInput(401, "missing_api_key", f"no API key for {sink.adapter.type}: send the SDK's usual key header")
+        raise BadInput("missing_api_key", f"no API key for {sink.adapter.type}: send the SDK's usual key header")
     return None if sink.override_key else app_key
 
 
@@ -58,11 +58,11 @@ def plan_native(sink: VendorSink, row: NewRow, headers: Mapping[str, str]) -> Pl
     try:
         body = orjson.loads(row.body)
     except orjson.JSONDecodeError as exc:  # valid JSON text that no JSON library maps to values, such as 1e400
-        raise BadInput(400, "invalid_json", f"body: {json_words(exc)}", field="body") from None
+        raise BadInput("invalid_json", f"body: {json_words(exc)}", field="body") from None
     plan = sink.adapter.plan(row.method, row.path, {k: str(v) for k, v in query.items()}, body)
     if not isinstance(plan, Spooled):
         raise BadInput(
-            422, "invalid_record", f"{row.method} {row.path} is not a {sink.adapter.type} log route", field="path"
+            "invalid_record", f"{row.method} {row.path} is not a {sink.adapter.type} log route", field="path"
         )
     return Planned(plan.row(sink.name, credential_for(sink, headers)), plan.status, plan.answer)
 
@@ -73,7 +73,7 @@ def _decode(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadInput(400, "invalid_json", f"body is not JSON: {json_words(exc)}") from None
+        raise BadInput("invalid_json", f"body is not JSON: {json_words(exc)}") from None
 
 
 async def dropin(request: web.Request) -> web.StreamResponse:
@@ -97,8 +97,8 @@ async def dropin(request: web.Request) -> web.StreamResponse:
             try:
                 check_path(plan.path)
             except ValueError as exc:
-                raise BadInput(400, "invalid_path", f"cannot proxy {plan.path!r}: path {exc}", field="path") from None
+                raise BadInput("invalid_path", f"cannot proxy {plan.path!r}: path {exc}", field="path") from None
             return await proxy(request, sink, plan, raw)
         ids = await commit(request, [plan.row(sink.name, credential_for(sink, request.headers))])
         return ids if isinstance(ids, web.Response) else json_response(plan.answer, plan.status)
-    raise BadInput(404, "not_found", f"{request.method} {request.path}: no such route")
+    raise BadInput("not_found", f"{request.method} {request.path}: no such route")

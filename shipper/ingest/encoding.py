@@ -37,7 +37,7 @@ def _wbits(coding: str, raw: bytes) -> int:
         zlib_header = len(raw) >= 2 and raw[0] & 0x0F == 8 and (raw[0] << 8 | raw[1]) % 31 == 0
         return ZLIB if zlib_header else RAW_DEFLATE
     message = f"{HEADER} {coding!r} is not supported; send gzip, deflate or an uncompressed body"
-    raise BadInput(415, "unsupported_encoding", message, field=HEADER)
+    raise BadInput("unsupported_encoding", message, field=HEADER)
 
 
 def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
@@ -45,13 +45,11 @@ def _inflate(data: bytes, wbits: int, limit: int) -> bytes:
     try:
         out = inflater.decompress(data, limit + 1)
     except zlib.error as exc:
-        raise BadInput(
-            400, "invalid_encoding", f"the body does not decode as its {HEADER}: {exc}", field=HEADER
-        ) from None
+        raise BadInput("invalid_encoding", f"the body does not decode as its {HEADER}: {exc}", field=HEADER) from None
     if len(out) > limit:
         message = f"request body is larger than {limit} bytes once decompressed"
-        raise BadInput(413, "body_too_large", message, limit=limit)
+        raise BadInput("body_too_large", message, limit=limit)
     if not inflater.eof or inflater.unused_data:
         what = "ends before its compressed stream does" if not inflater.eof else "has data after its compressed stream"
-        raise BadInput(400, "invalid_encoding", f"the body {what}", field=HEADER)
+        raise BadInput("invalid_encoding", f"the body {what}", field=HEADER)
     return out

@@ -47,5 +47,5 @@ async def header_check(request: web.Request, handler: Handler) -> web.StreamResp
             response = error_response(401, "invalid_token", f"{TOKEN_HEADER} {found}", field=TOKEN_HEADER)
             response.headers["WWW-Authenticate"] = 'Bearer realm="shipper"'
             return response
-        raise BadInput(400, "invalid_header", f"header {name} {found}", field=name)
+        raise BadInput("invalid_header", f"header {name} {found}", field=name)
     return await handler(request)

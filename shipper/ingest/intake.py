@@ -31,13 +31,13 @@ async def read_body(request: web.Request) -> bytes:
     config = request.app[INGEST_KEY]
     limit = config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise BadInput(413, "body_too_large", f"request body is larger than {limit} bytes", limit=limit)
+        raise BadInput("body_too_large", f"request body is larger than {limit} bytes", limit=limit)
     try:
         async with asyncio.timeout(config.client_timeout):
             raw = await request.read()
     except TimeoutError:
         message = f"the body did not arrive within {config.client_timeout:g}s"
-        raise BadInput(408, "client_timeout", message) from None
+        raise BadInput("client_timeout", message) from None
     return decode_body(raw, request.headers.get(hdrs.CONTENT_ENCODING), limit)
 
 

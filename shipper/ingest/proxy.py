@@ -66,7 +66,7 @@ def caller_key(sink: VendorSink, request: web.Request) -> str:
     if key is None:
         header = sink.adapter.auth_header
         message = f"no API key for {sink.adapter.type}: a proxied call travels with the caller's own key ({header})"
-        raise BadInput(401, "missing_api_key", message, field=header)
+        raise BadInput("missing_api_key", message, field=header)
     return key
 
 

@@ -20,6 +20,38 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# The one place a refusal becomes an HTTP status: every BadInput code, by what the client should do about it.
+STATUS: dict[str, int] = {
+    # Fix the request.
+    "invalid_json": 400,
+    "invalid_utf8": 400,
+    "empty": 400,
+    "too_deep": 400,
+    "invalid_path": 400,
+    "invalid_header": 400,
+    "invalid_encoding": 400,
+    "unencodable": 400,
+    # Send a key.
+    "missing_api_key": 401,
+    "not_found": 404,
+    "client_timeout": 408,
+    # Send less.
+    "body_too_large": 413,
+    "line_too_long": 413,
+    "too_many_items": 413,
+    "unsupported_media_type": 415,
+    "unsupported_encoding": 415,
+    # Well-formed, but not a record shipper can take.
+    "invalid_record": 422,
+    "unknown_sink": 422,
+    "invalid_body": 422,
+}
+
+
+def status_of(exc: BadInput) -> int:
+    return STATUS.get(exc.code, 400)
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
 
@@ -38,7 +70,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except BadInput as exc:
-        return _counted(request, json_response(exc.body(), exc.status), exc.code)
+        return _counted(request, json_response(exc.body(), status_of(exc)), exc.code)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[INGEST_KEY].max_body_bytes
         message = f"request body is larger than {limit} bytes"

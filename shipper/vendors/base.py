@@ -46,7 +46,7 @@ class Spooled:
         try:
             body = orjson.dumps(self.body)
         except orjson.JSONEncodeError as exc:  # a backstop: ingest's depth limit refuses such bodies first
-            raise BadInput(400, "unencodable", f"the body cannot be stored as JSON: {exc}") from None
+            raise BadInput("unencodable", f"the body cannot be stored as JSON: {exc}") from None
         return NewRow(
             sink, self.method, self.path, query, body, self.key, self.scope, self.after, self.kind, credential
         )
@@ -98,7 +98,7 @@ def normalize_path(path: str) -> str:
 
 def require(body: Any, name: str, check: Callable[[Any], bool], what: str) -> None:
     if not check(body.get(name)):
-        raise BadInput(422, "invalid_body", f"{name} must be {what}", field=name)
+        raise BadInput("invalid_body", f"{name} must be {what}", field=name)
 
 
 class Adapter(Protocol):
@@ -152,7 +152,7 @@ def plan_routes(routes: Sequence[Route], method: str, path: str, query: Mapping[
         return None
     chosen, match = found
     if chosen.needs_object and not isinstance(body, dict):
-        raise BadInput(422, "invalid_body", f"{method} {path} needs a JSON object body", field="(body)")
+        raise BadInput("invalid_body", f"{method} {path} needs a JSON object body", field="(body)")
     return chosen.build(match, query, body)
 
 

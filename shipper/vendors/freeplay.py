@@ -50,10 +50,10 @@ OK = frozenset({200})
 def _completion(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spooled:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise BadInput(422, "invalid_body", "messages must be a non-empty list", field="messages")
+        raise BadInput("invalid_body", "messages must be a non-empty list", field="messages")
     cid = body.get("completion_id") or str(uuid.uuid4())
     if not isinstance(cid, str) or not re.fullmatch(ID, cid):
-        raise BadInput(422, "invalid_body", "completion_id must be an id string", field="completion_id")
+        raise BadInput("invalid_body", "completion_id must be an id string", field="completion_id")
     return Spooled(
         "POST", m.group(0), {**body, "completion_id": cid}, 200, {"completion_id": cid},
         key=f"fp:c:{cid}", scope=f"fp:s:{m.group(2)}", kind="create",

@@ -175,10 +175,10 @@ class Humanloop:
     def _log(self, kind: str) -> Builder:
         def build(m: re.Match[str], query: Mapping[str, str], body: Any) -> Spooled:
             if not isinstance(body.get("path"), str) and not isinstance(body.get("id"), str):
-                raise BadInput(422, "invalid_body", f"a {kind[:-1]} log needs `path` or `id`", field="path")
+                raise BadInput("invalid_body", f"a {kind[:-1]} log needs `path` or `id`", field="path")
             log_id = body.get("log_id") or f"log_{uuid.uuid4().hex}"
             if not isinstance(log_id, str) or not re.fullmatch(ID, log_id):
-                raise BadInput(422, "invalid_body", "log_id must be an id string", field="log_id")
+                raise BadInput("invalid_body", "log_id must be an id string", field="log_id")
             file_id, version_id = _file_ids(kind, body, query)
             self.recent.remember(log_id, file_facts(kind, file_id, version_id, body))
             parent = body.get("trace_parent_id")

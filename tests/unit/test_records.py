@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shipper.ingest.responses import status_of
 from shipper.records import BadInput, Limits, check_path, checked_rows, parse_records, quick_rows
 
 SINKS = frozenset({"remote", "audit"})
@@ -78,7 +79,7 @@ def test_every_field_is_carried_into_the_row_and_defaults_are_post_and_empty_pat
 def test_malformed_ndjson_line_is_400_invalid_json_naming_item_index_and_line() -> None:
     raw = lines({"sink": "remote"}) + b"\n" + b'{"sink": "remote"\n' + lines({"sink": "remote"})
     error = bad(raw, NDJSON)
-    assert (error.status, error.code) == (400, "invalid_json")
+    assert (status_of(error), error.code) == (400, "invalid_json")
     assert error.detail == {"index": 1, "line": 3}
     assert error.body()["error"] == "invalid_json"
     assert "line 3" in error.body()["message"]
@@ -86,7 +87,7 @@ def test_malformed_ndjson_line_is_400_invalid_json_naming_item_index_and_line() 
 
 def test_malformed_json_array_is_400_invalid_json() -> None:
     error = bad(b'[{"sink": "remote"},')
-    assert (error.status, error.code) == (400, "invalid_json")
+    assert (status_of(error), error.code) == (400, "invalid_json")
     assert set(error.body()) == {"error", "message"}
 
 
@@ -94,14 +95,14 @@ def test_malformed_json_array_is_400_invalid_json() -> None:
 def test_invalid_utf8_is_400_invalid_utf8_naming_the_byte_offset(content_type: str) -> None:
     raw = b'{"sink": "remote", "body": "caf\xe9"}'
     error = bad(raw, content_type)
-    assert (error.status, error.code) == (400, "invalid_utf8")
+    assert (status_of(error), error.code) == (400, "invalid_utf8")
     assert error.detail == {"offset": raw.index(b"\xe9")}
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml", ""])
 def test_wrong_content_type_is_415_unsupported_media_type(content_type: str) -> None:
     error = bad(b'{"sink": "remote"}', content_type)
-    assert (error.status, error.code) == (415, "unsupported_media_type")
+    assert (status_of(error), error.code) == (415, "unsupported_media_type")
     assert "application/x-ndjson" in str(error)
 
 
@@ -112,13 +113,13 @@ def test_wrong_content_type_is_415_unsupported_media_type(content_type: str) -> 
 )
 def test_a_body_without_records_is_400_empty(raw: bytes, content_type: str) -> None:
     error = bad(raw, content_type)
-    assert (error.status, error.code) == (400, "empty")
+    assert (status_of(error), error.code) == (400, "empty")
 
 
 @pytest.mark.parametrize("raw", [b"", b"  \n "])
 def test_an_empty_json_body_is_400_empty_like_an_empty_ndjson_body(raw: bytes) -> None:
     error = bad(raw)
-    assert (error.status, error.code, str(error)) == (400, "empty", "the request carries no records")
+    assert (status_of(error), error.code, str(error)) == (400, "empty", "the request carries no records")
 
 
 @pytest.mark.parametrize(
@@ -134,7 +135,7 @@ def test_an_empty_json_body_is_400_empty_like_an_empty_ndjson_body(raw: bytes) -
 )
 def test_a_json_syntax_error_says_where_and_what_was_expected_in_plain_words(raw: bytes, message: str) -> None:
     error = bad(raw)
-    assert (error.status, error.code) == (400, "invalid_json")
+    assert (status_of(error), error.code) == (400, "invalid_json")
     assert str(error).startswith(f"not valid JSON at {message}")
 
 
@@ -156,7 +157,7 @@ def test_an_ndjson_syntax_error_says_which_line_column_and_what_was_expected() -
 )
 def test_an_item_that_is_not_an_object_is_422_naming_its_index(raw: bytes, content_type: str, index: int) -> None:
     error = bad(raw, content_type)
-    assert (error.status, error.code) == (422, "invalid_record")
+    assert (status_of(error), error.code) == (422, "invalid_record")
     assert error.detail == {"index": index, "field": "(item)"}
 
 
@@ -183,7 +184,7 @@ def test_an_item_that_is_not_an_object_is_422_naming_its_index(raw: bytes, conte
 def test_a_bad_field_is_422_naming_the_item_index_and_the_field(item: dict[str, Any], code: str, field: str) -> None:
     raw = lines({"sink": "remote"}, {"sink": "audit"}, item)
     error = bad(raw, NDJSON)
-    assert (error.status, error.code) == (422, code)
+    assert (status_of(error), error.code) == (422, code)
     assert error.detail == {"index": 2, "field": field}
     assert error.body() == {"error": code, "message": str(error), "index": 2, "field": field}
 
@@ -192,7 +193,7 @@ def test_a_bad_field_is_422_naming_the_item_index_and_the_field(item: dict[str, 
 def test_a_mistyped_query_value_names_the_query_key_as_the_field(value: Any) -> None:
     # The field a client must fix is `query.a`; pydantic's internal union branch name ("str") is not a field.
     error = bad(orjson.dumps({"sink": "remote", "query": {"a": value}}))
-    assert (error.status, error.code) == (422, "invalid_record")
+    assert (status_of(error), error.code) == (422, "invalid_record")
     assert error.detail == {"index": 0, "field": "query.a"}
 
 
@@ -273,7 +274,7 @@ def test_check_path_rejects_anything_that_could_leave_the_base_url(path: str) ->
 @pytest.mark.parametrize("path", ["//evil.example/x", "/a/../b", "/%2e%2e/x", "/x%0d%0aHost:%20e", "/a?b"])
 def test_a_dangerous_path_in_a_record_is_422_naming_the_path_field(path: str) -> None:
     error = bad(orjson.dumps([{"sink": "remote"}, {"sink": "remote", "path": path}]))
-    assert (error.status, error.code) == (422, "invalid_record")
+    assert (status_of(error), error.code) == (422, "invalid_record")
     assert error.detail == {"index": 1, "field": "path"}
     assert str(error).startswith("path ")
 

@@ -15,6 +15,7 @@ from shipper.config import BuiltinRedaction, RedactConfig, RedactPattern, load_c
 from shipper.core.redaction import BUILTIN, luhn
 from shipper.enrich.redact import Redactor
 from shipper.errors import ConfigError
+from shipper.ingest.responses import status_of
 from shipper.records import BadInput, NewRow
 
 ALL_BUILTIN: tuple[BuiltinRedaction, ...] = ("emails", "cards", "api_keys", "bearer_tokens", "aws_keys", "jwts")
@@ -379,4 +380,4 @@ def test_a_body_no_json_library_can_read_is_400_naming_the_item_not_a_crash() ->
     unreadable = NewRow("local", "POST", "", None, b'{"mail": "bob@example.com", "n": 1e400}', None)
     with pytest.raises(BadInput) as caught:
         redactor.redact_rows([clean, unreadable], {})
-    assert (caught.value.status, caught.value.code, caught.value.detail) == (400, "invalid_json", {"index": 1})
+    assert (status_of(caught.value), caught.value.code, caught.value.detail) == (400, "invalid_json", {"index": 1})
