@@ -17,9 +17,6 @@ from aiohttp import web
 from shipper.ingest.keys import TIMERS_KEY
 from shipper.ingest.responses import Handler
 
-# A request's own state is copied when a middleware clones it (the token check does), so handlers write into one
-# shared object rather than into the request: what they note is seen whichever copy they were handed.
-_KEY = "shipper.timing"
 # The drop-in catch-all (routes.py); a call it handles is labelled by vendor, anything else it answers is `other`.
 CATCH_ALL = "/{tail}"
 
@@ -31,9 +28,13 @@ class Timing:
     committed: float | None = None
 
 
+# A request's own state is copied when a middleware clones it (the token check does), so handlers write into one
+# shared object rather than into the request: what they note is seen whichever copy they were handed.
+_KEY: web.RequestKey[Timing] = web.RequestKey("shipper.timing", Timing)
+
+
 def _timing(request: web.Request) -> Timing | None:
-    found = request.get(_KEY)
-    return found if isinstance(found, Timing) else None
+    return request.get(_KEY)
 
 
 def note_route(request: web.Request, label: str) -> None:
