@@ -38,27 +38,27 @@ def _watch_interval(text: str) -> float:
     return seconds
 
 
+def _command(
+    parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str, run: Command
+) -> argparse.ArgumentParser:
+    sub = parent.add_parser(name, help=text, description=text)
+    sub.add_argument(
+        "--config",
+        type=Path,
+        help="TOML file (default: $SHIPPER_CONFIG, else /etc/shipper/shipper.toml if it exists, else built-in)",
+    )
+    sub.set_defaults(run=run)
+    return sub
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipper", description="Durable local shipper for LLM observability logs.")
     parser.add_argument("--version", action="version", version=f"shipper {__version__}", help="print the version")
     commands = parser.add_subparsers(dest="command", required=True)
-
-    def command(
-        parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str, run: Command
-    ) -> argparse.ArgumentParser:
-        sub = parent.add_parser(name, help=text, description=text)
-        sub.add_argument(
-            "--config",
-            type=Path,
-            help="TOML file (default: $SHIPPER_CONFIG, else /etc/shipper/shipper.toml if it exists, else built-in)",
-        )
-        sub.set_defaults(run=run)
-        return sub
-
-    run = command(commands, "run", "run the daemon in the foreground", _run)
+    run = _command(commands, "run", "run the daemon in the foreground", _run)
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides daemon.log_level")
     run.add_argument("--log-format", choices=["json", "text"], default="json", help="JSON lines (default) or text")
-    status = command(commands, "status", "per-sink state; works with the daemon running or stopped", _status)
+    status = _command(commands, "status", "per-sink state; works with the daemon running or stopped", _status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
         "--watch",
@@ -68,19 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"refresh in place every SECONDS (default 2, at least {WATCH_FLOOR:g})",
     )
-    check = command(commands, "check-config", "validate the configuration and exit", _check_config)
+    check = _command(commands, "check-config", "validate the configuration and exit", _check_config)
     check.add_argument("--print", action="store_true", help="print the effective configuration (secrets masked)")
+    _dlq_commands(commands.add_parser("dlq", help="inspect, replay and purge dead letters"))
+    spool = commands.add_parser("spool", help="spool maintenance").add_subparsers(dest="spool_command", required=True)
+    salvage = _command(spool, "salvage", "re-queue every readable row of a damaged spool file", _spool_salvage)
+    salvage.add_argument("file", type=Path, help="the damaged file (spool.db.damaged-…)")
+    return parser
 
-    dead = commands.add_parser("dlq", help="inspect, replay and purge dead letters").add_subparsers(
-        dest="dlq_command", required=True
-    )
-    listing = command(dead, "list", "list dead letters", _dlq_list)
+
+def _dlq_commands(parser: argparse.ArgumentParser) -> None:
+    dead = parser.add_subparsers(dest="dlq_command", required=True)
+    listing = _command(dead, "list", "list dead letters", _dlq_list)
     listing.add_argument("--sink", help="only this sink's")
     listing.add_argument("--since", help="ISO time or a duration ago (30m, 2h, 7d)")
     listing.add_argument("--json", action="store_true", help="machine-readable output (without bodies)")
-    show = command(dead, "show", "one dead letter in full", _dlq_show)
+    show = _command(dead, "show", "one dead letter in full", _dlq_show)
     show.add_argument("id", type=int, help="the dead letter's id (from dlq list)")
-    replay = command(dead, "replay", "put dead letters back in the queue, in their original order", _dlq_replay)
+    replay = _command(dead, "replay", "put dead letters back in the queue, in their original order", _dlq_replay)
     replay.add_argument("ids", type=int, nargs="*", metavar="ID", help="these dead letters (default: all matching)")
     replay.add_argument("--sink", help="only this sink's")
     replay.add_argument("--since", help="only those that failed since: ISO time or a duration ago")
@@ -89,14 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VAR",
         help="send them with the API key in environment variable VAR, not the one the app sent (after reason auth)",
     )
-    purge = command(dead, "purge", "delete dead letters", _dlq_purge)
+    purge = _command(dead, "purge", "delete dead letters", _dlq_purge)
     purge.add_argument("--older-than", help="only those that failed longer ago than this (30m, 2h, 7d)")
     purge.add_argument("--sink", help="only this sink's")
     purge.add_argument("--all", action="store_true", help="delete all (required without --older-than)")
-    spool = commands.add_parser("spool", help="spool maintenance").add_subparsers(dest="spool_command", required=True)
-    salvage = command(spool, "salvage", "re-queue every readable row of a damaged spool file", _spool_salvage)
-    salvage.add_argument("file", type=Path, help="the damaged file (spool.db.damaged-…)")
-    return parser
 
 
 def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
