@@ -304,7 +304,9 @@ async def test_dlq_purge_older_than_and_all_and_refuses_to_guess_without_either(
                 await wait_for(lambda: dead_count(tmp_path) == before + len(numbers), timeout=20)
 
             await poison("remote", 1, 2)
-            await asyncio.sleep(3)  # the age of the first dead letters is the point
+            old = time.time()  # the first dead letters failed by now
+            await asyncio.sleep(4)  # the age of the first dead letters is the point
+            young = time.time()  # the later ones fail after this
             await poison("remote", 3)
             await poison("other", 4)
 
@@ -319,7 +321,9 @@ async def test_dlq_purge_older_than_and_all_and_refuses_to_guess_without_either(
         assert "a while" in err and "Traceback" not in err
         assert dead_count(tmp_path) == 4
 
-        code, out, err = await dlq(daemon, "purge", "--older-than", "2s")
+        # Halfway between the two ages, whenever the command runs: slow CLI starts cannot make the later ones old.
+        threshold = time.time() - (old + young) / 2
+        code, out, err = await dlq(daemon, "purge", "--older-than", f"{threshold:.2f}s")
         assert code == 0, err
         assert out.strip() == "purged 2 dead letter(s)"
         assert sorted(r["body"]["n"] for r in await shown_all(daemon)) == [3, 4]
