@@ -45,10 +45,12 @@ class Planned:
 
 
 def credential_for(sink: VendorSink, headers: Mapping[str, str]) -> str | None:
-    """The key to store with the row: the app's own, unless the sink overrides it. Raises 401 when none exists."""
+    """The key to store with the row: the app's own, unless the sink overrides it; missing_api_key when none exists."""
     app_key = sink.adapter.key_from(headers)
     if sink.key_for(app_key) is None:
-        raise BadInput("missing_api_key", f"no API key for {sink.adapter.type}: send the SDK's usual key header")
+        header = sink.adapter.auth_header
+        message = f"no API key for {sink.adapter.type}: send the SDK's usual key header ({header})"
+        raise BadInput("missing_api_key", message, field=header)
     return None if sink.override_key else app_key
 
 
