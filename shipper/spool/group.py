@@ -25,13 +25,11 @@ from shipper.spool import sql
 from shipper.spool.bounds import Bounds, excess, row_bytes, rows_to_drop
 from shipper.spool.inserts import Inserts, one
 from shipper.spool.settle import settle
+from shipper.spool.turns import Turns
 
-ROW_RECOUNT_INTERVAL = 30.0
 MAINTENANCE_INTERVAL = 5.0
 VACUUM_MIN_PAGES = 256  # 1 MiB of free pages before it is worth giving them back
 VACUUM_MAX_PAGES = 4096  # at most 16 MiB per pass, so one pass never stalls the writer for long
-# Entities whose create is older than this are forgotten: their updates no longer join the create's scope.
-SCOPE_RETENTION = 30 * 86400
 
 Read = Callable[[sqlite3.Connection], Any]
 
@@ -56,29 +54,19 @@ class Outcome:
     learned: list[tuple[str, str, str]] = field(default_factory=list)
 
 
-def recover(conn: sqlite3.Connection) -> int:
-    """At open, with the spool locked to this process: any lease in the file is from a dead sender, whose send may or
-    may not have reached the remote, so it counts as an attempt. Returns the page size."""
-    conn.execute(
-        "UPDATE rows SET attempts = attempts + 1, unanswered = unanswered + 1 WHERE id IN (SELECT id FROM leases)"
-    )
-    conn.execute("DELETE FROM leases")
-    conn.execute("DELETE FROM entity_scopes WHERE created_at < ?", (time.time() - SCOPE_RETENTION,))
-    found = conn.execute("PRAGMA page_size").fetchone()
-    return int(found[0]) if found else 4096
-
-
 class GroupWriter:
     """Applies groups of ops in single transactions; lives on the database thread."""
 
-    def __init__(self, bounds: Bounds, page_size: int, durability: str, lease_timeout: float) -> None:
+    def __init__(
+        self, bounds: Bounds, page_size: int, durability: str, lease_timeout: float, owner: str, turns: Turns
+    ) -> None:
         self._bounds = bounds
+        self._owner = owner  # written into each lease this writer takes
+        self._turns = turns
         self._lease_timeout = lease_timeout
         self._page_size = page_size
         self._durability = durability
         self._synchronous = "FULL" if durability == "fsync" else "NORMAL"
-        self._rows: int | None = None
-        self._rows_synced = 0.0
         self._next_maintenance = 0.0
         self._inserts = Inserts()
 
@@ -87,13 +75,17 @@ class GroupWriter:
         outcome = Outcome([None] * len(group))
         try:
             self._sync_for(conn, any(op.append for op in group))
-            conn.execute("BEGIN IMMEDIATE")
-            self._apply(conn, group, outcome)
-            conn.execute("COMMIT")
+            self._turns.take()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                self._apply(conn, group, outcome)
+                conn.execute("COMMIT")
+            finally:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                self._turns.give()
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            self._rows = None
             self._inserts.rolled_back()
             raise
         self._inserts.committed()
@@ -101,6 +93,9 @@ class GroupWriter:
             with contextlib.suppress(sqlite3.Error):  # housekeeping: a failure here costs only disk space
                 self._maintain(conn)
         return outcome
+
+    def close(self) -> None:
+        self._turns.close()
 
     def _sync_for(self, conn: sqlite3.Connection, acknowledging: bool) -> None:
         """fsync only commits that acknowledge records. A lease or a settlement lost to a power cut costs at most a
@@ -123,19 +118,19 @@ class GroupWriter:
                 pending = (pending[0] + len(op.append), pending[1] + size)
             else:
                 out.results[i] = refusal
+        counted = 0  # rows in minus rows out, for the file's row count (drops are counted as they happen)
         if appends:
             inserted, queued = self._inserts.insert(conn, [rows for _, rows in appends])
-            if self._rows is not None:
-                self._rows += queued
+            counted += queued
             for (i, _), ids in zip(appends, inserted, strict=True):
                 out.results[i] = ids
         merged = Settlement()
         for op in group:
             if op.settle is not None:
                 merged.merge(op.settle)
-        left = settle(conn, merged)
-        if self._rows is not None:
-            self._rows -= left
+        counted -= settle(conn, merged, self._owner)
+        if counted:
+            conn.execute(sql.COUNT_ROWS, (counted,))
         out.learned = merged.learned
         for i, op in enumerate(group):
             if op.lease is not None:
@@ -175,15 +170,13 @@ class GroupWriter:
             return full
         conn.execute("RELEASE make_room")
         dropped.update(sink for (sink,) in gone)
-        self._rows = self._row_count(conn) - len(gone)
+        conn.execute(sql.COUNT_ROWS, (-len(gone),))
         return None
 
-    def _row_count(self, conn: sqlite3.Connection) -> int:
-        # Kept in step with appends and settlements; recounted now and then (the CLI may add rows too).
-        if self._rows is None or time.monotonic() - self._rows_synced > ROW_RECOUNT_INTERVAL:
-            self._rows = int(one(conn, "SELECT count(*) FROM rows") or 0)
-            self._rows_synced = time.monotonic()
-        return self._rows
+    @staticmethod
+    def _row_count(conn: sqlite3.Connection) -> int:
+        """Kept in the file by every writer in its own transaction (schema 7): right whichever process wrote last."""
+        return int(one(conn, sql.ROW_COUNT) or 0)
 
     def _used_bytes(self, conn: sqlite3.Connection) -> int:
         """Live pages of the database: what the spool holds once free pages are given back. The WAL is kept small
@@ -215,7 +208,7 @@ class GroupWriter:
             rows.append(row)
         if rows:
             until = now + self._lease_timeout
-            conn.executemany(sql.TAKE_LEASE, [(row.id, until) for row in rows])
+            conn.executemany(sql.TAKE_LEASE, [(row.id, until, self._owner) for row in rows])
         next_due = one(conn, sql.NEXT_DUE, (sink, now)) if len(rows) < limit else None
         return Lease(rows, next_due)
 

@@ -103,6 +103,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE rows ADD COLUMN unanswered INTEGER NOT NULL DEFAULT 0;
     """,
+    # 7: several processes share the file (ingest and delivery roles). A lease names the process holding it, so the
+    # leases of one that died are given back at once, not by their deadline, and a late settlement from a process
+    # whose lease was taken over changes nothing; the row count lives in the file, kept by every writer in its own
+    # transaction, so a bound on rows holds whichever process appends or delivers.
+    """
+    ALTER TABLE leases ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    CREATE TABLE tallies (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO tallies (name, value) SELECT 'rows', count(*) FROM rows;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -146,6 +158,22 @@ def check_version(conn: sqlite3.Connection, path: object) -> int:
             " run the shipper that wrote it (its rows are kept as they are)"
         )
     return version
+
+
+def check_current(conn: sqlite3.Connection, path: object) -> None:
+    """For a process joining a spool another claimed: it must be exactly this shipper's schema (a joiner never
+    migrates: the claimer did, or the file belongs to a shipper of another version still running)."""
+    version = check_version(conn, path)
+    if version != SCHEMA_VERSION:
+        raise SpoolError(
+            f"the spool {path} has schema version {version}, older than this shipper's {SCHEMA_VERSION}:"
+            " it is in use by an older shipper; stop it first"
+        )
+
+
+def page_size(conn: sqlite3.Connection) -> int:
+    found = conn.execute("PRAGMA page_size").fetchone()
+    return int(found[0]) if found else 4096
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -15,39 +15,54 @@ from shipper.core.rows import DeadLetter, Settlement
 from shipper.spool import sql
 
 
-def settle(conn: sqlite3.Connection, s: Settlement) -> int:
-    """Apply a merged settlement; returns how many rows it took out of `rows` (dependants not counted)."""
+def settle(conn: sqlite3.Connection, s: Settlement, owner: str) -> int:
+    """Apply a merged settlement from the process named `owner`; returns how many rows left `rows` (dependants
+    included). A delivered row goes whoever holds it now: the remote has it. A retry, a dead letter or a release
+    counts only for rows whose lease `owner` still holds: a process that hung past its deadline must not move a row
+    another process now sends."""
     if s.learned:
         conn.executemany("INSERT OR REPLACE INTO id_map (sink, local, upstream) VALUES (?, ?, ?)", s.learned)
+    held = _held(conn, owner, [d.id for d in s.dead] + [r.id for r in s.retry] + s.released)
+    removed = 0
     if s.dead:
-        dead_letter(conn, s.dead)
+        removed += dead_letter(conn, [d for d in s.dead if d.id in held])
     if s.delivered:
-        conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (orjson.dumps(s.delivered),))
-    if s.retry:
+        removed += conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (orjson.dumps(s.delivered),)).rowcount
+    retry = [r for r in s.retry if r.id in held]
+    if retry:
         conn.executemany(
             "UPDATE rows SET next_attempt_at = ?, last_error = ?, attempts = attempts + 1,"
             " unanswered = unanswered + ? WHERE id = ?",
-            [(r.next_attempt_at, r.error, int(r.unanswered), r.id) for r in s.retry],
+            [(r.next_attempt_at, r.error, int(r.unanswered), r.id) for r in retry],
         )
-    ended = s.delivered + [d.id for d in s.dead] + [r.id for r in s.retry] + s.released
+    ended = s.delivered + list(held)
     if ended:
         conn.execute(f"DELETE FROM leases WHERE id IN ({sql.IDS})", (orjson.dumps(ended),))
-    return len(s.delivered) + len(s.dead)
+    return removed
 
 
-def dead_letter(conn: sqlite3.Connection, dead: list[DeadLetter]) -> None:
-    """Move rows to dead_letters; a dead create takes its updates and dependants along, transitively."""
+def _held(conn: sqlite3.Connection, owner: str, ids: list[int]) -> set[int]:
+    if not ids:
+        return set()
+    return {row_id for (row_id,) in conn.execute(sql.HELD, (owner, orjson.dumps(ids)))}
+
+
+def dead_letter(conn: sqlite3.Connection, dead: list[DeadLetter]) -> int:
+    """Move rows to dead_letters; a dead create takes its updates and dependants along, transitively. Returns how
+    many rows left `rows`."""
     now = time.time()
     sent = orjson.dumps([d.id for d in dead])
     conn.execute(f"UPDATE rows SET attempts = attempts + 1 WHERE id IN ({sql.IDS})", (sent,))
+    removed = 0
     while dead:
         ids = orjson.dumps([d.id for d in dead])
         conn.executemany(sql.DEAD, [(now, d.status, d.response, d.reason, d.id) for d in dead])
         creates = conn.execute(sql.DEAD_CREATES, (ids,)).fetchall()
-        conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (ids,))
+        removed += conn.execute(f"DELETE FROM rows WHERE id IN ({sql.IDS})", (ids,)).rowcount
         dead = []
         for create_id, sink, key in creates:
             reason = order.reason(create_id, key)
             for (row_id,) in conn.execute(sql.DEPENDANTS, (sink, key, key, create_id)).fetchall():
                 dead.append(DeadLetter(row_id, None, None, reason))
         dead = list({d.id: d for d in dead}.values())
+    return removed

@@ -45,7 +45,7 @@ WHERE sink = :sink AND next_attempt_at <= :now
   AND (after IS NULL OR (NOT EXISTS ({OLDER} p.key = r.after) AND NOT EXISTS ({OLDER} p.scope = r.after)))
 ORDER BY id LIMIT :limit
 """
-TAKE_LEASE = "INSERT OR REPLACE INTO leases (id, until) VALUES (?, ?)"
+TAKE_LEASE = "INSERT OR REPLACE INTO leases (id, until, owner) VALUES (?, ?, ?)"
 NEXT_DUE = "SELECT min(next_attempt_at) FROM rows WHERE sink = ? AND next_attempt_at > ?"
 IDS = "SELECT value FROM json_each(?)"
 DEAD = f"""
@@ -54,3 +54,8 @@ SELECT {COLUMNS}, ?, ?, ?, ? FROM rows WHERE id = ?
 """
 DEAD_CREATES = f"SELECT id, sink, key FROM rows WHERE kind = 'create' AND key IS NOT NULL AND id IN ({IDS}) ORDER BY id"
 DEPENDANTS = "SELECT id FROM rows WHERE sink = ? AND (key = ? OR after = ?) AND id > ? ORDER BY id"
+# The row count every writer keeps in step inside its own transaction (schema 7).
+ROW_COUNT = "SELECT value FROM tallies WHERE name = 'rows'"
+COUNT_ROWS = "UPDATE tallies SET value = value + ? WHERE name = 'rows'"
+# Of some ids, those whose lease `owner` holds: a settlement of a lease another process took over changes nothing.
+HELD = f"SELECT id FROM leases WHERE owner = ? AND id IN ({IDS})"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -23,11 +22,13 @@ from shipper.errors import DiskFull, SpoolError
 from shipper.logs import Throttled
 from shipper.records import NewRow
 from shipper.spool.bounds import Bounds
-from shipper.spool.files import lock, prepare_dir, prepare_file
-from shipper.spool.group import GroupWriter, Op, Outcome, Read, environmental, failure, recover
+from shipper.spool.claim import Claim
+from shipper.spool.group import GroupWriter, Op, Outcome, Read, environmental, failure
 from shipper.spool.inserts import one
-from shipper.spool.schema import apply_pragmas
+from shipper.spool.owners import Presence
+from shipper.spool.schema import apply_pragmas, check_current, page_size
 from shipper.spool.thread import DatabaseThread
+from shipper.spool.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Spool:
     def __init__(
         self,
         db: DatabaseThread,
-        lock_fd: int,
+        presence: Presence,
         path: Path,
         bounds: Bounds,
         writer: GroupWriter,
@@ -53,14 +54,17 @@ class Spool:
         self.failure: BaseException | None = None
         # Set when a group holding appends failed for want of space, cleared when an append commits again.
         self.disk_full: DiskFull | None = None
+        self.owner = presence.name  # the name on every lease this process takes
         self._on_death = on_death
         self._group: list[Op] = []
         self._db = db
-        self._lock_fd = lock_fd
+        self._presence = presence
+        self._claim: Claim | None = None
         self._on_drop = bounds.on_drop
         self._group_writer = writer
         self._queue: asyncio.Queue[Op | None] = asyncio.Queue(QUEUE_DEPTH)
         self._watchers: dict[str, Callable[[int], None]] = {}
+        self._on_added: Callable[[Counter[str]], None] | None = None
         self._credentials: dict[int, str] = {}
         self._upstream: dict[tuple[str, str], str] = {}
         self._failure_log = Throttled(log, 10.0)
@@ -75,34 +79,65 @@ class Spool:
         bounds: Bounds | None = None,
         on_death: Callable[[BaseException], None] | None = None,
     ) -> Spool:
-        """`on_death` is called once if the writer ever dies: the owner should stop, so a supervisor restarts it."""
-        prepare_dir(path)
-        lock_fd = lock(path)
+        """The spool of a shipper that is alone on it: claimed (locked, checked, migrated, dead leases given back),
+        then attached. `on_death` is called once if the writer ever dies: the owner should stop, so a supervisor
+        restarts it."""
+        claim = Claim.take(path, durability)
         try:
-            damaged = prepare_file(path, durability)
+            spool = await cls.attach(path, durability, lease_timeout, bounds, on_death, role="daemon")
+        except BaseException:
+            claim.release()
+            raise
+        spool._claim = claim
+        spool.recovered_from = claim.recovered_from
+        return spool
+
+    @classmethod
+    async def attach(
+        cls,
+        path: Path,
+        durability: str = "fsync",
+        lease_timeout: float = 300.0,
+        bounds: Bounds | None = None,
+        on_death: Callable[[BaseException], None] | None = None,
+        role: str = "daemon",
+    ) -> Spool:
+        """A spool some process of this shipper has claimed (see Claim): one of several processes writing to it."""
+        presence = Presence.take(path, role)
+        try:
             db = await DatabaseThread.open(path)
             try:
 
                 def start(conn: sqlite3.Connection) -> int:
                     apply_pragmas(conn, durability)
-                    return recover(conn)
+                    check_current(conn, path)
+                    return page_size(conn)
 
-                page_size = await db.run(start)
+                size = await db.run(start)
             except BaseException:
                 await db.close()
                 raise
         except BaseException:
-            os.close(lock_fd)
+            presence.close()
             raise
         bounds = bounds or Bounds()
-        writer = GroupWriter(bounds, page_size, durability, lease_timeout)
-        spool = cls(db, lock_fd, path, bounds, writer, on_death)
-        spool.recovered_from = damaged
-        return spool
+        writer = GroupWriter(bounds, size, durability, lease_timeout, presence.name, Turns(path))
+        return cls(db, presence, path, bounds, writer, on_death)
 
     def watch(self, sink: str, callback: Callable[[int], None]) -> None:
         """Call `callback(count)` after each commit that adds rows for `sink` (the forwarder's wake-up)."""
         self._watchers[sink] = callback
+
+    def on_added(self, callback: Callable[[Counter[str]], None]) -> None:
+        """Call `callback(counts per sink)` after each commit that adds rows: how other processes hear of them."""
+        self._on_added = callback
+
+    def announce(self, counts: dict[str, int]) -> None:
+        """Rows another process added: wake this process's watchers as if they were added here."""
+        for sink, count in counts.items():
+            callback = self._watchers.get(sink)
+            if callback is not None:
+                callback(count)
 
     async def append(self, rows: Sequence[NewRow]) -> list[int]:
         """Durably add rows; returns their ids once committed."""
@@ -151,7 +186,10 @@ class Spool:
             await self._queue.put(None)
             await self._writer
         await self._db.close()
-        os.close(self._lock_fd)
+        self._group_writer.close()
+        self._presence.close()
+        if self._claim is not None:
+            self._claim.release()
 
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
@@ -252,7 +290,7 @@ class Spool:
                 added.update(row.sink for row in op.append)
         if added:
             self.disk_full = None
-        for sink, count in added.items():
-            callback = self._watchers.get(sink)
-            if callback is not None:
-                callback(count)
+        if added:
+            self.announce(added)
+            if self._on_added is not None:
+                self._on_added(added)
