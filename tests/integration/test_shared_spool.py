@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import time
@@ -27,6 +28,7 @@ from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
 from shipper.spool.claim import Claim
 from shipper.spool.owners import alive, owners_dir
+from shipper.spool.wakes import WakeListener, Waker, address
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -141,3 +143,29 @@ async def test_a_joiner_refuses_a_spool_of_an_older_schema_instead_of_migrating_
     with pytest.raises(SpoolError, match="older than this shipper's"):
         await Spool.attach(path, "fsync", role="delivery")
     assert os.listdir(owners_dir(path)) == []  # its presence went with it
+
+
+async def test_an_append_in_one_process_wakes_the_watchers_of_another(pair: tuple[Spool, Spool]) -> None:
+    ingest, delivery = pair
+    heard: asyncio.Queue[int] = asyncio.Queue()
+    delivery.watch("remote", heard.put_nowait)
+    listener = WakeListener(delivery.owner, delivery.announce)
+    waker = Waker(ingest.path)
+    ingest.on_added(waker.added)
+    try:
+        await ingest.append([row(0), row(1)])
+        await ingest.append([row(2)])
+        counts = [await asyncio.wait_for(heard.get(), 5)]
+        while sum(counts) < 3:
+            counts.append(await asyncio.wait_for(heard.get(), 5))
+        assert sum(counts) == 3
+        # Noise on the socket (anyone on the host may send to it) is dropped; the listener keeps listening.
+        noise = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        noise.sendto(b"[1, 2", address(delivery.owner))
+        noise.sendto(b"[]", address(delivery.owner))
+        noise.close()
+        await ingest.append([row(3)])
+        assert await asyncio.wait_for(heard.get(), 5) == 1
+    finally:
+        waker.close()
+        listener.close()
