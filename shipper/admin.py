@@ -11,6 +11,7 @@ so a kubelet or load balancer needs no secret. Not responsible for what the rout
 from __future__ import annotations
 
 import hmac
+import socket
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
@@ -70,9 +71,11 @@ def build_admin_app(live: Live, token: SecretStr | None) -> web.Application:
 class AdminServer:
     """Started after ingest and stopped with it; does nothing when `[admin] http` is empty."""
 
-    def __init__(self, live: Live, config: AdminConfig) -> None:
+    def __init__(self, live: Live, config: AdminConfig, inherited: tuple[socket.socket, ...] = ()) -> None:
+        """`inherited`: the listener a supervisor bound for this process (then `[admin] http` is not bound here)."""
         self._live = live
         self._config = config
+        self._inherited = inherited
         self._runner: web.AppRunner | None = None
         self.addresses: list[str] = []
 
@@ -88,6 +91,12 @@ class AdminServer:
         )
         await runner.setup()
         self._runner = runner
+        if self._inherited:
+            for sock in self._inherited:
+                inherited = web.SockSite(runner, sock)
+                await inherited.start()
+                self.addresses.append(inherited.name)
+            return
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
             await site.start()

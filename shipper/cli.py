@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = _command(commands, "run", "run the daemon in the foreground", _run)
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides daemon.log_level")
     run.add_argument("--log-format", choices=["json", "text"], default="json", help="JSON lines (default) or text")
+    run.add_argument(
+        "--role",
+        choices=["all", "ingest", "delivery"],
+        help="run one role only (a supervisor starts these; default: [daemon] ingest_workers / delivery_workers)",
+    )
     status = _command(commands, "status", "per-sink state; works with the daemon running or stopped", _status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument(
@@ -101,10 +106,23 @@ def _dlq_commands(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
-    from shipper.daemon import run
-
     setup_logging(args.log_level or config.daemon.log_level, args.log_format)
-    return run(config, source.path, args.log_level)
+    workers = config.daemon.workers(os.cpu_count() or 1)
+    if args.role is None and workers != (0, 0):
+        from shipper.supervisor import run_supervisor
+
+        options = [*(["--config", str(source.path)] if source.path else []), "--log-format", args.log_format]
+        return run_supervisor(
+            config, source.path, [*options, *(["--log-level", args.log_level] if args.log_level else [])], workers
+        )
+    from shipper.daemon import run
+    from shipper.roles import Role
+    from shipper.supervisor import die_with_parent, supervised_listeners
+
+    supervised = supervised_listeners(os.environ)
+    if supervised is not None:
+        die_with_parent(supervised[0])
+    return run(config, source.path, args.log_level, Role(args.role or "all"), supervised and supervised[1])
 
 
 def _status(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:

@@ -40,6 +40,22 @@ class DaemonConfig(_Section):
     # Long enough for a normal in-flight request to finish, short enough for systemd's stop timeout.
     drain_timeout: float = Field(10.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Processes beside one spool (supervisor.py): 0 and 0 is one process doing both; "auto" sizes to the cores.
+    ingest_workers: int | Literal["auto"] = Field(0, ge=0)
+    delivery_workers: int | Literal["auto"] = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> DaemonConfig:
+        if (self.ingest_workers == 0) != (self.delivery_workers == 0):
+            raise ValueError("ingest_workers and delivery_workers are both 0 (one process) or both at least 1")
+        return self
+
+    def workers(self, cores: int) -> tuple[int, int]:
+        """(ingest, delivery) processes; (0, 0) means one process doing both. `auto`: half the cores each, or 1."""
+        half = max(1, cores // 2)
+        ingest = half if self.ingest_workers == "auto" else self.ingest_workers
+        delivery = max(1, cores - half) if self.delivery_workers == "auto" else self.delivery_workers
+        return ingest, delivery
 
 
 def parse_host_port(value: str) -> tuple[str, int]:

@@ -31,6 +31,7 @@ from shipper.enrich.usage import Enricher
 from shipper.errors import ConfigError, SpoolError
 from shipper.forward.fleet import Fleet
 from shipper.forward.forwarder import Forwarder
+from shipper.ingest.activation import Listeners
 from shipper.ingest.counters import IngestCounters
 from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
 from shipper.ingest.routes import build_app
@@ -40,6 +41,7 @@ from shipper.logs import Throttled
 from shipper.metrics import Metrics, SpoolLimitsCollector, SpoolMonitor
 from shipper.notify import Notifier
 from shipper.ops.routes import add_routes
+from shipper.roles import Role, open_spool, serve_control
 from shipper.sinks import build_sink, start_sinks
 from shipper.sinks.routing import Routing
 from shipper.spool import Spool
@@ -56,7 +58,20 @@ CLOSING_TIME = 0.25
 
 
 class Daemon:
-    def __init__(self, config: Config, config_path: Path | None = None, log_level: str | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None = None,
+        log_level: str | None = None,
+        role: Role = Role.ALL,
+        listeners: Listeners | None = None,
+    ) -> None:
+        """`role`: what this process does (roles.py); `listeners`: sockets a supervisor bound for it."""
+        self.role = role
+        self.gathers = role is Role.INGEST  # answers the operations routes for its delivery peers too
+        # Under a supervisor, its lines are the shipper's start and stop lines; a role's own go to debug.
+        self._telling = logging.INFO if role is Role.ALL else logging.DEBUG
+        self._listeners = listeners
         self.config = config
         self.config_path = config_path
         self.log_level = log_level  # the command line's --log-level outlives reloads
@@ -120,18 +135,23 @@ class Daemon:
             await self._start_fleet(stack)
             monitor = asyncio.create_task(self.monitor.run(), name="spool-monitor")
             stack.push_async_callback(_cancel, monitor)
-            server, app = await self._serve(stack)
+            if self.role.serves:
+                server, app = await self._serve(stack)
+                in_flight = app[IN_FLIGHT_KEY]
+            else:
+                server, in_flight = None, InFlight()
+                await serve_control(self, self.spool.owner, stack)
             # Only now: the spool is open and every listener accepts, so systemd may start what depends on us.
             self.notifier.ready()
             async with self.notifier.status_running(self.monitor.summary):
                 await self.stop_event.wait()
             self.notifier.stopping(status="stopping: refusing new records, draining in-flight sends")
-            await self._shutdown(server, app[IN_FLIGHT_KEY])
+            await self._shutdown(server, in_flight)
         return 1 if self.failed else 0
 
     async def _start_fleet(self, stack: AsyncExitStack) -> None:
         """Every configured sink started (or none, and a ConfigError naming it), each with its forwarder."""
-        self._fleet = Fleet(self.spool, self.metrics, self.routing, self._side_task_done)
+        self._fleet = Fleet(self.spool, self.metrics, self.routing, self._side_task_done, deliver=self.role.delivers)
         stack.push_async_callback(self.fleet.close_all)
         sinks = {
             name: build_sink(name, c, os.environ, self.spool, self.enricher) for name, c in self.config.sinks.items()
@@ -144,13 +164,14 @@ class Daemon:
         """Ingest, then the admin listener (the stack stops it right after ingest); one line says what serves."""
         operations = functools.partial(add_routes, live=self)
         app = build_app(self, self.routing, self.counters, self.config.ingest, self.redactor, operations)
-        server = IngestServer(app, self.config.ingest)
+        server = IngestServer(app, self.config.ingest, self._listeners)
         await server.start()
         stack.push_async_callback(server.stop)
-        admin = AdminServer(self, self.config.admin)
+        admin = AdminServer(self, self.config.admin, self._listeners.admin if self._listeners else ())
         stack.push_async_callback(admin.stop)
         await admin.start()
-        log.info(
+        log.log(
+            self._telling,
             "shipper started",
             extra={
                 "listen": server.addresses,
@@ -164,8 +185,7 @@ class Daemon:
     async def _open_spool(self, stack: AsyncExitStack) -> None:
         spool = self.config.spool
         bounds = Bounds(spool.max_bytes, spool.max_rows, spool.when_full, self._dropped)
-        self._spool = await Spool.open(spool.path, spool.durability, spool.lease_timeout, bounds, self._spool_died)
-        stack.push_async_callback(self._spool.close)
+        self._spool = await open_spool(self.role, spool, bounds, self._spool_died, stack)
         if self._spool.recovered_from is not None:
             self.counters.spool_recoveries += 1
 
@@ -234,7 +254,7 @@ class Daemon:
             logging.getLogger().setLevel((self.log_level or new.daemon.log_level).upper())
             log.info("configuration reloaded", extra={"restarted_sinks": sorted(built), "removed": gone})
 
-    async def _shutdown(self, server: IngestServer, in_flight: InFlight) -> None:
+    async def _shutdown(self, server: IngestServer | None, in_flight: InFlight) -> None:
         """Within `drain_timeout` in all: requests already in flight and sends already out finish side by side until
         the deadline; then the listeners close, cutting any request still open (a client trickling its body gets a
         closed connection, never a hang) within the slice of the budget kept back for that."""
@@ -242,11 +262,13 @@ class Daemon:
         started = time.monotonic()
         budget = self.config.daemon.drain_timeout
         deadline = started + budget - closing_time(budget)
-        log.info("shutting down: refusing new records, draining in-flight sends")
+        log.log(self._telling, "shutting down: refusing new records, draining in-flight sends")
         _, abandoned = await asyncio.gather(_until_idle(in_flight, deadline), self.fleet.stop_all(deadline))
-        await server.stop(closing_time(budget) / 2)  # aiohttp may wait twice: for handlers, then for their cancel
+        if server is not None:
+            await server.stop(closing_time(budget) / 2)  # aiohttp may wait twice: for handlers, then for their cancel
         uptime, drained, queued = time.monotonic() - self.started_at, time.monotonic() - started, await self._queued()
-        log.info(
+        log.log(
+            self._telling,
             "shipper stopped after running %s (drain %.2fs); %d in-flight row(s) handed back to the spool;"
             " still queued: %s",
             human_age(uptime),
@@ -288,9 +310,15 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-def run(config: Config, config_path: Path | None = None, log_level: str | None = None) -> int:
+def run(
+    config: Config,
+    config_path: Path | None = None,
+    log_level: str | None = None,
+    role: Role = Role.ALL,
+    listeners: Listeners | None = None,
+) -> int:
     """Run the daemon until SIGTERM/SIGINT; uvloop when installed (a faster loop for the same code)."""
-    daemon = Daemon(config, config_path, log_level)
+    daemon = Daemon(config, config_path, log_level, role, listeners)
     try:
         import uvloop
     except ImportError:

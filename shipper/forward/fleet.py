@@ -35,8 +35,8 @@ class SendTimes(Protocol):
 class Running:
     config: SinkConfig
     sink: Sink
-    forwarder: Forwarder
-    task: asyncio.Task[None]
+    forwarder: Forwarder | None  # None where this process only serves the sink's drop-in routes (ingest role)
+    task: asyncio.Task[None] | None
 
 
 class Fleet:
@@ -47,7 +47,10 @@ class Fleet:
         routing: Routing,
         on_death: Callable[[asyncio.Task[None]], None],
         clock: Clock | None = None,
+        deliver: bool = True,
     ) -> None:
+        """`deliver=False`: the sinks serve drop-in routes and proxied reads here; another process delivers."""
+        self._deliver = deliver
         self.running: dict[str, Running] = {}
         self._retiring: list[Running] = []
         self._counters: dict[str, SinkCounters] = {}
@@ -60,7 +63,7 @@ class Fleet:
 
     @property
     def forwarders(self) -> list[Forwarder]:
-        return [r.forwarder for r in self.running.values()]
+        return [r.forwarder for r in self.running.values() if r.forwarder is not None]
 
     @property
     def counters(self) -> dict[str, SinkCounters]:
@@ -70,6 +73,10 @@ class Fleet:
         await sink.start()
         if self._closed:  # shutdown began while a reload was building this sink
             await sink.close()
+            return
+        if not self._deliver:
+            self.running[name] = Running(config, sink, None, None)
+            self._publish()
             return
         counters = self._counters.setdefault(name, SinkCounters())
         observe = self._metrics.observer(name)
@@ -97,7 +104,8 @@ class Fleet:
         self._closed = True
         everyone = [*self.running.values(), *self._retiring]
         for running in everyone:
-            running.forwarder.stop()
+            if running.forwarder is not None:
+                running.forwarder.stop()
         abandoned = 0
         for running in everyone:
             abandoned += await self._retire(running, max(0.0, deadline - time.monotonic()))
@@ -111,13 +119,16 @@ class Fleet:
     async def _retire(self, running: Running, timeout: float | None) -> int:
         if running not in self._retiring:
             self._retiring.append(running)
-        running.forwarder.stop()
-        await running.task
-        abandoned = await running.forwarder.drain(timeout)
+        abandoned = 0
+        if running.forwarder is not None and running.task is not None:
+            running.forwarder.stop()
+            await running.task
+            abandoned = await running.forwarder.drain(timeout)
         await running.sink.close()
         if running in self._retiring:
             self._retiring.remove(running)
-        running.forwarder.flush_logs()
+        if running.forwarder is not None:
+            running.forwarder.flush_logs()
         return abandoned
 
     def _publish(self) -> None:

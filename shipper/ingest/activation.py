@@ -38,6 +38,7 @@ class Listeners:
 
     http: tuple[socket.socket, ...] = ()
     unix: tuple[socket.socket, ...] = ()
+    admin: tuple[socket.socket, ...] = ()  # only from a supervisor (supervisor.py), never from systemd
 
 
 def listen_fds(

@@ -23,6 +23,7 @@ from shipper.errors import SpoolError
 from shipper.forward.forwarder import Forwarder
 from shipper.ingest.responses import error_response, json_response
 from shipper.metrics import Metrics, SpoolMonitor
+from shipper.ops.gather import ask_all, merge_metrics, merge_status
 from shipper.queue.base import Queue
 
 
@@ -32,6 +33,7 @@ class Live(Protocol):
     monitor: SpoolMonitor
     metrics: Metrics
     stopping: bool
+    gathers: bool  # answers for the delivery processes beside it (ops/gather.py)
 
     @property
     def spool(self) -> Queue: ...
@@ -58,7 +60,11 @@ async def readyz(request: web.Request) -> web.Response:
     live = request.app[LIVE_KEY]
     if live.stopping:
         return error_response(503, "stopping", "shipper is shutting down")
-    if not live.forwarders:
+    if live.gathers:
+        answers = await ask_all(live.spool.path, "/readyz")
+        if not answers or any(a is None or a[0] != 200 for a in answers.values()):
+            return error_response(503, "no_sinks", "no delivery process is ready")
+    elif not live.forwarders:
         return error_response(503, "no_sinks", "no sink is running")
     try:
         await live.spool.ping()
@@ -71,8 +77,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    registry = request.app[LIVE_KEY].metrics.registry
-    response = web.Response(body=generate_latest(registry))
+    live = request.app[LIVE_KEY]
+    body = generate_latest(live.metrics.registry)
+    if live.gathers:
+        answers = await ask_all(live.spool.path, "/metrics")
+        texts = [a[1].decode() for a in answers.values() if a is not None and a[0] == 200]
+        body = merge_metrics([body.decode(), *texts])
+    response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
 
@@ -100,7 +111,10 @@ async def status(request: web.Request) -> web.Response:
             "auth_failures_since_start": f.counters.auth_failures,
         }
     # The spool it uses, absolute: `shipper status` run with another config (or none) still reads the right file.
-    return json_response({"pid": os.getpid(), "spool": str(live.spool.path.resolve()), "sinks": sinks})
+    own = {"pid": os.getpid(), "spool": str(live.spool.path.resolve()), "sinks": sinks}
+    if live.gathers:
+        own = merge_status(own, await ask_all(live.spool.path, "/v1/status"))
+    return json_response(own)
 
 
 def add_routes(app: web.Application, live: Live) -> None:

@@ -32,6 +32,8 @@ from shipper.spool.turns import Turns
 
 log = logging.getLogger(__name__)
 
+# Told once if the writer dies: the owner should stop, so a supervisor restarts it.
+DeathHook = Callable[[BaseException], None] | None
 MAX_GROUP_OPS = 2048
 QUEUE_DEPTH = 8192
 

@@ -1,0 +1,115 @@
+"""The supervisor's listeners: bound once, before any role starts, and inherited by every ingest process.
+
+The same rules as a daemon alone binds by (server.py): a Unix socket path is claimed first (socket_claim.py), born
+owner-only and opened up to `unix_mode`; a busy port is one ConfigError naming its key. Sockets systemd passed
+(socket activation) are used as they are. Several ingest processes accepting on one listening socket share its
+connections (the kernel hands each to one of them). Not responsible for serving (server.py, admin.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from shipper.config import Config, parse_host_port
+from shipper.errors import ConfigError
+from shipper.ingest.activation import Listeners
+from shipper.ingest.socket_claim import claim
+
+BACKLOG = 1024
+
+
+@dataclass
+class Bound:
+    """Closed (and the socket file removed) on leaving the `with` block."""
+
+    listeners: Listeners
+    fds: dict[str, list[int]]
+    _socket_file: Path | None = None
+    _claim_fd: int | None = None
+
+    def __enter__(self) -> Bound:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        for sock in [*self.listeners.http, *self.listeners.unix, *self.listeners.admin]:
+            sock.close()
+        if self._socket_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._socket_file.unlink()
+        if self._claim_fd is not None:
+            os.close(self._claim_fd)
+
+
+def _tcp(key: str, address: str) -> socket.socket:
+    host, port = parse_host_port(address)
+    try:
+        sock = socket.create_server((host, port), family=_family(host), backlog=BACKLOG, reuse_port=False)
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}: cannot listen on {address}: {os.strerror(exc.errno) if exc.errno else exc}"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _unix(config: Config, bound: Bound) -> socket.socket:
+    path = Path(config.ingest.unix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"ingest.unix: cannot create {path.parent}: {exc.strerror or exc}") from None
+    bound._claim_fd = claim(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"ingest.unix: cannot listen on {path}: {exc.strerror or exc}") from None
+    finally:
+        os.umask(umask)
+    bound._socket_file = path
+    sock.listen(BACKLOG)
+    if config.ingest.unix_group:
+        try:
+            shutil.chown(path, group=config.ingest.unix_group)
+        except (LookupError, PermissionError) as exc:
+            sock.close()
+            raise ConfigError(
+                f"ingest.unix_group: cannot give the socket to {config.ingest.unix_group!r}: {exc}"
+            ) from exc
+    os.chmod(path, config.ingest.unix_mode)
+    sock.set_inheritable(True)
+    return sock
+
+
+def bind_listeners(config: Config, inherited: Listeners) -> Bound:
+    bound = Bound(Listeners(), {})
+    try:
+        http = inherited.http or ((_tcp("ingest.http", config.ingest.http),) if config.ingest.http else ())
+        bound.listeners = Listeners(http=http)
+        unix = inherited.unix or ((_unix(config, bound),) if config.ingest.unix else ())
+        bound.listeners = Listeners(http=http, unix=unix)
+        admin = (_tcp("admin.http", config.admin.http),) if config.admin.http else ()
+        bound.listeners = Listeners(http=http, unix=unix, admin=admin)
+    except BaseException:
+        bound.__exit__(None, None, None)
+        raise
+    for sock in [*http, *unix]:
+        sock.set_inheritable(True)
+    bound.fds = {
+        "http": [s.fileno() for s in http],
+        "unix": [s.fileno() for s in unix],
+        "admin": [s.fileno() for s in admin],
+    }
+    return bound

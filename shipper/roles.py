@@ -1,0 +1,77 @@
+"""What each process of a shipper does: the whole daemon alone, or one role beside others on one spool.
+
+`all` is one process doing everything (the shape of a small install and of most tests). Under the supervisor
+(supervisor.py), `ingest` processes serve the listeners the supervisor bound and append; `delivery` processes lease
+and send. Both attach to the spool the supervisor claimed (spool/claim.py); an append in one wakes the others
+(spool/wakes.py); a delivery process answers the operations routes on a private socket, so the ingest process that
+serves `/metrics` and `/v1/status` can answer for all (ops/gather.py). Not responsible for the daemon's lifecycle
+(daemon.py) or for starting processes (supervisor.py).
+"""
+
+from __future__ import annotations
+
+import enum
+import socket
+from contextlib import AsyncExitStack
+
+from aiohttp import web
+
+from shipper.config import SpoolConfig
+from shipper.ops.gather import control_address
+from shipper.ops.routes import Live, add_routes
+from shipper.spool import Spool
+from shipper.spool.bounds import Bounds
+from shipper.spool.store import DeathHook
+from shipper.spool.wakes import WakeListener, Waker
+
+
+class Role(enum.Enum):
+    ALL = "all"
+    INGEST = "ingest"
+    DELIVERY = "delivery"
+
+    @property
+    def serves(self) -> bool:
+        """Serves the ingest and admin listeners."""
+        return self is not Role.DELIVERY
+
+    @property
+    def delivers(self) -> bool:
+        return self is not Role.INGEST
+
+
+async def open_spool(
+    role: Role, spool: SpoolConfig, bounds: Bounds, on_death: DeathHook, stack: AsyncExitStack
+) -> Spool:
+    """Alone, the daemon claims its spool; a role attaches to the one its supervisor claimed, and wakes (or is woken
+    by) the processes beside it."""
+    if role is Role.ALL:
+        opened = await Spool.open(spool.path, spool.durability, spool.lease_timeout, bounds, on_death)
+        stack.push_async_callback(opened.close)
+        return opened
+    opened = await Spool.attach(spool.path, spool.durability, spool.lease_timeout, bounds, on_death, role.value)
+    stack.push_async_callback(opened.close)
+    if role is Role.INGEST:
+        waker = Waker(spool.path)
+        stack.callback(waker.close)
+        opened.on_added(waker.added)
+    else:
+        listener = WakeListener(opened.owner, opened.announce)
+        stack.callback(listener.close)
+    return opened
+
+
+async def serve_control(live: Live, owner: str, stack: AsyncExitStack) -> None:
+    """A delivery process's operations routes, on a socket only the processes of this host's network can reach."""
+    app = web.Application()
+    add_routes(app, live)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(control_address(owner))
+    except OSError:
+        sock.close()
+        raise
+    await web.SockSite(runner, sock).start()
