@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from bench.records import BODY_BYTES, completion_body
-from shipper.config import EnrichConfig, RedactConfig, RedactPattern
+from shipper.config.transform import EnrichConfig, RedactConfig, RedactPattern
 from shipper.enrich.chat import count_completion, count_prompt
 from shipper.enrich.cost import Pricer
 from shipper.enrich.redact import Redactor

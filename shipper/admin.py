@@ -4,8 +4,8 @@ Scraping or probing shipper from outside its host or pod should not mean opening
 (Fluent Bit's HTTP_Server and Vector's internal_metrics are separate listeners for the same reason). This is a second,
 small aiohttp application serving the very handlers ingest serves (ops/routes.py), and nothing else: no record can
 be written through it. Off unless `[admin] http` is set. Bound to loopback it is open like ingest; on any other
-address config.py requires `[admin] token`, asked for `/metrics` and `/v1/status`, while the two probes stay open
-so a kubelet or load balancer needs no secret. Not responsible for what the routes answer (ops/routes.py).
+address config/listeners.py requires `[admin] token`, asked for `/metrics` and `/v1/status`, while the two probes
+stay open so a kubelet or load balancer needs no secret. Not responsible for what the routes answer (ops/routes.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 from pydantic import SecretStr
 
-from shipper.config import AdminConfig, parse_host_port
+from shipper.config.listeners import AdminConfig, parse_host_port
 from shipper.errors import ConfigError
 from shipper.ingest.guard import OPERATIONS
 from shipper.ingest.responses import Handler, error_response

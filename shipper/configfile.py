@@ -1,6 +1,6 @@
 """Turning a config file's tables and `SHIPPER__*` variables into the raw data the config models validate.
 
-The models (shipper/config.py) say what each key is; this module walks them to learn a key's type, so an override
+The models (shipper/config/) say what each key is; this module walks them to learn a key's type, so an override
 is read the way its field reads (a digits-only token stays a string, a mode is octal) and lands key by key in the
 file's table or in the built-in default it overrides, and so a relative path in a file is read against the file's
 directory; and which file a command reads (--config, $SHIPPER_CONFIG, the system file, the built-in defaults).

@@ -24,7 +24,8 @@ from pathlib import Path
 from aiohttp import web
 
 from shipper.admin import AdminServer
-from shipper.config import Config, IngestConfig, load_config
+from shipper.config import Config, load_config
+from shipper.config.listeners import IngestConfig
 from shipper.enrich.collector import EnrichCollector
 from shipper.enrich.redact import Redactor
 from shipper.enrich.usage import Enricher

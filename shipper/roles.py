@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 
-from shipper.config import SpoolConfig
+from shipper.config.process import SpoolConfig
 from shipper.ops.gather import control_address
 from shipper.ops.routes import Live, add_routes
 from shipper.spool import Spool

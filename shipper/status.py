@@ -19,7 +19,8 @@ from typing import Any
 import orjson
 
 from shipper.client import UnixConnection
-from shipper.config import Config, parse_host_port
+from shipper.config import Config
+from shipper.config.listeners import parse_host_port
 from shipper.errors import SpoolError
 from shipper.spool.stats import SpoolStats, read_stats
 

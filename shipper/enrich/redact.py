@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from shipper.config import RedactConfig
+from shipper.config.transform import RedactConfig
 from shipper.core.redaction import BUILTIN, Matcher, PathRule, PatternRule, user_rule
 from shipper.enrich.marks import mark
 from shipper.records import BadInput, NewRow, json_words

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from shipper.config import EnrichConfig
+from shipper.config.transform import EnrichConfig
 from shipper.enrich.chat import count_completion, count_prompt
 from shipper.enrich.cost import Price, PriceCounters, Pricer
 from shipper.enrich.marks import mark

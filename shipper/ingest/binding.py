@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from shipper.config import Config, parse_host_port
+from shipper.config import Config
+from shipper.config.listeners import parse_host_port
 from shipper.errors import ConfigError
 from shipper.ingest.activation import Listeners
 from shipper.ingest.socket_claim import claim

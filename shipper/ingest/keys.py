@@ -9,7 +9,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from shipper.config import IngestConfig
+from shipper.config.listeners import IngestConfig
 from shipper.enrich.redact import Redactor
 from shipper.ingest.counters import IngestCounters
 from shipper.queue.base import Appender

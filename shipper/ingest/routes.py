@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shipper.config import IngestConfig
+from shipper.config.listeners import IngestConfig
 from shipper.enrich.redact import Redactor
 from shipper.ingest.counters import IngestCounters
 from shipper.ingest.dropin import dropin, plan_native, remember_native_routes

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from shipper.config import IngestConfig, is_loopback, parse_host_port
+from shipper.config.listeners import IngestConfig, is_loopback, parse_host_port
 from shipper.errors import ConfigError
 from shipper.ingest.activation import Listeners, inherited_listeners
 from shipper.ingest.socket_claim import claim

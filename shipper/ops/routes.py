@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shipper.config import IngestConfig
+from shipper.config.listeners import IngestConfig
 from shipper.errors import SpoolError
 from shipper.forward.forwarder import Forwarder
 from shipper.ingest.responses import error_response, json_response

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shipper.config import FileSinkConfig, HttpSinkConfig, SinkConfig
+from shipper.config import SinkConfig
+from shipper.config.sinks import FileSinkConfig, HttpSinkConfig
 from shipper.enrich.usage import Enricher
 from shipper.errors import ConfigError
 from shipper.queue.base import Lookups

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from shipper.config import FileSinkConfig
+from shipper.config.sinks import FileSinkConfig
 from shipper.core.retry import Outcome, Verdict
 from shipper.core.rows import SpoolRow
 from shipper.sinks.base import Batching

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import orjson
 from multidict import CIMultiDictProxy
 
-from shipper.config import HttpSinkConfig
+from shipper.config.sinks import HttpSinkConfig
 from shipper.core.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.core.rows import SpoolRow
 from shipper.errors import ConfigError

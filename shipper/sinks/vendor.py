@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from multidict import CIMultiDictProxy
 
-from shipper.config import VendorSinkConfig
+from shipper.config.sinks import VendorSinkConfig
 from shipper.core.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.core.rows import SpoolRow
 from shipper.enrich.usage import Enricher

@@ -14,7 +14,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from shipper.config import HttpSinkConfig, load_config
+from shipper.config import load_config
+from shipper.config.sinks import HttpSinkConfig
 from tests.support import (
     Daemon,
     FakeRemote,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from shipper.config import parse_host_port
+from shipper.config.listeners import parse_host_port
 from tests.support import Daemon, FakeRemote, write_config
 
 _daemon = importlib.util.find_spec("shipper.daemon")

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from shipper.config import HttpSinkConfig
+from shipper.config.sinks import HttpSinkConfig
 from shipper.core import order
 from shipper.core.leasing import LEASE_AHEAD
 from shipper.errors import DiskFull

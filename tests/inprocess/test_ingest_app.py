@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from shipper.config import IngestConfig
+from shipper.config.listeners import IngestConfig
 from shipper.ingest.counters import IngestCounters
 from shipper.ingest.routes import build_app
 from shipper.latency import IngestTimers

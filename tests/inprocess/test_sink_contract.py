@@ -23,7 +23,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from shipper.config import FileSinkConfig, HttpSinkConfig, VendorSinkConfig
+from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, VendorSinkConfig
 from shipper.core.retry import Verdict
 from shipper.core.rows import SpoolRow
 from shipper.queue.memory import MemoryQueue

@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from shipper.config import DaemonConfig, FileSinkConfig, VendorSinkConfig, load_config
+from shipper.config import load_config
+from shipper.config.process import DaemonConfig
+from shipper.config.sinks import FileSinkConfig, VendorSinkConfig
 from tests.support import REPO
 
 yaml = pytest.importorskip("yaml")

@@ -21,7 +21,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from shipper.config import DaemonConfig, load_config, parse_host_port
+from shipper.config import load_config
+from shipper.config.listeners import parse_host_port
+from shipper.config.process import DaemonConfig
 from tests.support import REPO, FakeRemote, ndjson, wait_for, write_config
 
 UNITS = REPO / "systemd"

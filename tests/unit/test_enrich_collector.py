@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
-from shipper.config import EnrichConfig, RedactConfig
+from shipper.config.transform import EnrichConfig, RedactConfig
 from shipper.enrich.collector import EnrichCollector
 from shipper.enrich.redact import Redactor
 from shipper.enrich.usage import Enricher

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shipper.config import BuiltinRedaction, RedactConfig, RedactPattern, load_config
+from shipper.config import load_config
+from shipper.config.transform import BuiltinRedaction, RedactConfig, RedactPattern
 from shipper.core.redaction import BUILTIN, luhn
 from shipper.enrich.redact import Redactor
 from shipper.errors import ConfigError

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shipper.config import EnrichConfig
+from shipper.config.transform import EnrichConfig
 from shipper.enrich.chat import count_completion, count_prompt
 from shipper.enrich.cost import Pricer
 from shipper.enrich.tokens import Encodings, TokenCounter

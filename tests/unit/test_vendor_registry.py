@@ -17,7 +17,7 @@ import pytest
 from typing_extensions import get_protocol_members
 
 import shipper
-from shipper.config import VENDOR_BASE_URLS, VendorSinkConfig
+from shipper.config.sinks import VENDOR_BASE_URLS, VendorSinkConfig
 from shipper.core.rows import SpoolRow
 from shipper.vendors import VENDORS
 from shipper.vendors.base import Adapter, Route, Spooled
@@ -50,7 +50,7 @@ PACKAGE = Path(shipper.__file__).parent
 REGISTRY = PACKAGE / "vendors" / "__init__.py"
 # The config names the sink types (a pydantic Literal must be spelled out) and their default base URLs: the config
 # must not import the vendors (it sits below them), so the test below holds both equal to the registry instead.
-CONFIG = PACKAGE / "config.py"
+CONFIG = PACKAGE / "config" / "sinks.py"
 
 
 def row_of(planned: Spooled) -> SpoolRow:

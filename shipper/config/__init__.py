@@ -1,0 +1,90 @@
+"""Configuration: the root model composing every section, loaded from TOML plus `SHIPPER__SECTION__KEY` overrides.
+
+Every default and the reason for it lives in the section modules beside this one (process.py: `[daemon]` and
+`[spool]`; listeners.py: `[ingest]` and `[admin]`; sinks.py: `[sinks.NAME]`; transform.py: `[enrich]` and
+`[redact]`); `config/shipper.toml` documents the same values and a test keeps the two equal. Running with no file at
+all uses these defaults (a `file` sink, so nothing needs an account). This module holds what spans sections: which
+kinds a sink table may be, the checks across sections, and loading.
+Not responsible for reading secrets' values at import time: sinks resolve them when they are built; nor for how
+a file and the environment become raw data (configfile.py) or how a bad one is explained (configtext.py).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from shipper.config.listeners import AdminConfig, IngestConfig
+from shipper.config.process import DaemonConfig, SpoolConfig
+from shipper.config.section import Section
+from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, VendorSinkConfig
+from shipper.config.transform import EnrichConfig, RedactConfig
+from shipper.configfile import apply_env, resolve_paths
+from shipper.configtext import Origin, describe, read_toml
+from shipper.errors import ConfigError
+
+# A `[sinks.NAME]` table is one of these kinds, told apart by its `type`.
+SinkConfig = Annotated[FileSinkConfig | HttpSinkConfig | VendorSinkConfig, Field(discriminator="type")]
+
+
+def _default_sinks() -> dict[str, SinkConfig]:
+    return {"local": FileSinkConfig(type="file", path=Path("var/out.ndjson"))}
+
+
+class Config(Section):
+    daemon: DaemonConfig = DaemonConfig()
+    ingest: IngestConfig = IngestConfig()
+    admin: AdminConfig = AdminConfig()
+    spool: SpoolConfig = SpoolConfig()
+    sinks: dict[str, SinkConfig] = Field(default_factory=_default_sinks)
+    enrich: EnrichConfig = EnrichConfig()
+    redact: RedactConfig = RedactConfig()
+
+    @field_validator("sinks")
+    @classmethod
+    def _check_sinks(cls, value: dict[str, SinkConfig]) -> dict[str, SinkConfig]:
+        if not value:
+            raise ValueError("at least one sink is required")
+        for name in value:
+            if not name or not name.replace("-", "").replace("_", "").isalnum():
+                raise ValueError(f"sink name {name!r} must be letters, digits, '-' or '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _check_dropin(self) -> Config:
+        serving: dict[str, str] = {}
+        for name, sink in self.sinks.items():
+            if isinstance(sink, VendorSinkConfig) and sink.dropin:
+                if sink.type in serving:
+                    raise ValueError(
+                        f"sinks {serving[sink.type]} and {name} both serve {sink.type}'s drop-in paths;"
+                        " set dropin = false on one"
+                    )
+                serving[sink.type] = name
+        return self
+
+    @model_validator(mode="after")
+    def _check_listeners(self) -> Config:
+        if not self.ingest.http and not self.ingest.unix:
+            raise ValueError("ingest.http and ingest.unix are both empty: nothing would listen")
+        return self
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read TOML (or the built-in defaults when path is None), apply env overrides key by key, validate.
+
+    Relative paths in the file are read against the file's directory; those of the built-in defaults and of
+    environment variables against the working directory."""
+    origin = Origin(Config, {}, path)
+    if path is not None:
+        origin.data, origin.text = read_toml(path)
+        resolve_paths(Config, origin.data, path.absolute().parent)
+    origin.env = apply_env(Config, origin.data, os.environ if environ is None else environ)
+    try:
+        return Config.model_validate(origin.data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, origin)) from None

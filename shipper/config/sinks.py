@@ -1,0 +1,123 @@
+"""`[sinks.NAME]`: the kinds of sink (a file, a plain HTTP endpoint, a vendor's own API) and the keys each takes.
+
+One module for the three kinds because they share the delivery policy's keys (backoff, give-up, concurrency, the
+breaker) and the rule for a remote's URL. The vendor `type`s and their default base URLs are spelled out here, not
+read from `VENDORS`: the config sits below the vendor registry in the layers, and a pydantic tag must be a Literal
+that mypy can read, so tests/unit/test_vendor_registry.py holds both equal to the registry instead.
+Not responsible for building sinks or reading their secrets (shipper/sinks/).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from shipper.config.section import Section
+
+
+class _SinkBase(Section):
+    # Full-jitter exponential backoff: the first retry waits up to retry_initial_backoff, doubling to the cap.
+    retry_initial_backoff: float = Field(0.5, gt=0)
+    retry_max_backoff: float = Field(30.0, gt=0)
+    # None: retry without limit, so an outage of hours loses nothing. Set to give up into the dead-letter table.
+    max_attempts: int | None = Field(None, ge=1)
+    max_age: float | None = Field(None, gt=0)
+    # Requests in flight at once; the remote's capacity, not ours, is the limit that matters.
+    concurrency: int = Field(16, ge=1, le=1024)
+    # Adapt the in-flight limit below `concurrency` to the remote: +1 per healthy round, x0.9 on 429/503 or slowing.
+    adaptive_concurrency: bool = True
+    # Consecutive failures that open the circuit (then one probe at a time until a success closes it).
+    breaker_threshold: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> _SinkBase:
+        if self.retry_initial_backoff > self.retry_max_backoff:
+            raise ValueError("retry_initial_backoff must not exceed retry_max_backoff")
+        return self
+
+
+class FileSinkConfig(_SinkBase):
+    type: Literal["file"]
+    path: Path
+    # Delivered means on disk: fsync after each batch so a crash after the ack cannot lose the line.
+    fsync: bool = True
+    batch_max_records: int = Field(1000, ge=1)
+    concurrency: int = Field(1, ge=1, le=1)
+
+
+class HttpSinkConfig(_SinkBase):
+    type: Literal["http"]
+    base_url: str
+    # Replay (false): each record is its own request. Batch (true): many bodies in one NDJSON POST.
+    batch: bool = False
+    batch_max_records: int = Field(1000, ge=1)
+    batch_max_bytes: int = Field(1024 * 1024, gt=0)
+    # How long a partial batch may wait for more records before it is sent anyway.
+    batch_timeout: float = Field(1.0, ge=0)
+    # A remote that has not answered by then is treated as failed and retried.
+    timeout: float = Field(30.0, gt=0)
+    # Verify the remote's TLS certificate against this bundle instead of the system's (verification is always on).
+    ca_file: Path | None = None
+    auth_header: str = "Authorization"
+    # The header's whole value (e.g. "Bearer abc") comes from this environment variable or file; never the config.
+    auth_env: str | None = None
+    auth_file: Path | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return check_base_url(value)
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> HttpSinkConfig:
+        if self.auth_env and self.auth_file:
+            raise ValueError("set auth_env or auth_file, not both")
+        return self
+
+
+VENDOR_BASE_URLS = {
+    # Freeplay's API lives under each organisation's own host (https://<org>.freeplay.ai/api): no default.
+    "humanloop": "https://api.humanloop.com/v5",
+    "keywordsai": "https://api.keywordsai.co",
+}
+
+
+def check_base_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")) or "@" in value.split("/")[2]:
+        raise ValueError("must be an http:// or https:// URL without credentials")
+    return value.rstrip("/")
+
+
+class VendorSinkConfig(_SinkBase):
+    """A vendor's own API: its drop-in paths are served by shipper and forwarded here."""
+
+    type: Literal["freeplay", "humanloop", "keywordsai"]
+    base_url: str = ""
+    # The sink's own API key, used when the app sends none (or always, with override_key).
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    override_key: bool = False
+    # Proxied calls (prompt fetches, lists) travel with the caller's own key only: with the sink's key, any local
+    # process could read the vendor's data under it. True opts in (a caller with no key gets the sink's key).
+    proxy_sink_key: bool = False
+    # Connections for proxied calls, apart from deliveries, so that neither can starve the other.
+    proxy_concurrency: int = Field(4, ge=1)
+    timeout: float = Field(30.0, gt=0)
+    ca_file: Path | None = None
+    # Serve this vendor's SDK paths on the ingest listeners; at most one sink per vendor may.
+    dropin: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> VendorSinkConfig:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("set api_key_env or api_key_file, not both")
+        if self.override_key and not (self.api_key_env or self.api_key_file):
+            raise ValueError("override_key needs api_key_env or api_key_file")
+        base_url = self.base_url or VENDOR_BASE_URLS.get(self.type, "")
+        if not base_url:
+            raise ValueError(f"base_url is required for {self.type} (e.g. https://<org>.freeplay.ai/api)")
+        object.__setattr__(self, "base_url", check_base_url(base_url))
+        return self
