@@ -209,7 +209,10 @@ def table_row(table: str, sink: str) -> dict[str, str]:
 
 
 def on_disk(spool: Path) -> int:
-    return sum(p.stat().st_size for p in spool.parent.glob(spool.name + "*") if not p.name.endswith(".lock"))
+    """Every file beside the spool that holds its data: not the locks (the instance lock, the writers' turn) nor
+    the directory of presence locks."""
+    beside = spool.parent.glob(spool.name + "*")
+    return sum(p.stat().st_size for p in beside if p.is_file() and not p.name.endswith((".lock", "-writer")))
 
 
 def poison_then_hold(release: asyncio.Event) -> Any:
