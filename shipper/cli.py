@@ -112,9 +112,8 @@ def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
         from shipper.supervisor import run_supervisor
 
         options = [*(["--config", str(source.path)] if source.path else []), "--log-format", args.log_format]
-        return run_supervisor(
-            config, source.path, [*options, *(["--log-level", args.log_level] if args.log_level else [])], workers
-        )
+        options += ["--log-level", args.log_level] if args.log_level else []
+        return run_supervisor(config, source.path, args.log_level, options, workers)
     from shipper.daemon import run
     from shipper.roles import Role
     from shipper.supervisor import die_with_parent, supervised_listeners

@@ -21,6 +21,7 @@ from contextlib import AsyncExitStack
 from dataclasses import asdict
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 
 from shipper.admin import AdminServer
@@ -42,7 +43,7 @@ from shipper.logs import Throttled
 from shipper.metrics import Metrics, SpoolLimitsCollector, SpoolMonitor
 from shipper.notify import Notifier
 from shipper.ops.routes import add_routes
-from shipper.roles import Role, open_spool, serve_control
+from shipper.roles import Role, deliveries_done, open_spool, serve_control
 from shipper.sinks import build_sink, start_sinks
 from shipper.sinks.routing import Routing
 from shipper.spool import Spool
@@ -72,6 +73,7 @@ class Daemon:
         self.gathers = role is Role.INGEST  # answers the operations routes for its delivery peers too
         # Under a supervisor, its lines are the shipper's start and stop lines; a role's own go to debug.
         self._telling = logging.INFO if role is Role.ALL else logging.DEBUG
+        self._telling_error = logging.ERROR if role is Role.ALL else logging.DEBUG
         self._listeners = listeners
         self.config = config
         self.config_path = config_path
@@ -242,7 +244,8 @@ class Daemon:
                 }
                 await start_sinks(built)  # before anything changes: a sink that cannot start refuses the reload
             except ConfigError as exc:
-                log.error("reload refused, the running configuration stays: %s", exc)
+                log.log(self._telling_error, "reload refused, the running configuration stays: %s", exc)
+                self._report(X_SHIPPER_RELOAD={"refused": str(exc)})
                 return
             gone = [name for name in self.config.sinks if name not in new.sinks]
             for name, sink in built.items():
@@ -253,7 +256,9 @@ class Daemon:
             self.routing.sinks = frozenset(new.sinks)
             self.config = new
             logging.getLogger().setLevel((self.log_level or new.daemon.log_level).upper())
-            log.info("configuration reloaded", extra={"restarted_sinks": sorted(built), "removed": gone})
+            outcome = {"restarted_sinks": sorted(built), "removed": gone}
+            log.log(self._telling, "configuration reloaded", extra=outcome)
+            self._report(X_SHIPPER_RELOAD=outcome)
 
     async def _shutdown(self, server: IngestServer | None, in_flight: InFlight) -> None:
         """Within `drain_timeout` in all: requests already in flight and sends already out finish side by side until
@@ -265,6 +270,8 @@ class Daemon:
         deadline = started + budget - closing_time(budget)
         log.log(self._telling, "shutting down: refusing new records, draining in-flight sends")
         _, abandoned = await asyncio.gather(_until_idle(in_flight, deadline), self.fleet.stop_all(deadline))
+        if self.role is Role.INGEST:
+            await deliveries_done(self.config.spool.path, deadline)
         if server is not None:
             await server.stop(closing_time(budget) / 2)  # aiohttp may wait twice: for handlers, then for their cancel
         uptime, drained, queued = time.monotonic() - self.started_at, time.monotonic() - started, await self._queued()
@@ -283,6 +290,14 @@ class Daemon:
                 "sinks": {name: asdict(counters) for name, counters in self.fleet.counters.items()},
             },
         )
+        self._report(
+            X_SHIPPER_STOPPED={"abandoned": abandoned, "sinks": {n: asdict(c) for n, c in self.fleet.counters.items()}}
+        )
+
+    def _report(self, **fields: object) -> None:
+        """Under a supervisor: what it needs for the shipper's own lines (one per reload, one at the stop)."""
+        if self.role is not Role.ALL:
+            self.notifier.send(**{key: orjson.dumps(value).decode() for key, value in fields.items()})
 
     async def _queued(self) -> dict[str, int] | None:
         """Rows left in the spool per sink, for the stop line: what the next start will deliver (None: unreadable).

@@ -10,19 +10,29 @@ serves `/metrics` and `/v1/status` can answer for all (ops/gather.py). Not respo
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import os
 import socket
+import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 from aiohttp import web
 
 from shipper.config.process import SpoolConfig
-from shipper.ops.gather import control_address
+from shipper.ops.gather import control_address, delivering_peers
 from shipper.ops.routes import Live, add_routes
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
+from shipper.spool.owners import alive
 from shipper.spool.store import DeathHook
 from shipper.spool.wakes import WakeListener, Waker
+
+# Where the supervisor moved a damaged spool aside, told to the first ingest process (which counts it).
+RECOVERED_ENV = "SHIPPER_SPOOL_RECOVERED"
+# How often an ingest process that is stopping looks whether the deliveries are done.
+PEERS_POLL = 0.05
 
 
 class Role(enum.Enum):
@@ -52,6 +62,8 @@ async def open_spool(
     opened = await Spool.attach(spool.path, spool.durability, spool.lease_timeout, bounds, on_death, role.value)
     stack.push_async_callback(opened.close)
     if role is Role.INGEST:
+        recovered = os.environ.pop(RECOVERED_ENV, None)
+        opened.recovered_from = Path(recovered) if recovered else None
         waker = Waker(spool.path)
         stack.callback(waker.close)
         opened.on_added(waker.added)
@@ -59,6 +71,14 @@ async def open_spool(
         listener = WakeListener(opened.owner, opened.announce)
         stack.callback(listener.close)
     return opened
+
+
+async def deliveries_done(spool: Path, deadline: float) -> None:
+    """In a stopping ingest process: until no delivery process of this spool lives (or the deadline), so the
+    listeners keep answering (503 `stopping`, `/readyz` 503) for as long as the shipper drains, as one process does.
+    Another process's exit raises no event here: its presence lock is looked at every PEERS_POLL."""
+    while time.monotonic() < deadline and any(alive(spool, peer) for peer in delivering_peers(spool)):  # noqa: ASYNC110
+        await asyncio.sleep(PEERS_POLL)
 
 
 async def serve_control(live: Live, owner: str, stack: AsyncExitStack) -> None:

@@ -28,12 +28,16 @@ from collections import Counter
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from shipper.config import Config
-from shipper.errors import SpoolError
+import orjson
+
+from shipper.config import Config, load_config
+from shipper.errors import ConfigError, SpoolError
 from shipper.ingest.activation import Listeners, inherited_listeners
 from shipper.ingest.binding import bind_listeners
 from shipper.notify import Notifier
+from shipper.roles import RECOVERED_ENV
 from shipper.spool.claim import Claim
 from shipper.spool.stats import queued_by_sink
 from shipper.spool.wakes import Waker
@@ -61,6 +65,9 @@ class Child:
     started: float = 0.0
     deaths: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # What it reported (sd_notify fields of its own): its last reload's outcome, its stop summary.
+    reload: dict[str, Any] | None = None
+    stopped: dict[str, Any] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -68,9 +75,17 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, config: Config, config_path: Path | None, argv: list[str], workers: tuple[int, int]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: Path | None,
+        log_level: str | None,
+        argv: list[str],
+        workers: tuple[int, int],
+    ) -> None:
         """`argv`: the `shipper run` options each role gets (config, log level and format)."""
         self.config = config
+        self._log_level = log_level  # the command line's --log-level outlives reloads
         self._config_path = config_path
         self._argv = argv
         self._children = [Child("ingest") for _ in range(workers[0])] + [Child("delivery") for _ in range(workers[1])]
@@ -108,11 +123,13 @@ class Supervisor:
         return code
 
     async def _serve(self, started: float) -> int:
-        for child in self._children:
-            await self._start(child)
-        if not await self._all_ready():
-            await self._stop_all(time.monotonic() + self.config.daemon.drain_timeout)
-            return self._failed or 1
+        # Deliveries first: once ingest accepts, whatever it acknowledges has a process to send it.
+        for role in ("delivery", "ingest"):
+            for child in self._of(role):
+                await self._start(child)
+            if not await self._all_ready(self._of(role)):
+                await self._stop_all(time.monotonic() + self.config.daemon.drain_timeout)
+                return self._failed or 0
         self._notifier.ready()
         listening = self._listeners
         log.info(
@@ -129,6 +146,7 @@ class Supervisor:
         await self._stop.wait()
         watchdog.cancel()
         self._notifier.stopping(status="stopping: refusing new records, draining in-flight sends")
+        log.info("shutting down: refusing new records, draining in-flight sends")
         drain_started = time.monotonic()
         await self._stop_all(drain_started + self.config.daemon.drain_timeout)
         self._summary(time.monotonic() - started, time.monotonic() - drain_started)
@@ -145,6 +163,10 @@ class Supervisor:
         env["NOTIFY_SOCKET"] = "@" + self._address[1:]
         env["WATCHDOG_USEC"] = str(int(ROLE_PING * 2 * 1_000_000))
         env[PARENT_ENV] = str(os.getpid())
+        if self._claim is not None and self._claim.recovered_from is not None and child.role == "ingest":
+            # Counted once, by the first ingest process (shipper_spool_recoveries_total).
+            env[RECOVERED_ENV] = str(self._claim.recovered_from)
+            self._claim.recovered_from = None
         env[LISTEN_ENV] = ""
         fds: list[int] = []
         if child.role == "ingest":
@@ -186,9 +208,12 @@ class Supervisor:
             await asyncio.sleep(0)
             waker.close()
 
-    async def _all_ready(self) -> bool:
-        """Every role said READY=1, or one exited first (then the shipper cannot start)."""
-        while not all(c.readies for c in self._children):
+    def _of(self, role: str) -> list[Child]:
+        return [c for c in self._children if c.role == role]
+
+    async def _all_ready(self, children: list[Child]) -> bool:
+        """Each said READY=1; False if one exited first (then the shipper cannot start) or a stop was asked for."""
+        while not all(c.readies for c in children):
             if self._failed is not None or self._stop.is_set():
                 return False
             await self._changed(1.0)
@@ -220,6 +245,12 @@ class Supervisor:
             fields = dict(line.partition("=")[::2] for line in data.decode(errors="replace").splitlines())
             if fields.get("READY") == "1":
                 child.readies += 1
+            for name in ("reload", "stopped"):
+                if f"X_SHIPPER_{name.upper()}" in fields:
+                    with contextlib.suppress(orjson.JSONDecodeError):
+                        setattr(child, name, orjson.loads(fields[f"X_SHIPPER_{name.upper()}"]))
+            if "STATUS" in fields and child.role == "delivery":  # queue depth and remote state: the deliveries'
+                self._notifier.status(fields["STATUS"])
             if "WATCHDOG" in fields or "READY" in fields:
                 child.pinged = time.monotonic()
             child.changed.set()
@@ -239,6 +270,8 @@ class Supervisor:
         self._notifier.reloading()
         before = {child: child.readies for child in self._children}
         for child in self._children:
+            child.reload = None
+        for child in self._children:
             if child.process is not None and child.process.returncode is None:
                 child.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + self.config.daemon.drain_timeout + 10
@@ -249,15 +282,26 @@ class Supervisor:
         ):
             await self._changed(max(0.0, deadline - time.monotonic()))
         self._notifier.ready()
+        reports = [c.reload for c in self._children if c.reload is not None]
+        refused = next((r["refused"] for r in reports if "refused" in r), None)
+        if refused is not None or not reports:
+            log.error("reload refused, the running configuration stays: %s", refused or "no process answered")
+            return
+        with contextlib.suppress(ConfigError):
+            self.config = load_config(self._config_path)
+            logging.getLogger().setLevel((self._log_level or self.config.daemon.log_level).upper())
+        delivering = next((c.reload for c in self._of("delivery") if c.reload is not None), reports[0])
+        log.info("configuration reloaded", extra=delivering)
 
     async def _stop_all(self, deadline: float) -> None:
         """Intake first, so every acknowledged record is committed; then deliveries, finishing their sends."""
         self._stopping = True
-        for role in ("ingest", "delivery"):
-            await self._stop_role([c for c in self._children if c.role == role], deadline)
+        await self._stop_role(self._of("ingest") + self._of("delivery"), deadline)
         await self._give_back_leases()
 
     async def _stop_role(self, children: list[Child], deadline: float) -> None:
+        """All at once, intake first: an ingest process refuses new records at once, answers its requests in
+        flight, and keeps its listeners (answering 503) until the deliveries finished their sends (roles.py)."""
         running = [c.process for c in children if c.process is not None and c.process.returncode is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
@@ -275,12 +319,24 @@ class Supervisor:
         with contextlib.suppress(SpoolError):
             counts = queued_by_sink(self.config.spool.path)
             queued = {sink: counts.get(sink, 0) for sink in sorted({*self.config.sinks, *counts})}
+        reports = [c.stopped for c in self._children if c.stopped is not None]
+        sinks: dict[str, Counter[str]] = {}
+        for report in reports:
+            for name, counts in report.get("sinks", {}).items():
+                sinks.setdefault(name, Counter()).update(counts)
         log.info(
-            "shipper stopped after running %s (drain %.2fs); still queued: %s",
+            "shipper stopped after running %s (drain %.2fs); %d in-flight row(s) handed back to the spool;"
+            " still queued: %s",
             human_age(uptime),
             drained,
+            sum(int(r.get("abandoned", 0)) for r in reports),
             "unknown" if queued is None else ", ".join(f"{n} {c}" for n, c in sorted(queued.items())) or "nothing",
-            extra={"uptime_seconds": round(uptime, 3), "drain_seconds": round(drained, 3), "queued": queued},
+            extra={
+                "uptime_seconds": round(uptime, 3),
+                "drain_seconds": round(drained, 3),
+                "queued": queued,
+                "sinks": {name: dict(counts) for name, counts in sinks.items()},
+            },
         )
 
 
@@ -293,8 +349,10 @@ def _address(sock: socket.socket) -> str:
     return f"http://{host}:{name[1]}"
 
 
-def run_supervisor(config: Config, config_path: Path | None, argv: list[str], workers: tuple[int, int]) -> int:
-    supervisor = Supervisor(config, config_path, argv, workers)
+def run_supervisor(
+    config: Config, config_path: Path | None, log_level: str | None, argv: list[str], workers: tuple[int, int]
+) -> int:
+    supervisor = Supervisor(config, config_path, log_level, argv, workers)
     try:
         import uvloop
     except ImportError:

@@ -21,8 +21,8 @@ class DaemonConfig(Section):
     drain_timeout: float = Field(10.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Processes beside one spool (supervisor.py): 0 and 0 is one process doing both; "auto" sizes to the cores.
-    ingest_workers: int | Literal["auto"] = Field(0, ge=0)
-    delivery_workers: int | Literal["auto"] = Field(0, ge=0)
+    ingest_workers: int | Literal["auto"] = Field("auto", ge=0)
+    delivery_workers: int | Literal["auto"] = Field("auto", ge=0)
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> DaemonConfig:

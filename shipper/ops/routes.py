@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -60,11 +61,13 @@ async def readyz(request: web.Request) -> web.Response:
     live = request.app[LIVE_KEY]
     if live.stopping:
         return error_response(503, "stopping", "shipper is shutting down")
+    sinks = [f.sink.name for f in live.forwarders]
     if live.gathers:
         answers = await ask_all(live.spool.path, "/readyz")
         if not answers or any(a is None or a[0] != 200 for a in answers.values()):
             return error_response(503, "no_sinks", "no delivery process is ready")
-    elif not live.forwarders:
+        sinks = sorted({name for a in answers.values() if a is not None for name in orjson.loads(a[1])["sinks"]})
+    elif not sinks:
         return error_response(503, "no_sinks", "no sink is running")
     try:
         await live.spool.ping()
@@ -73,7 +76,7 @@ async def readyz(request: web.Request) -> web.Response:
     full = live.spool.disk_full
     if full is not None and shutil.disk_usage(live.spool.path.parent).free < live.ingest_config.max_body_bytes:
         return error_response(503, "insufficient_storage", str(full))
-    return json_response({"status": "ready", "sinks": [f.sink.name for f in live.forwarders]})
+    return json_response({"status": "ready", "sinks": sinks})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -132,7 +132,8 @@ async def test_log_format_text_writes_lines_for_people_not_json(tmp_path: Path, 
         raise AssertionError(f"a JSON line in text format: {line}")
     assert all(RFC3339_UTC.match(line) for line in lines if not line.startswith((" ", "Traceback"))), lines
     # The structured fields JSON carries are there too, as key=value after the message.
-    (started,) = [line for line in lines if " INFO shipper.daemon: shipper started" in line]
+    # Said by the supervisor (shipper.supervisor) or, in one process, by the daemon (shipper.daemon).
+    (started,) = [line for line in lines if re.search(r" INFO shipper\.(supervisor|daemon): shipper started", line)]
     assert f'listen=["http://{daemon.http}","http://unix:{daemon.unix}:"]' in started, started
     assert 'sinks=["remote"]' in started, started
     assert any(" WARNING shipper.forward.forwarder: sink remote: delivery failing" in line for line in lines)

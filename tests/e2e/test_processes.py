@@ -1,0 +1,235 @@
+"""One shipper, several processes: a supervisor, ingest and delivery roles on one spool (supervisor.py).
+
+kill -9 of each kind of process while clients stream keyed records: nothing acknowledged is lost, every key's records
+reach the remote in order (a repeat only ever of the record just sent), and the supervisor starts the dead role
+again; a delivery process that hangs (SIGSTOP) gets its leases taken over by the other at their deadline; the
+supervisor's own kill -9 takes every role with it; the operations routes answer for all processes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.support import Daemon, FakeRemote, metric, scrape, wait_for, write_config
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def config_for(tmp_path: Path, remote: FakeRemote, ingest: int = 1, delivery: int = 1, lease: float = 300) -> Path:
+    sink = f"""
+[sinks.remote]
+type = "http"
+base_url = "{remote.url}"
+concurrency = 8
+retry_initial_backoff = 0.02
+retry_max_backoff = 0.2
+timeout = 10
+"""
+    return write_config(
+        tmp_path,
+        sink,
+        extra=f"lease_timeout = {lease}",
+        daemon_extra=f"ingest_workers = {ingest}\ndelivery_workers = {delivery}",
+    )
+
+
+class KeyedClients:
+    """Clients each sending its own keys' records one at a time, so acknowledgement order is number order."""
+
+    def __init__(self, daemon: Daemon, clients: int = 4, keys: int = 3) -> None:
+        self.daemon = daemon
+        self.acked: dict[str, list[int]] = defaultdict(list)
+        self.stop = asyncio.Event()
+        self._clients, self._keys = clients, keys
+
+    async def _client(self, client: int) -> None:
+        numbers = itertools.count()
+        keys = itertools.cycle(f"c{client}-k{k}" for k in range(self._keys))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            while not self.stop.is_set():
+                key, n = next(keys), next(numbers)
+                item = {"sink": "remote", "path": "/ingest", "key": key, "body": {"key": key, "n": n}}
+                try:
+                    async with session.post(f"http://{self.daemon.http}/v1/records", json=item) as response:
+                        if response.status == 202:
+                            self.acked[key].append(n)
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    await asyncio.sleep(0.05)  # the ingest process is being replaced: try the next one
+
+    def start(self) -> list[asyncio.Task[None]]:
+        return [asyncio.create_task(self._client(c)) for c in range(self._clients)]
+
+    def total(self) -> int:
+        return sum(len(ns) for ns in self.acked.values())
+
+
+def by_key(remote: FakeRemote) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = defaultdict(list)
+    for body in remote.bodies():
+        found[body["key"]].append(body["n"])
+    return found
+
+
+def check(clients: KeyedClients, remote: FakeRemote) -> int:
+    """Every acknowledged record arrived; per key, never one older than one already there (a repeat of the latest
+    is a redelivery). Returns how many copies were repeats."""
+    arrived = by_key(remote)
+    repeats = 0
+    for key, acked in clients.acked.items():
+        seen = arrived.get(key, [])
+        assert set(acked) <= set(seen), f"{key}: lost {sorted(set(acked) - set(seen))[:10]}"
+        assert all(a <= b for a, b in itertools.pairwise(seen)), f"{key} out of order: {seen}"
+        repeats += len(seen) - len(set(seen))
+    return repeats
+
+
+async def roles(daemon: Daemon) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://{daemon.http}/v1/status") as response:
+        return list((await response.json())["roles"])
+
+
+async def pid_of(daemon: Daemon, role: str) -> int:
+    found = [r["pid"] for r in await roles(daemon) if r["role"] == role and r["state"] == "running"]
+    assert found, await roles(daemon)
+    return int(found[0])
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with contextlib.suppress(FileNotFoundError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    return True
+
+
+@pytest.mark.parametrize("role", ["delivery", "ingest"])
+async def test_kill_9_of_a_role_loses_nothing_keeps_key_order_and_the_role_comes_back(
+    tmp_path: Path, remote: FakeRemote, role: str
+) -> None:
+    daemon = Daemon.from_config(config_for(tmp_path, remote))
+    await daemon.start()
+    clients = KeyedClients(daemon)
+    try:
+        tasks = clients.start()
+        await wait_for(lambda: clients.total() > 300 and len(remote.received) > 100, timeout=30)
+        victim = await pid_of(daemon, role)
+        os.kill(victim, signal.SIGKILL)
+        await daemon.wait_for_log(f"the {role} process (pid {victim}) died")
+        await wait_for(lambda: clients.total() > 600, timeout=30)  # served again
+        successor = await pid_of(daemon, role)
+        assert successor != victim
+        clients.stop.set()
+        await asyncio.gather(*tasks)
+        await wait_for(lambda: all(set(a) <= set(by_key(remote).get(k, [])) for k, a in clients.acked.items()), 30)
+        repeats = check(clients, remote)
+        # Only a send in flight when its process died is repeated: at most the sink's concurrency.
+        assert repeats <= (8 if role == "delivery" else 0), repeats
+    finally:
+        clients.stop.set()
+        assert await daemon.terminate() == 0
+
+
+async def test_a_hung_delivery_process_gives_its_leases_to_the_other_at_their_deadline(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    slow = asyncio.Event()
+
+    async def held(request: Any, body: bytes) -> None:
+        if slow.is_set():
+            await asyncio.sleep(0.5)
+
+    remote.async_behaviour = held
+    daemon = Daemon.from_config(config_for(tmp_path, remote, delivery=2, lease=3))
+    await daemon.start()
+    clients = KeyedClients(daemon, clients=2)
+    hung: int | None = None
+    try:
+        tasks = clients.start()
+        await wait_for(lambda: clients.total() > 100, timeout=30)
+        slow.set()  # sends now take a while: each delivery process holds leases
+        await asyncio.sleep(0.2)
+        delivering = [r["pid"] for r in await roles(daemon) if r["role"] == "delivery"]
+        assert len(delivering) == 2, delivering
+        hung = int(delivering[0])
+        os.kill(hung, signal.SIGSTOP)
+        clients.stop.set()
+        await asyncio.gather(*tasks)
+        slow.clear()
+        # Everything acknowledged arrives while the hung process stays hung: the other took its leases over.
+        await wait_for(
+            lambda: all(set(a) <= set(by_key(remote).get(k, [])) for k, a in clients.acked.items()), timeout=30
+        )
+        check(clients, remote)
+    finally:
+        clients.stop.set()
+        if hung is not None:
+            os.kill(hung, signal.SIGCONT)
+        assert await daemon.terminate() == 0
+
+
+async def test_kill_9_of_the_supervisor_takes_every_role_with_it_and_a_restart_delivers_the_rest(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    remote.behaviour = lambda request, body: None if len(remote.received) < 50 else aiohttp.web.Response(status=503)
+    daemon = Daemon.from_config(config_for(tmp_path, remote))
+    await daemon.start()
+    clients = KeyedClients(daemon)
+    tasks = clients.start()
+    await wait_for(lambda: clients.total() > 300, timeout=30)
+    pids = [int(r["pid"]) for r in await roles(daemon)]
+    await daemon.kill9()
+    clients.stop.set()
+    await asyncio.gather(*tasks)
+    await wait_for(lambda: all(gone(pid) for pid in pids), timeout=10)
+    remote.behaviour = None
+    await daemon.start()
+    try:
+        await wait_for(
+            lambda: all(set(a) <= set(by_key(remote).get(k, [])) for k, a in clients.acked.items()), timeout=30
+        )
+        check(clients, remote)
+    finally:
+        assert await daemon.terminate() == 0
+
+
+async def test_metrics_and_status_add_up_every_process(tmp_path: Path, remote: FakeRemote) -> None:
+    daemon = Daemon.from_config(config_for(tmp_path, remote, delivery=2))
+    await daemon.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            for n in range(200):
+                item = {"sink": "remote", "path": "/ingest", "body": {"n": n}}
+                async with session.post(f"http://{daemon.http}/v1/records", json=item) as response:
+                    assert response.status == 202
+        await wait_for(lambda: len(remote.received) == 200, timeout=30)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):  # the last settlements may still be on their way
+                _, samples = await scrape(session, f"http://{daemon.http}")
+                if metric(samples, "shipper_records_delivered_total", sink="remote") == 200:
+                    break
+                await asyncio.sleep(0.05)
+        assert metric(samples, "shipper_records_received_total", sink="remote") == 200
+        assert metric(samples, "shipper_records_delivered_total", sink="remote") == 200
+        # Three processes: their memory adds up (each alone is ~60 MB).
+        assert (metric(samples, "process_resident_memory_bytes") or 0) > 3 * 30e6
+        running = await roles(daemon)
+        assert sorted(r["role"] for r in running) == ["delivery", "delivery", "ingest"], running
+        assert all(r["state"] == "running" for r in running)
+        async with aiohttp.ClientSession() as session, session.get(f"http://{daemon.http}/v1/status") as response:
+            status = orjson.loads(await response.read())
+        assert status["sinks"]["remote"]["delivered_since_start"] == 200
+    finally:
+        assert await daemon.terminate() == 0
