@@ -9,6 +9,16 @@ REQUEST = ("sink", "key", "method", "path", "query", "body", "scope", "after", "
 ROW = ("id", "sink", "key", "method", "path", "query", "body", "created_at", "attempts", "scope", "after", "kind",
        "credential_id")  # fmt: skip
 OUTCOME = ("failed_at", "status", "response", "reason")
+# Every SpoolRow field: what a reader hands back of a waiting row.
+SPOOL_ROW = (*ROW, "unanswered")
+# A row put back in the queue (a replay, a salvage): the request and when it was acknowledged; a new id, no attempts.
+REQUEUED = (*REQUEST, "created_at")
+# What a dead letter holds: the row and how it ended.
+DEAD_LETTER = (*ROW, *OUTCOME)
+# The small tables: API keys stored once, ids learnt from remotes, the scope each entity belongs to.
+CREDENTIAL = ("id", "digest", "value")
+LEARNT_ID = ("sink", "local", "upstream")
+ENTITY_SCOPE = ("sink", "key", "scope", "created_at")
 
 
 def names(columns: tuple[str, ...]) -> str:
@@ -25,8 +35,11 @@ LEASED_COLUMNS = COLUMNS.replace("attempts", "attempts + 1") + ", unanswered"
 INSERT = f"INSERT INTO rows ({COLUMNS}) VALUES ({marks(ROW)})"
 DEAD_ON_ARRIVAL = f"INSERT INTO dead_letters ({COLUMNS}, failed_at, reason) VALUES ({marks(ROW)}, ?, ?)"
 # Ids come from the rows table's sequence; a row dead on arrival never enters it, so move the sequence past it.
+LAST_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'rows'"
 BUMP_SEQUENCE = "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'rows'"
-REMEMBER_SCOPE = "INSERT OR IGNORE INTO entity_scopes (sink, key, scope, created_at) VALUES (?, ?, ?, ?)"
+REMEMBER_SCOPE = f"INSERT OR IGNORE INTO entity_scopes ({names(ENTITY_SCOPE)}) VALUES ({marks(ENTITY_SCOPE)})"
+STORE_CREDENTIAL = "INSERT OR IGNORE INTO credentials (digest, value) VALUES (?, ?)"
+CREDENTIAL_ID = "SELECT id FROM credentials WHERE digest = ?"
 DEAD_CREATE_FOR = (
     "SELECT id, key FROM dead_letters WHERE sink = ? AND kind = 'create' AND key IN (?, ?) ORDER BY id LIMIT 1"
 )
