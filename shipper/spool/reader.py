@@ -192,6 +192,10 @@ class SpoolReader:
         where, params = _where({"sink = ?": sink})
         return int(self._one(f"SELECT coalesce(sum(attempts), 0) FROM rows{where}", params))
 
+    def last_errors(self) -> dict[int, str]:
+        """Row id -> why its last attempt failed, for the rows that have failed one."""
+        return dict(self._all("SELECT id, last_error FROM rows WHERE last_error IS NOT NULL"))
+
     def leases(self) -> dict[int, float]:
         """Row id -> until when it is leased, for every lease taken (some may have run out)."""
         return dict(self._all("SELECT id, until FROM leases"))

@@ -1,9 +1,10 @@
 """`shipper spool salvage FILE`: put every readable row of a damaged spool back into the live one.
 
-Reads the old file through the spool's reader, which walks it in small id ranges so that one damaged page costs only
-the rows on it, skipping past stretches that cannot be read. Queued rows are re-queued (new ids, original order, attempts reset), dead letters are kept as
-dead letters, and stored API keys and learnt ids are carried over. Safe while the daemon runs: writes go in short
-transactions the daemon's writer waits out. Not responsible for detecting damage (files.py does that at start).
+Reads the old file through the spool's reader, which walks it in small id ranges so that one damaged page costs
+only the rows on it, skipping past stretches that cannot be read. Queued rows are re-queued (new ids, original
+order, attempts reset), dead letters are kept as dead letters, and stored API keys and learnt ids are carried over.
+Safe while the daemon runs: writes go in short transactions the daemon's writer waits out. Not responsible for
+detecting damage (files.py does that at start).
 """
 
 from __future__ import annotations

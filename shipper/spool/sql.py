@@ -34,10 +34,11 @@ COLUMNS = names(ROW)
 LEASED_COLUMNS = COLUMNS.replace("attempts", "attempts + 1") + ", unanswered"
 INSERT = f"INSERT INTO rows ({COLUMNS}) VALUES ({marks(ROW)})"
 DEAD_ON_ARRIVAL = f"INSERT INTO dead_letters ({COLUMNS}, failed_at, reason) VALUES ({marks(ROW)}, ?, ?)"
-# Ids come from the rows table's sequence; a row dead on arrival never enters it, so move the sequence past it.
 LAST_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'rows'"
+# Ids come from the rows table's sequence; a row dead on arrival never enters it, so move the sequence past it.
 BUMP_SEQUENCE = "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'rows'"
 REMEMBER_SCOPE = f"INSERT OR IGNORE INTO entity_scopes ({names(ENTITY_SCOPE)}) VALUES ({marks(ENTITY_SCOPE)})"
+LEARN_ID = f"INSERT OR REPLACE INTO id_map ({names(LEARNT_ID)}) VALUES ({marks(LEARNT_ID)})"
 STORE_CREDENTIAL = "INSERT OR IGNORE INTO credentials (digest, value) VALUES (?, ?)"
 CREDENTIAL_ID = "SELECT id FROM credentials WHERE digest = ?"
 DEAD_CREATE_FOR = (
@@ -62,8 +63,8 @@ TAKE_LEASE = "INSERT OR REPLACE INTO leases (id, until, owner) VALUES (?, ?, ?)"
 NEXT_DUE = "SELECT min(next_attempt_at) FROM rows WHERE sink = ? AND next_attempt_at > ?"
 IDS = "SELECT value FROM json_each(?)"
 DEAD = f"""
-INSERT INTO dead_letters ({COLUMNS}, failed_at, status, response, reason)
-SELECT {COLUMNS}, ?, ?, ?, ? FROM rows WHERE id = ?
+INSERT INTO dead_letters ({COLUMNS}, {names(OUTCOME)})
+SELECT {COLUMNS}, {marks(OUTCOME)} FROM rows WHERE id = ?
 """
 DEAD_CREATES = f"SELECT id, sink, key FROM rows WHERE kind = 'create' AND key IS NOT NULL AND id IN ({IDS}) ORDER BY id"
 DEPENDANTS = "SELECT id FROM rows WHERE sink = ? AND (key = ? OR after = ?) AND id > ? ORDER BY id"

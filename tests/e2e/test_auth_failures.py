@@ -12,12 +12,12 @@ import aiohttp
 import orjson
 import pytest
 
+from shipper.spool.reader import SpoolReader, read
 from tests.fakes import KeywordsAIFake
 from tests.fakes.rig import dead_letters, sink_toml
 from tests.support import (
     Daemon,
     metric,
-    query_spool,
     run_cli_async,
     scrape,
     wait_for,
@@ -81,7 +81,7 @@ async def test_a_refused_sink_key_holds_the_rows_loudly_until_a_fixed_key_file_a
                     session, base, lambda s: metric(s, "shipper_sink_state", sink="kw", state="up") == 1, 10
                 )
                 text, _ = await scrape(session, base)
-            assert query_spool(tmp_path / "spool.db", "SELECT count(*) FROM dead_letters") == [(0,)]
+            assert read(tmp_path / "spool.db", SpoolReader.dead_count) == 0
             assert await daemon.terminate() == 0
         finally:
             await daemon.ensure_stopped()

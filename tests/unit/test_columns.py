@@ -32,5 +32,5 @@ def test_a_waiting_row_is_read_into_every_field_of_a_spool_row() -> None:
 
 
 def test_a_requeued_row_is_given_its_request_and_when_it_was_acknowledged_only() -> None:
-    assert sql.REQUEUED == (*sql.REQUEST, "created_at")
+    assert (*sql.REQUEST, "created_at") == sql.REQUEUED
     assert set(sql.DEAD_LETTER) == {*sql.ROW, *sql.OUTCOME}
