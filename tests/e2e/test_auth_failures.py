@@ -109,8 +109,8 @@ async def test_a_refused_app_key_is_dead_lettered_as_auth_and_replayed_with_a_go
                     assert response.status == 200  # the SDK call succeeds: the record is committed
                 await wait_for(lambda: len(dead_letters(tmp_path / "spool.db")) == 1, timeout=20)
                 (dead,) = dead_letters(tmp_path / "spool.db")
-                assert dead["status"] == 401
-                assert dead["reason"].startswith("auth: the remote refused the API key the app sent")
+                assert dead.status == 401
+                assert dead.reason.startswith("auth: the remote refused the API key the app sent")
                 samples = await wait_for_metrics(
                     session, base, lambda s: metric(s, "shipper_sink_auth_failures_total", sink="kw") == 1, 10
                 )
