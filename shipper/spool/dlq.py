@@ -102,6 +102,7 @@ def replay(
             keys = _credentials(conn, {row_id: chosen[row_id] for row_id in chunk}, api_key) if api_key else {}
             moved = [(row_id, _requeue(conn, now, row_id, keys.get(row_id))) for row_id in chunk]
             conn.execute(f"DELETE FROM dead_letters WHERE id IN ({sql.IDS})", (orjson.dumps(chunk),))
+            conn.execute(sql.COUNT_ROWS, (len(moved),))  # the file's row count, as every writer keeps it
             conn.execute("COMMIT")
             done += moved
             if progress is not None:

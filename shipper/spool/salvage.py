@@ -96,9 +96,11 @@ def salvage(old_path: Path, spool_path: Path, progress: Callable[[str, int], Non
     return report
 
 
-def _flush(new: sqlite3.Connection, sql: str, chunk: list[tuple[Any, ...]]) -> None:
+def _flush(new: sqlite3.Connection, insert: str, chunk: list[tuple[Any, ...]]) -> None:
+    """Queue a chunk of rows, and count them in the file's row count as every writer does."""
     new.execute("BEGIN IMMEDIATE")
-    new.executemany(sql, chunk)
+    new.executemany(insert, chunk)
+    new.execute(sql.COUNT_ROWS, (len(chunk),))
     new.execute("COMMIT")
 
 
