@@ -264,7 +264,8 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 
 def query_spool(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read the spool file the way an operator would: a read-only SQLite connection, safe beside the daemon."""
+    """Raw SQL on the spool file, read-only, for the spool's own tests (which check the file itself). Every other
+    test asks the spool's read API (shipper.spool.reader), as the CLI does."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         conn.execute("PRAGMA busy_timeout=5000")

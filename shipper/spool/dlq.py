@@ -4,8 +4,7 @@ They open the spool file directly (WAL lets them read beside the daemon; writes 
 chunks, and the daemon's writer waits its turn). A replayed row goes back to the queue with a new id, in its
 original order, with attempts reset; the daemon notices it within a second. API keys are never read here; a replay
 may be given a new one (`--api-key-env`), stored like the keys apps send, to replace the one a remote refused.
-What a dead letter says is shown as people read it: times in RFC 3339 UTC, the reason without the remote's answer
-repeated (`response` holds that).
+Reads go through the spool's reader (reader.py, which also says how a dead letter is shown); this module writes.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,56 +19,18 @@ from typing import Any
 import orjson
 
 from shipper.errors import SpoolError
-from shipper.logs import rfc3339
 from shipper.spool import sql
 from shipper.spool.inserts import credential_digest
-from shipper.spool.schema import SCHEMA_VERSION
+from shipper.spool.reader import DeadRow, read, require_version
 
 CHUNK = 500
-# The request a dead letter holds, put back under a new id; a replay may give it another key (coalesce).
+# The request a dead letter holds, put back under a new id (REQUEUED is the request, then when: now); a replay may
+# give it another key (coalesce).
 _REQUEUE = f"""
-INSERT INTO rows ({sql.names(sql.REQUEST)}, created_at)
+INSERT INTO rows ({sql.names(sql.REQUEUED)})
 SELECT {sql.names(sql.REQUEST).replace("credential_id", "coalesce(?, credential_id)")}, ?
 FROM dead_letters WHERE id = ?
 """
-
-
-@dataclass(frozen=True, slots=True)
-class DeadRow:
-    id: int
-    sink: str
-    key: str | None
-    method: str
-    path: str
-    query: Any
-    body: Any
-    created_at: float
-    attempts: int
-    failed_at: float
-    status: int | None
-    response: str | None
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """As `dlq show` and `dlq list --json` print it."""
-        shown = asdict(self)
-        shown["created_at"], shown["failed_at"] = rfc3339(self.created_at), rfc3339(self.failed_at)
-        shown["reason"] = reason_alone(self.reason, self.response)
-        return shown
-
-
-_FIELDS = sql.names(tuple(field.name for field in fields(DeadRow)))
-
-
-def reason_alone(reason: str, response: str | None) -> str:
-    """The reason without the remote's answer that the forwarder appends to it (`rejected by the remote: HTTP 400:
-    ...`, `gave up (...): ...`): `response` already holds that answer, and both were cut to the same length."""
-    start = reason.find(": ")
-    while response and start != -1:
-        if response.startswith(reason[start + 2 :]):
-            return reason[:start]
-        start = reason.find(": ", start + 2)
-    return reason
 
 
 def connect_writable(path: Path) -> sqlite3.Connection:
@@ -82,69 +42,29 @@ def connect_writable(path: Path) -> sqlite3.Connection:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.Error as exc:
         raise SpoolError(f"cannot open spool {path}: {exc}") from exc
-    if version != SCHEMA_VERSION:
+    try:
+        require_version(version, path)
+    except SpoolError:
         conn.close()
-        raise SpoolError(
-            f"spool {path} has schema {version}; this shipper reads {SCHEMA_VERSION} (start the daemon once)"
-        )
+        raise
     return conn
 
 
 def check_sink(path: Path, sink: str, configured: Collection[str]) -> None:
     """A --sink that names no configured sink and nothing in the spool is a typo, not an empty answer."""
-    if sink in configured:
-        return
-    conn = connect_writable(path)
-    try:
-        found = conn.execute(
-            "SELECT 1 FROM dead_letters WHERE sink = ? UNION SELECT 1 FROM rows WHERE sink = ?", (sink, sink)
-        )
-        if found.fetchone() is None:
-            raise SpoolError(f"no sink {sink!r} in the config ({', '.join(configured)}) or in the spool {path}")
-    finally:
-        conn.close()
-
-
-def _where(sink: str | None, since: float | None, ids: Sequence[int] = ()) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if sink is not None:
-        clauses.append("sink = ?")
-        params.append(sink)
-    if since is not None:
-        clauses.append("failed_at >= ?")
-        params.append(since)
-    if ids:
-        clauses.append("id IN (SELECT value FROM json_each(?))")
-        params.append(orjson.dumps(list(ids)).decode())
-    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
-
-
-def _row(values: Sequence[Any]) -> DeadRow:
-    fields = list(values)
-    fields[5] = orjson.loads(fields[5]) if fields[5] else None
-    fields[6] = orjson.loads(fields[6])
-    return DeadRow(*fields)
+    if sink not in configured and not read(path, lambda spool: spool.holds_sink(sink), current=True):
+        raise SpoolError(f"no sink {sink!r} in the config ({', '.join(configured)}) or in the spool {path}")
 
 
 def list_dead(path: Path, sink: str | None = None, since: float | None = None) -> list[DeadRow]:
-    conn = connect_writable(path)
-    try:
-        where, params = _where(sink, since)
-        return [_row(r) for r in conn.execute(f"SELECT {_FIELDS} FROM dead_letters{where} ORDER BY id", params)]
-    finally:
-        conn.close()
+    return read(path, lambda spool: spool.dead_letters(sink, since), current=True)
 
 
 def show_dead(path: Path, row_id: int) -> DeadRow:
-    conn = connect_writable(path)
-    try:
-        found = conn.execute(f"SELECT {_FIELDS} FROM dead_letters WHERE id = ?", (row_id,)).fetchone()
-    finally:
-        conn.close()
+    found = read(path, lambda spool: spool.dead_letter(row_id), current=True)
     if found is None:
         raise SpoolError(f"no dead letter with id {row_id}")
-    return _row(found)
+    return found
 
 
 def _requeue(conn: sqlite3.Connection, now: float, row_id: int, credential_id: int | None) -> int:
@@ -165,29 +85,28 @@ def replay(
     """Move matching dead letters back into the queue, oldest first; returns (dead letter id, new row id) pairs.
     With `api_key`, the replayed rows travel with that key instead of the one they carried (a vendor sink's
     `override_key` still wins)."""
+    chosen = read(path, lambda spool: spool.dead_letter_sinks(sink, since, ids), current=True)
+    missing = sorted(set(ids) - set(chosen))
+    if missing:
+        raise SpoolError(
+            f"no dead letter with id {', '.join(map(str, missing))} (matching the filters); nothing replayed"
+        )
+    ordered = list(chosen)
     conn = connect_writable(path)
     try:
-        where, params = _where(sink, since, ids)
-        chosen = [r[0] for r in conn.execute(f"SELECT id FROM dead_letters{where} ORDER BY id", params)]
-        missing = sorted(set(ids) - set(chosen))
-        if missing:
-            raise SpoolError(
-                f"no dead letter with id {', '.join(map(str, missing))} (matching the filters); nothing replayed"
-            )
         done: list[tuple[int, int]] = []
-        for start in range(0, len(chosen), CHUNK):
-            chunk = chosen[start : start + CHUNK]
+        for start in range(0, len(ordered), CHUNK):
+            chunk = ordered[start : start + CHUNK]
             now = time.time()
             conn.execute("BEGIN IMMEDIATE")
-            keys = _credentials(conn, chunk, api_key) if api_key else {}
+            keys = _credentials(conn, {row_id: chosen[row_id] for row_id in chunk}, api_key) if api_key else {}
             moved = [(row_id, _requeue(conn, now, row_id, keys.get(row_id))) for row_id in chunk]
-            conn.execute(
-                "DELETE FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))", (orjson.dumps(chunk),)
-            )
+            conn.execute(f"DELETE FROM dead_letters WHERE id IN ({sql.IDS})", (orjson.dumps(chunk),))
+            conn.execute(sql.COUNT_ROWS, (len(moved),))  # the file's row count, as every writer keeps it
             conn.execute("COMMIT")
             done += moved
             if progress is not None:
-                progress(len(done), len(chosen))
+                progress(len(done), len(ordered))
         return done
     except sqlite3.Error as exc:
         raise SpoolError(f"replay stopped after an error: {exc}") from exc
@@ -195,20 +114,14 @@ def replay(
         conn.close()
 
 
-def _credentials(conn: sqlite3.Connection, ids: Sequence[int], api_key: str) -> dict[int, int]:
-    """The credential id of `api_key` for each dead letter's sink (stored once per sink, as ingest stores them)."""
-    sinks = conn.execute(
-        "SELECT id, sink FROM dead_letters WHERE id IN (SELECT value FROM json_each(?))", (orjson.dumps(list(ids)),)
-    )
+def _credentials(conn: sqlite3.Connection, sinks: dict[int, str], api_key: str) -> dict[int, int]:
+    """The credential id of `api_key` for each dead letter (id -> sink), stored once per sink as ingest stores it."""
     by_sink: dict[str, int] = {}
-    found: dict[int, int] = {}
-    for row_id, sink in sinks.fetchall():
-        if sink not in by_sink:
-            digest = credential_digest(sink, api_key)
-            conn.execute("INSERT OR IGNORE INTO credentials (digest, value) VALUES (?, ?)", (digest, api_key))
-            by_sink[sink] = conn.execute("SELECT id FROM credentials WHERE digest = ?", (digest,)).fetchone()[0]
-        found[row_id] = by_sink[sink]
-    return found
+    for sink in dict.fromkeys(sinks.values()):
+        digest = credential_digest(sink, api_key)
+        conn.execute(sql.STORE_CREDENTIAL, (digest, api_key))
+        by_sink[sink] = conn.execute(sql.CREDENTIAL_ID, (digest,)).fetchone()[0]
+    return {row_id: by_sink[sink] for row_id, sink in sinks.items()}
 
 
 def purge(path: Path, older_than: float | None = None, sink: str | None = None) -> int:

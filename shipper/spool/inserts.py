@@ -51,7 +51,7 @@ class Inserts:
 
     def insert(self, conn: sqlite3.Connection, batches: list[Sequence[NewRow]]) -> tuple[list[list[int]], int]:
         """Ids for each batch's rows, in order, and how many rows were queued (the rest died on arrival)."""
-        next_id = int(one(conn, "SELECT seq FROM sqlite_sequence WHERE name = 'rows'") or 0) + 1
+        next_id = int(one(conn, sql.LAST_ID) or 0) + 1
         now = time.time()
         queued: list[tuple[Any, ...]] = []
         scopes: list[tuple[str, str, str, float]] = []
@@ -95,8 +95,8 @@ class Inserts:
         known = self._credential_ids.get(digest) or self._new_credentials.get(digest)
         if known is not None:
             return known
-        conn.execute("INSERT OR IGNORE INTO credentials (digest, value) VALUES (?, ?)", (digest, secret))
-        self._new_credentials[digest] = int(one(conn, "SELECT id FROM credentials WHERE digest = ?", (digest,)))
+        conn.execute(sql.STORE_CREDENTIAL, (digest, secret))
+        self._new_credentials[digest] = int(one(conn, sql.CREDENTIAL_ID, (digest,)))
         return self._new_credentials[digest]
 
     def _entity_scope(self, conn: sqlite3.Connection, sink: str, key: str) -> str | None:

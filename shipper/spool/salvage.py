@@ -1,15 +1,16 @@
 """`shipper spool salvage FILE`: put every readable row of a damaged spool back into the live one.
 
-Reads the old file in small id ranges so that one damaged page costs only the rows on it, skipping past stretches
-that cannot be read. Queued rows are re-queued (new ids, original order, attempts reset), dead letters are kept as
-dead letters, and stored API keys and learnt ids are carried over. Safe while the daemon runs: writes go in short
-transactions the daemon's writer waits out. Not responsible for detecting damage (files.py does that at start).
+Reads the old file through the spool's reader, which walks it in small id ranges so that one damaged page costs
+only the rows on it, skipping past stretches that cannot be read. Queued rows are re-queued (new ids, original
+order, attempts reset), dead letters are kept as dead letters, and stored API keys and learnt ids are carried over.
+Safe while the daemon runs: writes go in short transactions the daemon's writer waits out. Not responsible for
+detecting damage (files.py does that at start).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,13 @@ from shipper.errors import SpoolError
 from shipper.spool import sql
 from shipper.spool.dlq import connect_writable
 from shipper.spool.files import prepare_file
+from shipper.spool.reader import SpoolReader
 
 CHUNK = 256
-# What is read of an old row: its id (to walk the table), the request it holds, when it was acknowledged.
-ROW_FIELDS = ("id", *sql.REQUEST, "created_at")
-DEAD_FIELDS = (*ROW_FIELDS, "attempts", *sql.OUTCOME)
-CREDENTIAL = ROW_FIELDS.index("credential_id")
-# When even the table's largest id cannot be read, probe this far at most.
-MAX_SKIP = 1 << 20
+# What is read of an old row: its id (to walk the table), then what a re-queued row is given.
+ROW_FIELDS = ("id", *sql.REQUEUED)
+# Where each read holds its credential id, renumbered for the new file.
+ROW_CREDENTIAL, DEAD_CREDENTIAL = ROW_FIELDS.index("credential_id"), sql.DEAD_LETTER.index("credential_id")
 
 
 @dataclass(slots=True)
@@ -34,66 +34,37 @@ class SalvageReport:
     dead_letters: int = 0
     unreadable_stretches: int = 0
 
-
-def _readable(conn: sqlite3.Connection, table: str, fields: str, report: SalvageReport) -> Iterator[tuple[Any, ...]]:
-    """Rows in id order. A range that fails to read is retried one id at a time (a lookup by id touches only that
-    row's page), so a damaged page costs only the rows on it; past the last known id, stop."""
-    try:
-        top = conn.execute(f"SELECT max(id) FROM {table}").fetchone()[0] or 0
-    except sqlite3.DatabaseError:
-        top = MAX_SKIP
-    last = 0
-    while last < top:
-        try:
-            rows = conn.execute(
-                f"SELECT {fields} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (last, CHUNK)
-            ).fetchall()
-        except sqlite3.DatabaseError:
-            report.unreadable_stretches += 1
-            yield from _one_by_one(conn, table, fields, last + 1, last + CHUNK)
-            last += CHUNK
-            continue
-        if not rows:
-            return
-        yield from rows
-        last = rows[-1][0]
+    def skipped(self) -> None:
+        self.unreadable_stretches += 1
 
 
-def _one_by_one(conn: sqlite3.Connection, table: str, fields: str, first: int, end: int) -> Iterator[tuple[Any, ...]]:
-    for row_id in range(first, end + 1):
-        try:
-            found = conn.execute(f"SELECT {fields} FROM {table} WHERE id = ?", (row_id,)).fetchone()
-        except sqlite3.DatabaseError:
-            continue
-        if found is not None:
-            yield found
-
-
-def _old_credentials(old: sqlite3.Connection, new: sqlite3.Connection) -> dict[int, int]:
+def _old_credentials(old: SpoolReader, new: sqlite3.Connection) -> dict[int, int]:
     mapping: dict[int, int] = {}
     try:
-        found = old.execute("SELECT id, digest, value FROM credentials").fetchall()
-    except sqlite3.DatabaseError:
+        found = old.credentials()
+    except SpoolError:
         return mapping
-    for old_id, digest, value in found:
-        new.execute("INSERT OR IGNORE INTO credentials (digest, value) VALUES (?, ?)", (digest, value))
-        mapping[old_id] = new.execute("SELECT id FROM credentials WHERE digest = ?", (digest,)).fetchone()[0]
+    for credential in found:
+        new.execute(sql.STORE_CREDENTIAL, (credential.digest, credential.value))
+        mapping[credential.id] = new.execute(sql.CREDENTIAL_ID, (credential.digest,)).fetchone()[0]
     return mapping
 
 
-def _copy_small_tables(old: sqlite3.Connection, new: sqlite3.Connection) -> None:
-    for table, columns in (("id_map", "sink, local, upstream"), ("entity_scopes", "sink, key, scope, created_at")):
+def _copy_small_tables(old: SpoolReader, new: sqlite3.Connection) -> None:
+    for table, columns, read in (
+        ("id_map", sql.LEARNT_ID, old.learnt_ids),
+        ("entity_scopes", sql.ENTITY_SCOPE, old.entity_scopes),
+    ):
         try:
-            found = old.execute(f"SELECT {columns} FROM {table}").fetchall()
-        except sqlite3.DatabaseError:
+            found: list[tuple[Any, ...]] = list(read())
+        except SpoolError:
             continue
-        marks = ", ".join("?" for _ in columns.split(","))
-        new.executemany(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})", found)
+        new.executemany(f"INSERT OR IGNORE INTO {table} ({sql.names(columns)}) VALUES ({sql.marks(columns)})", found)
 
 
 def _reserve_ids(new: sqlite3.Connection, count: int) -> int:
     """Take `count` ids from the rows sequence for dead letters (ids are shared by both tables)."""
-    found = new.execute("SELECT seq FROM sqlite_sequence WHERE name = 'rows'").fetchone()
+    found = new.execute(sql.LAST_ID).fetchone()
     start = (found[0] if found else 0) + 1
     if found:
         new.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'rows'", (start + count - 1,))
@@ -106,15 +77,7 @@ def salvage(old_path: Path, spool_path: Path, progress: Callable[[str, int], Non
     if not old_path.exists():
         raise SpoolError(f"no file at {old_path}")
     report = SalvageReport()
-    try:
-        old = sqlite3.connect(old_path, isolation_level=None)
-        old.execute("PRAGMA query_only=1")
-        tables = {name for (name,) in old.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.Error as exc:
-        raise SpoolError(f"cannot read {old_path} as a spool: {exc}") from exc
-    if "rows" not in tables:
-        old.close()
-        raise SpoolError(f"{old_path} is not a shipper spool (it has no rows table)")
+    old = SpoolReader.damaged(old_path)
     if not spool_path.exists():
         prepare_file(spool_path, "fsync")
     new = connect_writable(spool_path)
@@ -133,23 +96,25 @@ def salvage(old_path: Path, spool_path: Path, progress: Callable[[str, int], Non
     return report
 
 
-def _flush(new: sqlite3.Connection, sql: str, chunk: list[tuple[Any, ...]]) -> None:
+def _flush(new: sqlite3.Connection, insert: str, chunk: list[tuple[Any, ...]]) -> None:
+    """Queue a chunk of rows, and count them in the file's row count as every writer does."""
     new.execute("BEGIN IMMEDIATE")
-    new.executemany(sql, chunk)
+    new.executemany(insert, chunk)
+    new.execute(sql.COUNT_ROWS, (len(chunk),))
     new.execute("COMMIT")
 
 
 def _requeue(
-    old: sqlite3.Connection,
+    old: SpoolReader,
     new: sqlite3.Connection,
     credentials: dict[int, int],
     report: SalvageReport,
     progress: Callable[[str, int], None] | None,
 ) -> None:
-    insert = f"INSERT INTO rows ({sql.names(ROW_FIELDS[1:])}) VALUES ({sql.marks(ROW_FIELDS[1:])})"
+    insert = f"INSERT INTO rows ({sql.names(sql.REQUEUED)}) VALUES ({sql.marks(sql.REQUEUED)})"
     chunk: list[tuple[Any, ...]] = []
-    for row in _readable(old, "rows", sql.names(ROW_FIELDS), report):
-        chunk.append(_rekeyed(row, credentials)[1:])
+    for row in old.readable("rows", ROW_FIELDS, report.skipped):
+        chunk.append(_rekeyed(row, ROW_CREDENTIAL, credentials)[1:])
         if len(chunk) >= CHUNK:
             _flush(new, insert, chunk)
             report.requeued += len(chunk)
@@ -161,26 +126,26 @@ def _requeue(
         report.requeued += len(chunk)
 
 
-def _rekeyed(row: tuple[Any, ...], credentials: dict[int, int]) -> tuple[Any, ...]:
-    """The row with its credential id as the new spool numbers it."""
-    old = row[CREDENTIAL]
-    return (*row[:CREDENTIAL], None if old is None else credentials.get(old), *row[CREDENTIAL + 1 :])
+def _rekeyed(row: tuple[Any, ...], at: int, credentials: dict[int, int]) -> tuple[Any, ...]:
+    """The row with its credential id (at index `at`) as the new spool numbers it."""
+    old = row[at]
+    return (*row[:at], None if old is None else credentials.get(old), *row[at + 1 :])
 
 
 def _keep_dead(
-    old: sqlite3.Connection,
+    old: SpoolReader,
     new: sqlite3.Connection,
     credentials: dict[int, int],
     report: SalvageReport,
     progress: Callable[[str, int], None] | None,
 ) -> None:
-    insert = f"INSERT INTO dead_letters ({sql.names(DEAD_FIELDS)}) VALUES ({sql.marks(DEAD_FIELDS)})"
-    rows = list(_readable(old, "dead_letters", sql.names(DEAD_FIELDS), report))
+    insert = f"INSERT INTO dead_letters ({sql.names(sql.DEAD_LETTER)}) VALUES ({sql.marks(sql.DEAD_LETTER)})"
+    rows = list(old.readable("dead_letters", sql.DEAD_LETTER, report.skipped))
     if not rows:
         return
     new.execute("BEGIN IMMEDIATE")
     first = _reserve_ids(new, len(rows))
-    values = [(first + n, *_rekeyed(row, credentials)[1:]) for n, row in enumerate(rows)]
+    values = [(first + n, *_rekeyed(row, DEAD_CREDENTIAL, credentials)[1:]) for n, row in enumerate(rows)]
     new.executemany(insert, values)
     new.execute("COMMIT")
     report.dead_letters = len(rows)

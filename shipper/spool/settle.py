@@ -21,7 +21,7 @@ def settle(conn: sqlite3.Connection, s: Settlement, owner: str) -> int:
     counts only for rows whose lease `owner` still holds: a process that hung past its deadline must not move a row
     another process now sends."""
     if s.learned:
-        conn.executemany("INSERT OR REPLACE INTO id_map (sink, local, upstream) VALUES (?, ?, ?)", s.learned)
+        conn.executemany(sql.LEARN_ID, s.learned)
     held = _held(conn, owner, [d.id for d in s.dead] + [r.id for r in s.retry] + s.released)
     removed = 0
     if s.dead:

@@ -9,6 +9,16 @@ REQUEST = ("sink", "key", "method", "path", "query", "body", "scope", "after", "
 ROW = ("id", "sink", "key", "method", "path", "query", "body", "created_at", "attempts", "scope", "after", "kind",
        "credential_id")  # fmt: skip
 OUTCOME = ("failed_at", "status", "response", "reason")
+# Every SpoolRow field: what a reader hands back of a waiting row.
+SPOOL_ROW = (*ROW, "unanswered")
+# A row put back in the queue (a replay, a salvage): the request and when it was acknowledged; a new id, no attempts.
+REQUEUED = (*REQUEST, "created_at")
+# What a dead letter holds: the row and how it ended.
+DEAD_LETTER = (*ROW, *OUTCOME)
+# The small tables: API keys stored once, ids learnt from remotes, the scope each entity belongs to.
+CREDENTIAL = ("id", "digest", "value")
+LEARNT_ID = ("sink", "local", "upstream")
+ENTITY_SCOPE = ("sink", "key", "scope", "created_at")
 
 
 def names(columns: tuple[str, ...]) -> str:
@@ -24,9 +34,13 @@ COLUMNS = names(ROW)
 LEASED_COLUMNS = COLUMNS.replace("attempts", "attempts + 1") + ", unanswered"
 INSERT = f"INSERT INTO rows ({COLUMNS}) VALUES ({marks(ROW)})"
 DEAD_ON_ARRIVAL = f"INSERT INTO dead_letters ({COLUMNS}, failed_at, reason) VALUES ({marks(ROW)}, ?, ?)"
+LAST_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'rows'"
 # Ids come from the rows table's sequence; a row dead on arrival never enters it, so move the sequence past it.
 BUMP_SEQUENCE = "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'rows'"
-REMEMBER_SCOPE = "INSERT OR IGNORE INTO entity_scopes (sink, key, scope, created_at) VALUES (?, ?, ?, ?)"
+REMEMBER_SCOPE = f"INSERT OR IGNORE INTO entity_scopes ({names(ENTITY_SCOPE)}) VALUES ({marks(ENTITY_SCOPE)})"
+LEARN_ID = f"INSERT OR REPLACE INTO id_map ({names(LEARNT_ID)}) VALUES ({marks(LEARNT_ID)})"
+STORE_CREDENTIAL = "INSERT OR IGNORE INTO credentials (digest, value) VALUES (?, ?)"
+CREDENTIAL_ID = "SELECT id FROM credentials WHERE digest = ?"
 DEAD_CREATE_FOR = (
     "SELECT id, key FROM dead_letters WHERE sink = ? AND kind = 'create' AND key IN (?, ?) ORDER BY id LIMIT 1"
 )
@@ -49,8 +63,8 @@ TAKE_LEASE = "INSERT OR REPLACE INTO leases (id, until, owner) VALUES (?, ?, ?)"
 NEXT_DUE = "SELECT min(next_attempt_at) FROM rows WHERE sink = ? AND next_attempt_at > ?"
 IDS = "SELECT value FROM json_each(?)"
 DEAD = f"""
-INSERT INTO dead_letters ({COLUMNS}, failed_at, status, response, reason)
-SELECT {COLUMNS}, ?, ?, ?, ? FROM rows WHERE id = ?
+INSERT INTO dead_letters ({COLUMNS}, {names(OUTCOME)})
+SELECT {COLUMNS}, {marks(OUTCOME)} FROM rows WHERE id = ?
 """
 DEAD_CREATES = f"SELECT id, sink, key FROM rows WHERE kind = 'create' AND key IS NOT NULL AND id IN ({IDS}) ORDER BY id"
 DEPENDANTS = "SELECT id FROM rows WHERE sink = ? AND (key = ? OR after = ?) AND id > ? ORDER BY id"

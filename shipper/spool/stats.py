@@ -1,18 +1,17 @@
-"""Read-only views of a spool file, safe while the daemon runs (WAL readers never block the writer).
+"""What `shipper status` and /metrics show of a spool file: per-sink counts and the file's size.
 
-Used by `shipper status` from another process. Not responsible for anything that writes.
+Read through the spool's reader (reader.py), safe while the daemon runs. Not responsible for anything that writes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shipper.errors import SpoolError
+from shipper.spool.reader import QueueCounts, SpoolReader, read
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,58 +43,28 @@ def file_bytes(path: Path) -> int:
     return total
 
 
-def connect_readonly(path: Path) -> sqlite3.Connection:
-    if not path.exists():
-        raise SpoolError(f"no spool at {path} (has the daemon run with this config?)")
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        conn.execute("PRAGMA busy_timeout=5000")
-        return conn
-    except sqlite3.Error as exc:
-        raise SpoolError(f"cannot read spool {path}: {exc}") from exc
-
-
 def queued_by_sink(path: Path) -> dict[str, int]:
     """Rows waiting per sink, and nothing else: cheap enough for the daemon's stop line on a large backlog."""
-    conn = connect_readonly(path)
-    try:
-        return dict(conn.execute("SELECT sink, count(*) FROM rows GROUP BY sink").fetchall())
-    except sqlite3.Error as exc:
-        raise SpoolError(f"cannot read spool {path}: {exc}") from exc
-    finally:
-        conn.close()
+    return read(path, SpoolReader.waiting_by_sink)
 
 
 def read_stats(path: Path, sinks: list[str], now: float | None = None) -> SpoolStats:
     """Per-sink counts for every configured sink and any sink still holding rows."""
-    now = time.time() if now is None else now
-    conn = connect_readonly(path)
-    try:
-        queue = {
-            row[0]: row[1:]
-            for row in conn.execute(
-                "SELECT sink, count(*), sum(EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id AND l.until > ?)),"
-                " sum(next_attempt_at > ?), min(created_at) FROM rows AS r GROUP BY sink",
-                (now, now),
-            )
-        }
-        dead = dict(conn.execute("SELECT sink, count(*) FROM dead_letters GROUP BY sink").fetchall())
-    except sqlite3.Error as exc:
-        raise SpoolError(f"cannot read spool {path}: {exc}") from exc
-    finally:
-        conn.close()
-    names = sorted(set(sinks) | set(queue) | set(dead))
+    at = time.time() if now is None else now
+    queue, dead = read(path, lambda spool: (spool.queue_counts(at), spool.dead_by_sink()))
+    idle = QueueCounts(0, 0, 0, None)
     result = []
-    for name in names:
-        queued, leased, retrying, oldest = queue.get(name, (0, 0, 0, None))
+    for name in sorted(set(sinks) | set(queue) | set(dead)):
+        counts = queue.get(name, idle)
+        oldest = counts.oldest_created_at
         result.append(
             SinkStats(
                 sink=name,
-                queued=int(queued),
-                leased=int(leased or 0),
-                retrying=int(retrying or 0),
-                dead_lettered=int(dead.get(name, 0)),
-                oldest_age=None if oldest is None else max(0.0, now - oldest),
+                queued=counts.queued,
+                leased=counts.leased,
+                retrying=counts.retrying,
+                dead_lettered=dead.get(name, 0),
+                oldest_age=None if oldest is None else max(0.0, at - oldest),
             )
         )
     return SpoolStats(path=str(path), file_bytes=file_bytes(path), sinks=result)

@@ -12,12 +12,12 @@ import aiohttp
 import orjson
 import pytest
 
+from shipper.spool.reader import SpoolReader, read
 from tests.fakes import KeywordsAIFake
 from tests.fakes.rig import dead_letters, sink_toml
 from tests.support import (
     Daemon,
     metric,
-    query_spool,
     run_cli_async,
     scrape,
     wait_for,
@@ -81,7 +81,7 @@ async def test_a_refused_sink_key_holds_the_rows_loudly_until_a_fixed_key_file_a
                     session, base, lambda s: metric(s, "shipper_sink_state", sink="kw", state="up") == 1, 10
                 )
                 text, _ = await scrape(session, base)
-            assert query_spool(tmp_path / "spool.db", "SELECT count(*) FROM dead_letters") == [(0,)]
+            assert read(tmp_path / "spool.db", SpoolReader.dead_count) == 0
             assert await daemon.terminate() == 0
         finally:
             await daemon.ensure_stopped()
@@ -109,8 +109,8 @@ async def test_a_refused_app_key_is_dead_lettered_as_auth_and_replayed_with_a_go
                     assert response.status == 200  # the SDK call succeeds: the record is committed
                 await wait_for(lambda: len(dead_letters(tmp_path / "spool.db")) == 1, timeout=20)
                 (dead,) = dead_letters(tmp_path / "spool.db")
-                assert dead["status"] == 401
-                assert dead["reason"].startswith("auth: the remote refused the API key the app sent")
+                assert dead.status == 401
+                assert dead.reason.startswith("auth: the remote refused the API key the app sent")
                 samples = await wait_for_metrics(
                     session, base, lambda s: metric(s, "shipper_sink_auth_failures_total", sink="kw") == 1, 10
                 )

@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 import aiohttp
+import orjson
 
 from shipper.core.leasing import LEASE_AHEAD
+from shipper.spool.reader import SpoolReader, read
 from tests.hardening import Gate, Switch, http_sink, item, numbers, post_records
-from tests.support import Daemon, FakeRemote, metric, query_spool, scrape, wait_for, write_config
+from tests.support import Daemon, FakeRemote, metric, scrape, wait_for, write_config
 
 SLOTS = 4
 
@@ -26,7 +28,12 @@ def records_url(daemon: Daemon) -> str:
 
 
 def queued(tmp_path: Path) -> int:
-    return int(query_spool(tmp_path / "spool.db", "SELECT count(*) FROM rows")[0][0])
+    return read(tmp_path / "spool.db", SpoolReader.waiting)
+
+
+def numbers_kept(tmp_path: Path) -> list[int]:
+    """The record number of each queued row, in acknowledgement order."""
+    return [orjson.loads(row.body)["n"] for row in read(tmp_path / "spool.db", SpoolReader.waiting_rows)]
 
 
 def spool_size(tmp_path: Path) -> int:
@@ -154,7 +161,7 @@ async def test_drop_oldest_takes_every_request_drops_the_oldest_unleased_rows_an
             for n in range(1, 25):
                 answer = await post_records(session, url, [item(n)])
                 assert answer.status == 202, answer.raw
-            kept = [n for (n,) in query_spool(tmp_path / "spool.db", "SELECT body->>'n' FROM rows ORDER BY id")]
+            kept = numbers_kept(tmp_path)
             # The leased row is never dropped; the newest fill the rest of the bound.
             assert kept == [0, *range(16, 25)]
 
@@ -188,8 +195,7 @@ async def test_drop_oldest_on_a_byte_bound_keeps_the_spool_near_the_bound_and_th
             for n in range(400):
                 answer = await post_records(session, url, [item(n, pad=2000)])
                 assert answer.status == 202, answer.raw
-            live = query_spool(tmp_path / "spool.db", "SELECT body->>'n' FROM rows ORDER BY id")
-            kept = [n for (n,) in live]
+            kept = numbers_kept(tmp_path)
             assert kept[-1] == 399 and 0 not in kept
             # The newest run of records, within the bound but not emptied. Rows leased for a probe, and the rows the
             # probe leased ahead, are never dropped: at most LEASE_AHEAD per slot may survive out of turn.
@@ -252,7 +258,7 @@ async def test_drop_oldest_never_drops_rows_for_a_request_it_refuses_anyway(tmp_
             assert (answer.status, answer.json()["error"]) == (413, "larger_than_spool"), answer.raw
             assert "Retry-After" not in answer.headers  # it will never fit as it is: split it, do not retry it
             # Refused whole, and the eight acknowledged rows are all still queued (none counted as dropped).
-            kept = [n for (n,) in query_spool(tmp_path / "spool.db", "SELECT body->>'n' FROM rows ORDER BY id")]
+            kept = numbers_kept(tmp_path)
             assert kept == list(range(8)), f"refused a request and dropped acknowledged rows anyway: kept {kept}"
             _, samples = await scrape(session, f"http://{daemon.http}")
             assert metric(samples, "shipper_records_dropped_total", sink="remote", reason="spool_full") in (None, 0)

@@ -16,12 +16,12 @@ from aiohttp import web
 
 from shipper.config import load_config
 from shipper.config.sinks import HttpSinkConfig
+from shipper.spool.reader import SpoolReader, read
 from tests.support import (
     Daemon,
     FakeRemote,
     free_port,
     post_items,
-    query_spool,
     run_cli,
     run_cli_async,
     unix_session,
@@ -258,7 +258,7 @@ async def test_status_shows_queued_leased_retrying_dead_and_age_with_the_daemon_
         # The remote answers 503 + Retry-After: an hour. The rows wait: retrying.
         release.set()
         await wait_for(
-            lambda: query_spool(spool, "SELECT count(*) FROM rows WHERE next_attempt_at > ?", (time.time(),)) == [(5,)],
+            lambda: read(spool, lambda s: s.retrying(time.time())) == 5,
             timeout=10,
         )
         data, table = await status(config)
@@ -295,7 +295,7 @@ async def test_status_while_running_counts_every_dead_letter_in_the_spool_not_ju
     try:
         async with aiohttp.ClientSession() as session:
             await post_items(session, f"http://{daemon.http}/v1/records", [{"sink": "remote", "body": {"poison": 1}}])
-        await wait_for(lambda: query_spool(tmp_path / "spool.db", "SELECT count(*) FROM dead_letters") == [(1,)])
+        await wait_for(lambda: read(tmp_path / "spool.db", SpoolReader.dead_count) == 1)
     finally:
         assert await daemon.terminate() == 0
     data, _ = await status(config)

@@ -17,8 +17,9 @@ import aiohttp
 import orjson
 import pytest
 
+from shipper.spool.reader import SpoolReader, read
 from tests.hardening import Answer, http_sink, item, send
-from tests.support import Daemon, FakeRemote, ndjson, query_spool, wait_for, write_config
+from tests.support import Daemon, FakeRemote, ndjson, wait_for, write_config
 
 LIMIT = 64 * 1024
 
@@ -44,7 +45,7 @@ async def post(daemon: Daemon, body: bytes, encoding: str) -> Answer:
 
 
 def spooled(daemon: Daemon) -> int:
-    return int(query_spool(daemon.config.parent / "spool.db", "SELECT count(*) FROM rows")[0][0])
+    return read(daemon.config.parent / "spool.db", SpoolReader.waiting)
 
 
 RECORDS = ndjson([item(1), item(2)])

@@ -14,8 +14,9 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from shipper.spool.reader import SpoolReader, read
 from tests.hardening import http_sink, item, numbers, post_records
-from tests.support import Daemon, FakeRemote, metric, query_spool, run_cli_async, scrape, wait_for, write_config
+from tests.support import Daemon, FakeRemote, metric, run_cli_async, scrape, wait_for, write_config
 
 
 def damaged_files(tmp_path: Path) -> list[Path]:
@@ -110,7 +111,7 @@ async def test_salvage_requeues_every_readable_row_of_a_damaged_spool_and_its_wa
                 await post_records(session, url, [item(n, pad=200) for n in range(start, start + 100)])
             ).status == 202
     spool = tmp_path / "spool.db"
-    await wait_for(lambda: query_spool(spool, "SELECT count(*) FROM dead_letters")[0][0] == 1, timeout=10)
+    await wait_for(lambda: read(spool, SpoolReader.dead_count) == 1, timeout=10)
     assert await daemon.terminate() == 0  # a clean stop: the rows are in the database file now
 
     daemon = Daemon.from_config(config)
@@ -217,4 +218,4 @@ async def test_a_spool_from_a_newer_shipper_is_refused_naming_both_versions_and_
     assert "99" in err and "newer" in err and str(spool) in err
     assert damaged_files(tmp_path) == []
     assert spool.read_bytes() == before
-    assert query_spool(spool, "SELECT count(*) FROM rows") == [(1,)]
+    assert read(spool, SpoolReader.waiting) == 1

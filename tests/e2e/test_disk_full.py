@@ -8,15 +8,16 @@ returns (the filler file is deleted) ingest resumes by itself.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
+from shipper.spool.reader import SpoolReader, read
 from tests.hardening import Gate, Switch, can_mount, fill, http_sink, item, numbers, post_records, send, tmpfs
-from tests.support import Daemon, FakeRemote, query_spool, wait_for, write_config
+from tests.support import Daemon, FakeRemote, wait_for, write_config
 
 pytestmark = pytest.mark.skipif(not can_mount(), reason="needs mount/umount to make a small tmpfs")
 
@@ -27,17 +28,11 @@ def spool_on(tmp_path: Path, disk: Path, sinks: str, extra: str = "") -> Path:
     return config
 
 
-NOW = "((julianday('now') - 2440587.5) * 86400.0)"
-
-
-def leases_left(spool: Path) -> list[tuple[int, float]]:
-    """(record number, seconds its lease still runs) for each queued row, whichever way the spool keeps leases."""
-    try:
-        sql = f"SELECT r.body->>'n', l.until - {NOW} FROM rows AS r LEFT JOIN leases AS l ON l.id = r.id"
-        return [(n, left) for n, left in query_spool(spool, sql)]
-    except sqlite3.OperationalError:
-        sql = f"SELECT body->>'n', lease_until - {NOW} FROM rows"
-        return [(n, left) for n, left in query_spool(spool, sql)]
+def leases_left(spool: Path) -> list[tuple[int, float | None]]:
+    """(record number, seconds its lease still runs, None if it has none) for each queued row."""
+    with SpoolReader.open(spool) as reader:
+        leases, rows, now = reader.leases(), reader.waiting_rows(), time.time()
+    return [(orjson.loads(row.body)["n"], leases[row.id] - now if row.id in leases else None) for row in rows]
 
 
 async def fill_until_507(session: aiohttp.ClientSession, url: str, first: int) -> tuple[list[int], list[int]]:
@@ -102,7 +97,7 @@ async def test_a_full_disk_answers_507_keeps_serving_loses_nothing_and_resumes_w
                 down.on = False
                 await wait_for(lambda: set(numbers(remote)) >= set(acked), timeout=30)
                 spool = disk / "spool.db"
-                await wait_for(lambda: query_spool(spool, "SELECT count(*) FROM rows")[0][0] == 0, timeout=10)
+                await wait_for(lambda: read(spool, SpoolReader.waiting) == 0, timeout=10)
             assert not set(numbers(remote)) & set(refused), "a record answered 507 was sent anyway"
             assert "spool commit failed" in daemon.logs()
         finally:
@@ -132,7 +127,7 @@ async def test_with_the_remote_up_a_full_disk_still_loses_no_acknowledged_record
                     answer = await post_records(session, url, [item(n) for n in extra[start : start + 10]])
                     assert answer.status == 202, answer.raw
             await wait_for(lambda: set(numbers(remote)) >= set(acked) | set(extra), timeout=30)
-            await wait_for(lambda: query_spool(disk / "spool.db", "SELECT count(*) FROM rows")[0][0] == 0, timeout=15)
+            await wait_for(lambda: read(disk / "spool.db", SpoolReader.waiting) == 0, timeout=15)
             assert not set(numbers(remote)) & set(refused)
         finally:
             await daemon.ensure_stopped()

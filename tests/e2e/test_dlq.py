@@ -16,7 +16,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from tests.support import Daemon, FakeRemote, post_items, query_spool, run_cli_async, wait_for, write_config
+from shipper.spool.reader import SpoolReader, read
+from tests.support import Daemon, FakeRemote, post_items, run_cli_async, wait_for, write_config
 
 APP_KEY = "kw-app-key-SECRET-5e8d21"
 SINK_KEY = "kw-sink-key-SECRET-93c4aa"
@@ -74,8 +75,8 @@ async def start(tmp_path: Path, remote: FakeRemote) -> tuple[Daemon, Refusing]:
 
 def dead_count(tmp_path: Path, sink: str | None = None) -> int:
     if sink is None:
-        return int(query_spool(tmp_path / "spool.db", "SELECT count(*) FROM dead_letters")[0][0])
-    return int(query_spool(tmp_path / "spool.db", "SELECT count(*) FROM dead_letters WHERE sink = ?", (sink,))[0][0])
+        return read(tmp_path / "spool.db", SpoolReader.dead_count)
+    return read(tmp_path / "spool.db", lambda s: s.dead_count(sink))
 
 
 async def make_dead_letters(daemon: Daemon, tmp_path: Path) -> None:
@@ -231,7 +232,7 @@ async def test_dlq_replay_by_id_and_by_sink_requeues_in_original_order_and_the_d
 
         assert dead_count(tmp_path) == 0
         assert await dlq_json(daemon) == []
-        await wait_for(lambda: query_spool(tmp_path / "spool.db", "SELECT count(*) FROM rows") == [(0,)], timeout=10)
+        await wait_for(lambda: read(tmp_path / "spool.db", SpoolReader.waiting) == 0, timeout=10)
         # Every record reached the remote exactly once.
         assert Counter(arrived(remote)) == Counter([0, 1, 2, 3, 50, 51, 52, 53, 100, 101, 102, 200])
     finally:

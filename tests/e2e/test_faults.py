@@ -27,12 +27,12 @@ import pytest
 from aiohttp import web
 
 from shipper.daemon import closing_time
+from shipper.spool.reader import SpoolReader, read
 from tests.support import (
     Daemon,
     FakeRemote,
     ndjson,
     post_items,
-    query_spool,
     run_cli,
     unix_session,
     wait_for,
@@ -216,7 +216,7 @@ async def round_trip(url: str, count: int = 30) -> float:
 def spool_attempts(tmp_path: Path) -> int:
     """Each row counts its ended attempts, so while nothing is delivered this is every send the forwarder made, less
     the few whose answer is in but not yet recorded."""
-    return int(query_spool(spool_of(tmp_path), "SELECT coalesce(sum(attempts), 0) FROM rows")[0][0])
+    return read(spool_of(tmp_path), SpoolReader.attempts)
 
 
 async def test_outage_503_then_refused_then_recovery_delivers_all_within_the_backoff_budget(
@@ -304,13 +304,11 @@ async def test_a_400_dead_letters_only_that_record_and_the_rest_keep_flowing(
             await post_items(session, tcp_url(daemon), [record(n) for n in range(30, 40)])
         await wait_for(lambda: set(arrived(remote)) == set(range(1, 40)), timeout=10)
 
-        dead = query_spool(spool_of(tmp_path), "SELECT id, sink, status, response, reason, body FROM dead_letters")
-        assert len(dead) == 1
-        row_id, sink, status, response, reason, body = dead[0]
-        assert (row_id, sink, status) == (ids[0], "remote", 400)
-        assert "schema violation in record" in response
-        assert "rejected" in reason
-        assert orjson.loads(body) == {"n": 0, "poison": True}
+        (dead,) = read(spool_of(tmp_path), SpoolReader.dead_letters)
+        assert (dead.id, dead.sink, dead.status) == (ids[0], "remote", 400)
+        assert dead.response is not None and "schema violation in record" in dead.response
+        assert "rejected" in dead.reason
+        assert dead.body == {"n": 0, "poison": True}
         assert remote.attempts == 40  # the poison was tried once, not retried
 
         summary = status_json(config)["sinks"][0]
@@ -333,8 +331,8 @@ async def test_a_dead_lettered_keyed_record_lets_the_next_record_of_its_key_thro
             await post_items(session, tcp_url(daemon), [record(6, key="order-1")])
         await wait_for(lambda: len(remote.received) == 6, timeout=10)
         assert [b["n"] for b in remote.bodies()] == [0, 1, 3, 4, 5, 6]
-        dead = query_spool(spool_of(tmp_path), "SELECT key, status, body FROM dead_letters")
-        assert [(key, status, orjson.loads(body)["n"]) for key, status, body in dead] == [("order-1", 400, 2)]
+        dead = read(spool_of(tmp_path), SpoolReader.dead_letters)
+        assert [(d.key, d.status, d.body["n"]) for d in dead] == [("order-1", 400, 2)]
     finally:
         assert await daemon.terminate() == 0
 
@@ -354,9 +352,7 @@ async def test_a_400_with_an_unreadable_retry_after_is_still_dead_lettered(tmp_p
         async with aiohttp.ClientSession() as session:
             await post_items(session, tcp_url(daemon), [record(0, poison=True), record(1)])
         await wait_for(lambda: set(arrived(remote)) == {1}, timeout=10)
-        await wait_for(
-            lambda: query_spool(spool_of(tmp_path), "SELECT count(*) FROM dead_letters")[0][0] == 1, timeout=5
-        )
+        await wait_for(lambda: read(spool_of(tmp_path), SpoolReader.dead_count) == 1, timeout=5)
     finally:
         assert await daemon.terminate() == 0
 
@@ -614,11 +610,10 @@ async def test_max_attempts_gives_up_into_the_dead_letter_table_after_exactly_th
         remote.behaviour = fail_zero
         async with aiohttp.ClientSession() as session:
             (row_id, _) = await post_items(session, tcp_url(daemon), [record(0), record(1)])
-        dead_letters = "SELECT id, attempts, status, reason FROM dead_letters"
-        await wait_for(lambda: len(query_spool(spool_of(tmp_path), dead_letters)) == 1, timeout=10)
-        ((dead_id, attempts, status, reason),) = query_spool(spool_of(tmp_path), dead_letters)
-        assert (dead_id, attempts, status) == (row_id, 3, 503)
-        assert "gave up" in reason
+        await wait_for(lambda: read(spool_of(tmp_path), SpoolReader.dead_count) == 1, timeout=10)
+        (dead,) = read(spool_of(tmp_path), SpoolReader.dead_letters)
+        assert (dead.id, dead.attempts, dead.status) == (row_id, 3, 503)
+        assert "gave up" in dead.reason
         assert len(tries) == 3
         await wait_for(lambda: set(arrived(remote)) == {1}, timeout=10)
     finally:

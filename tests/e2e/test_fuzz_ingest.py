@@ -19,7 +19,6 @@ themselves come from fuzz_inputs.py.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from shipper.spool.reader import SpoolReader, read
 from tests.e2e.fuzz_inputs import (
     FP_ROUTES,
     HL_ROUTES,
@@ -263,15 +263,6 @@ def test_malformed_http_is_refused_with_4xx_and_the_daemon_survives(world: World
 # -- after the run -------------------------------------------------------------------------------------------------
 
 
-def _query(spool: Path, sql: str) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(f"file:{spool}?mode=ro", uri=True)
-    try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
-
-
 def _value(text: bytes) -> bytes:
     """A body as the ledger keeps it: the JSON value, re-encoded. shipper forwards the client's own text, so a body
     with a repeated key (`{"a":1,"a":2}`) arrives as sent, while the ledger holds its value (`{"a":2}`)."""
@@ -283,26 +274,31 @@ def test_zz_nothing_refused_reached_the_spool_and_every_acknowledged_row_is_acco
     ledger, spool = world.ledger, world.spool
     print(f"answers by status: {sorted(ledger.statuses.items())}; rows acknowledged {ledger.spooled}")
     deadline = time.monotonic() + 60
-    while _query(spool, "SELECT count(*) FROM rows")[0][0] and time.monotonic() < deadline:
+    while read(spool, SpoolReader.waiting) and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = _query(spool, "SELECT id, sink, body, last_error FROM rows ORDER BY id")
-    dead = _query(spool, "SELECT id, sink, body, reason FROM dead_letters ORDER BY id")
-    seq = _query(spool, "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'rows'")
-    issued = seq[0][0] if seq else 0
+    with SpoolReader.open(spool) as reader:
+        left, errors, dead, issued = (
+            reader.waiting_rows(),
+            reader.last_errors(),
+            reader.dead_letters(),
+            reader.last_id(),
+        )
     # Refused requests consumed no id: the ids handed out are exactly the rows acknowledged.
-    assert issued == ledger.spooled, (issued, ledger)
-    for row_id, sink, body, _ in [*left, *dead]:
-        assert 1 <= row_id <= issued
-        decoded = orjson.loads(body)
+    assert (issued or 0) == ledger.spooled, (issued, ledger)
+    for row_id, sink, decoded in [
+        *((r.id, r.sink, orjson.loads(r.body)) for r in left),
+        *((d.id, d.sink, d.body) for d in dead),
+    ]:
+        assert 1 <= row_id <= ledger.spooled
         if sink == "remote":
-            assert _value(body) == ledger.native[row_id], (row_id, body[:300])
+            assert orjson.dumps(decoded) == ledger.native[row_id], (row_id, decoded)
         else:
-            assert isinstance(decoded, dict | None), (row_id, sink, body[:300])
-    assert not left, f"rows never left the spool: {[(r[0], r[1], r[3]) for r in left[:10]]}"
+            assert isinstance(decoded, dict | None), (row_id, sink, decoded)
+    assert not left, f"rows never left the spool: {[(r.id, r.sink, errors.get(r.id)) for r in left[:10]]}"
     hits = world.remote.snapshot()
     delivered = len(hits) - ledger.proxied
     assert delivered + len(dead) == ledger.spooled, (delivered, len(dead), ledger.spooled)
-    dead_ids = {row[0] for row in dead}
+    dead_ids = {row.id for row in dead}
     expected = Counter(body for row_id, body in ledger.native.items() if row_id not in dead_ids)
     received = Counter(_value(hit.body or b"null") for hit in hits if hit.path.startswith("/http"))
     assert received == expected

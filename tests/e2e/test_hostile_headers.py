@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from shipper.spool.reader import SpoolReader, read
 from tests.e2e.fuzz_wire import Answer, Endpoint, build_request, exchange
 from tests.fakes.rig import vendor_rig
 from tests.fakes.snippets import KW_KEY
 from tests.hardening import http_sink, item, post_records
-from tests.support import Daemon, FakeRemote, query_spool, unix_session, wait_for, write_config
+from tests.support import Daemon, FakeRemote, unix_session, wait_for, write_config
 
 KW_LOG = b"/api/request-logs/create/"
 HL_LOG = b"/v5/prompts/log"
@@ -53,7 +54,7 @@ async def test_a_header_shipper_cannot_use_is_refused_alone_and_ingest_goes_on(
         assert answer.status == 400, answer
         assert answer.json()["error"] == "invalid_header"
         assert answer.json()["field"].lower() == name.decode().lower()
-        assert query_spool(rig.spool, "SELECT count(*) FROM rows") == [(0,)]
+        assert read(rig.spool, SpoolReader.waiting) == 0
 
         # The next requests, over both listeners, are taken as usual: nothing was stuck behind the bad one.
         good = [(b"Authorization", b"Bearer " + KW_KEY.encode())]

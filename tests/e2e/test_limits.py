@@ -17,8 +17,9 @@ import aiohttp
 import orjson
 import pytest
 
+from shipper.spool.reader import SpoolReader, read
 from tests.hardening import Answer, http_sink, item, numbers, post_records, send
-from tests.support import Daemon, FakeRemote, ndjson, query_spool, unix_session, wait_for, write_config
+from tests.support import Daemon, FakeRemote, ndjson, unix_session, wait_for, write_config
 
 LIMITS = """
 max_body_bytes = 20000
@@ -48,7 +49,7 @@ class Running:
         return host, int(port)
 
     def queued(self) -> int:
-        return int(query_spool(self.tmp_path / "spool.db", "SELECT count(*) FROM rows")[0][0])
+        return read(self.tmp_path / "spool.db", SpoolReader.waiting)
 
     async def still_serving(self, n: int = 1) -> None:
         answer = await post_records(self.session, self.url, [item(n)])

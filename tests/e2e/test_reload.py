@@ -18,13 +18,13 @@ import orjson
 import pytest
 from aiohttp import web
 
+from shipper.spool.reader import SpoolReader, read
 from tests.support import (
     Daemon,
     FakeRemote,
     by_label,
     metric,
     post_items,
-    query_spool,
     run_cli_async,
     unix_session,
     wait_for,
@@ -229,7 +229,7 @@ async def test_a_sink_removed_by_reload_is_refused_at_ingest_while_its_queued_ro
             await wait_for(lambda: numbers(remote) == [100], timeout=10)
 
             # The removed sink's rows wait in the spool, visible to the operator.
-            assert query_spool(spool, "SELECT count(*) FROM rows WHERE sink = 'gone'") == [(5,)]
+            assert read(spool, lambda s: s.waiting("gone")) == 5
             code, out, err = await run_cli_async("status", "--config", str(daemon.config), "--json")
             assert code == 0, err
             gone = next(s for s in orjson.loads(out)["sinks"] if s["sink"] == "gone")
@@ -372,8 +372,8 @@ async def test_native_records_for_a_vendor_sink_keep_the_vendor_mapping_while_it
             assert response.status == 202, await response.text()
             answer = await response.json()
     # The row has left the queue one way or the other (delivered or dead-lettered).
-    await wait_for(lambda: query_spool(tmp_path / "spool.db", "SELECT count(*) FROM rows") == [(0,)], timeout=10)
-    dead = query_spool(tmp_path / "spool.db", "SELECT reason FROM dead_letters")
+    await wait_for(lambda: read(tmp_path / "spool.db", SpoolReader.waiting) == 0, timeout=10)
+    dead = [d.reason for d in read(tmp_path / "spool.db", SpoolReader.dead_letters)]
     # What the vendor sink always does: the SDK's answer, the documented path, and the app's key forwarded.
     assert answer.get("results") == [{"message": "log successful"}]
     assert dead == []
@@ -489,7 +489,7 @@ async def test_sigterm_while_a_reload_waits_for_a_send_still_drains_it_and_nothi
         assert await daemon.terminate(timeout=20) == 0
         assert numbers(remote) == [0]
         # The answer was recorded before the spool closed: nothing is left to send again.
-        assert query_spool(tmp_path / "spool.db", "SELECT count(*) FROM rows") == [(0,)]
+        assert read(tmp_path / "spool.db", SpoolReader.waiting) == 0
         errors = [e for e in daemon.json_logs() if e["level"] in ("error", "critical") or "exc" in e]
         assert errors == []
         await daemon.start()

@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import pytest
 from aiohttp import web
 
+from shipper.spool.reader import DeadRow, SpoolReader, read
 from tests.hardening import Switch, TlsRemote, http_sink, item, make_certs, numbers, post_records
 from tests.support import (
     Daemon,
     FakeRemote,
     metric,
-    query_spool,
     run_cli_async,
     scrape,
     wait_for,
@@ -42,8 +41,8 @@ async def post(session: aiohttp.ClientSession, daemon: Daemon, items: list[dict[
     assert answer.status == 202, answer.raw
 
 
-def dead_letters(tmp_path: Path) -> list[tuple[Any, ...]]:
-    return query_spool(tmp_path / "spool.db", "SELECT status, reason, body FROM dead_letters ORDER BY id")
+def dead_letters(tmp_path: Path) -> list[DeadRow]:
+    return read(tmp_path / "spool.db", SpoolReader.dead_letters)
 
 
 # --- circuit breaker ----------------------------------------------------------------------------------------------
@@ -298,8 +297,8 @@ async def test_a_single_record_too_large_for_the_remote_is_dead_lettered_and_bat
             await post(session, daemon, items)
             await wait_for(lambda: len(dead_letters(tmp_path)) == 1, timeout=20)
             await wait_for(lambda: sorted(set(numbers(remote))) == [n for n in range(60) if n != 30], timeout=20)
-            (status, reason, body) = dead_letters(tmp_path)[0]
-            assert status == 413 and orjson.loads(body)["n"] == 30, reason
+            (dead,) = dead_letters(tmp_path)
+            assert dead.status == 413 and dead.body["n"] == 30, dead.reason
             # Later batches stay under half of the one refused first.
             first_refused = next(size for size in sizes if size > limit)
             await post(session, daemon, [item(n, pad=500) for n in range(100, 160)])
@@ -321,9 +320,7 @@ async def test_a_host_that_does_not_resolve_is_retried_with_backoff_and_reported
     try:
         async with aiohttp.ClientSession() as session:
             await post(session, daemon, [item(n) for n in range(10)])
-            await wait_for(
-                lambda: query_spool(tmp_path / "spool.db", "SELECT sum(attempts) FROM rows")[0][0] >= 6, timeout=20
-            )
+            await wait_for(lambda: read(tmp_path / "spool.db", SpoolReader.attempts) >= 6, timeout=20)
             status = await live_status(session, daemon)
             assert status["state"] in ("backing_off", "probing", "open")
             assert "cannot resolve host" in status["last_error"], status["last_error"]
@@ -332,7 +329,7 @@ async def test_a_host_that_does_not_resolve_is_retried_with_backoff_and_reported
         code, out, err = await run_cli_async("status", "--json", "--config", str(config))
         assert code == 0, err
         assert "cannot resolve host" in out
-        attempts = query_spool(tmp_path / "spool.db", "SELECT sum(attempts) FROM rows")[0][0]
+        attempts = read(tmp_path / "spool.db", SpoolReader.attempts)
         # Backoff, not a hot loop: a few seconds of outage cost tens of attempts, not thousands.
         assert attempts < 200, attempts
         assert dead_letters(tmp_path) == []
@@ -357,9 +354,7 @@ async def test_a_remote_whose_certificate_is_not_trusted_is_retried_with_a_clear
     try:
         async with aiohttp.ClientSession() as session:
             await post(session, daemon, [item(n) for n in range(5)])
-            await wait_for(
-                lambda: query_spool(tmp_path / "spool.db", "SELECT sum(attempts) FROM rows")[0][0] >= 6, timeout=20
-            )
+            await wait_for(lambda: read(tmp_path / "spool.db", SpoolReader.attempts) >= 6, timeout=20)
             status = await live_status(session, daemon)
             assert "TLS" in status["last_error"] and "certificate" in status["last_error"], status["last_error"]
         assert tls_remote.attempts == 0 and tls_remote.received == []
@@ -396,9 +391,7 @@ async def test_a_ca_file_does_not_turn_off_host_name_checks(tmp_path: Path) -> N
     try:
         async with aiohttp.ClientSession() as session:
             await post(session, daemon, [item(1)])
-            await wait_for(
-                lambda: query_spool(tmp_path / "spool.db", "SELECT sum(attempts) FROM rows")[0][0] >= 6, timeout=20
-            )
+            await wait_for(lambda: read(tmp_path / "spool.db", SpoolReader.attempts) >= 6, timeout=20)
             last_error = (await live_status(session, daemon))["last_error"]
             assert "TLS" in last_error and "127.0.0.1" in last_error, last_error
         assert server.received == []

@@ -27,13 +27,13 @@ import orjson
 import pytest
 from aiohttp import web
 
+from shipper.spool.reader import SpoolReader, read
 from tests.fakes import KeywordsAIFake
 from tests.hardening import Answer, http_sink, item, numbers, post_records, send
 from tests.support import (
     Daemon,
     FakeRemote,
     free_port,
-    query_spool,
     run_cli,
     run_cli_async,
     unix_session,
@@ -151,7 +151,7 @@ async def guarded(tmp_path: Path, remote: FakeRemote) -> AsyncIterator[Daemon]:
 
 
 def queued(daemon: Daemon) -> int:
-    return int(query_spool(daemon.config.parent / "spool.db", "SELECT count(*) FROM rows")[0][0])
+    return read(daemon.config.parent / "spool.db", SpoolReader.waiting)
 
 
 @pytest.mark.parametrize(
@@ -260,7 +260,7 @@ async def test_the_token_is_never_stored_or_forwarded_as_a_vendor_api_key(
         assert answer.status == 200, answer.raw
     await wait_for(lambda: len(fake.attempts) >= 1, timeout=10)
     assert fake.keys_used() == {key_used}
-    stored = [value for (value,) in query_spool(daemon.config.parent / "spool.db", "SELECT value FROM credentials")]
+    stored = [stored.value for stored in read(daemon.config.parent / "spool.db", SpoolReader.credentials)]
     assert TOKEN not in stored
 
 
@@ -575,9 +575,7 @@ base_url = "{kw.url}"
             # The remote took the sink's credential; Keywords AI refused the app's key for good (401).
             await wait_for(lambda: len(numbers(remote)) >= 20, timeout=20)
             assert remote.received[0].headers["Authorization"] == SINK_SECRET
-            await wait_for(
-                lambda: query_spool(tmp_path / "spool.db", "SELECT count(*) FROM dead_letters")[0][0] == 2, timeout=20
-            )
+            await wait_for(lambda: read(tmp_path / "spool.db", SpoolReader.dead_count) == 2, timeout=20)
             shown = await everything_shown(daemon, config, headers)
         finally:
             assert await daemon.terminate() == 0

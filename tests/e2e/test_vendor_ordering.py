@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import sqlite3
 import stat
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from shipper.spool.reader import DeadRow, read
 from tests.fakes import BAD_REQUEST, RATE_LIMITED, RESET, UNAVAILABLE, Fault, Seen
 from tests.fakes import snippets as sdk
 from tests.fakes.rig import APP_KEYS, SINK_KEYS, Rig, vendor_rig
@@ -36,12 +36,7 @@ def first_occurrences(operations: list[str]) -> list[str]:
 
 def rows_attempted(spool: Path, sink: str) -> int:
     """How many delivery attempts the daemon has made for a sink's queued rows (read-only)."""
-    conn = sqlite3.connect(f"file:{spool}?mode=ro", uri=True)
-    try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        return int(conn.execute("SELECT coalesce(sum(attempts), 0) FROM rows WHERE sink = ?", (sink,)).fetchone()[0])
-    finally:
-        conn.close()
+    return read(spool, lambda reader: reader.attempts(sink))
 
 
 async def fp_entity(rig: Rig, project: str = sdk.FP_PROJECT) -> dict[str, Any]:
@@ -231,8 +226,8 @@ class DeadScenario:
         async with sdk.async_humanloop_client(self.rig.host) as hl:
             await hl.prompts.update_log(id=self.told.prompt_id, log_id=self.told.id, output="x", log_status="complete")
 
-    def dead(self) -> list[dict[str, Any]]:
-        return [row for row in self.rig.dead_letters() if row["sink"] == self.sink]
+    def dead(self) -> list[DeadRow]:
+        return [row for row in self.rig.dead_letters() if row.sink == self.sink]
 
 
 @pytest.mark.parametrize("timing", ["queued-behind-the-create", "sent-after-the-create-died"])
@@ -257,11 +252,11 @@ async def test_a_dead_lettered_create_takes_its_dependants_with_it(tmp_path: Pat
         dead = scenario.dead()
 
     create, *dependants = dead
-    assert create["status"] == 400 and "bad request (fake)" in (create["response"] or "")
-    assert create["method"] == "POST" and (bad in create["path"] or bad in (create["key"] or ""))
+    assert create.status == 400 and "bad request (fake)" in (create.response or "")
+    assert create.method == "POST" and (bad in create.path or bad in (create.key or ""))
     for row in dependants:
-        assert row["status"] is None, f"a dependant of a dead create was sent: {row}"
-        assert re.search(rf"\b{create['id']}\b", row["reason"]) or bad in row["reason"], row["reason"]
+        assert row.status is None, f"a dependant of a dead create was sent: {row}"
+        assert re.search(rf"\b{create.id}\b", row.reason) or bad in row.reason, row.reason
     assert not [seen for seen in fake.attempts if bad in seen.path and not is_create(vendor)(seen)]
     assert fake.violations == [] and fake.operations(bad) == []
 
@@ -447,7 +442,7 @@ async def test_keys_never_appear_in_logs_status_or_dead_letters_and_the_spool_is
         assert await rig.daemon.terminate() == 0
     logs = rig.daemon.logs()
 
-    assert any(row["status"] == 401 for row in dead)
+    assert any(row.status == 401 for row in dead)
     secrets = (*APP_KEYS, *SINK_KEYS, rejected_key)
     for secret in secrets:
         assert secret not in logs, f"{secret} leaked into shipper's log"

@@ -10,7 +10,6 @@ Ordering, faults, dead letters and secrets are in test_vendor_ordering.py.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -22,6 +21,7 @@ import httpx
 import orjson
 import pytest
 
+from shipper.spool.reader import SpoolReader, read
 from tests.fakes import Fault, FreeplayFake, HumanloopFake, KeywordsAIFake, Seen
 from tests.fakes import snippets as sdk
 from tests.fakes.humanloop import File
@@ -369,12 +369,11 @@ async def test_a_native_vendor_record_whose_body_maps_to_no_values_is_400_and_no
         answer = await response.json()
     assert (answer["error"], answer["index"], answer["field"]) == ("invalid_json", 1, "body")
     # Committed rows stay in the spool (rows + dead letters) or reach a fake; this request left no trace anywhere.
-    conn = sqlite3.connect(f"file:{rig.spool}?mode=ro", uri=True)
-    try:
-        ids_used = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'rows'").fetchall()
-    finally:
-        conn.close()
-    assert ids_used == [] and not rig.dead_letters() and all(not fake.received for fake in rig.fakes)
+    assert (
+        read(rig.spool, SpoolReader.last_id) is None
+        and not rig.dead_letters()
+        and all(not fake.received for fake in rig.fakes)
+    )
 
 
 # -- proxied reads --------------------------------------------------------------------------------------------

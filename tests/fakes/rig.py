@@ -8,7 +8,6 @@ forwarded. Not responsible for what the tests assert.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from shipper.spool.reader import DeadRow, SpoolReader
 from tests.fakes.freeplay import FreeplayFake
 from tests.fakes.humanloop import HumanloopFake
 from tests.fakes.keywordsai import KeywordsAIFake
@@ -80,7 +80,7 @@ class Rig:
     def fakes(self) -> tuple[FreeplayFake, HumanloopFake, KeywordsAIFake]:
         return self.fp, self.hl, self.kw
 
-    def dead_letters(self) -> list[dict[str, Any]]:
+    def dead_letters(self) -> list[DeadRow]:
         return dead_letters(self.spool)
 
     def status(self) -> dict[str, Any]:
@@ -96,24 +96,12 @@ class Rig:
         await self.daemon.start()
 
 
-def dead_letters(spool: Path) -> list[dict[str, Any]]:
-    """The dead-letter table, read-only, as the contract for tests names its columns."""
+def dead_letters(spool: Path) -> list[DeadRow]:
+    """The dead letters, read-only, in id order: none before the daemon has laid the spool out."""
     if not spool.exists():
         return []
-    conn = sqlite3.connect(f"file:{spool}?mode=ro", uri=True)
-    try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        rows = conn.execute(
-            "SELECT id, sink, key, method, path, status, response, reason FROM dead_letters ORDER BY id"
-        ).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-    finally:
-        conn.close()
-    names = ("id", "sink", "key", "method", "path", "status", "response", "reason")
-    return [dict(zip(names, row, strict=True)) for row in rows]
+    with SpoolReader.open(spool) as reader:
+        return reader.dead_letters() if reader.version() else []
 
 
 @contextlib.asynccontextmanager

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shipper.spool.dlq import reason_alone, rfc3339
+from shipper.logs import rfc3339
+from shipper.spool.reader import reason_alone
 
 
 @pytest.mark.parametrize(
