@@ -121,7 +121,7 @@ def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     supervised = supervised_listeners(os.environ)
     if supervised is not None:
         die_with_parent(supervised[0])
-    return run(config, source.path, args.log_level, Role(args.role or "all"), supervised and supervised[1])
+    return run(config, source.path, args.log_level, Role(args.role or "all"), supervised)
 
 
 def _status(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:

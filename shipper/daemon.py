@@ -66,15 +66,17 @@ class Daemon:
         config_path: Path | None = None,
         log_level: str | None = None,
         role: Role = Role.ALL,
-        listeners: Listeners | None = None,
+        supervision: tuple[int, Listeners] | None = None,
     ) -> None:
-        """`role`: what this process does (roles.py); `listeners`: sockets a supervisor bound for it."""
+        """`role`: what this process does (roles.py); `supervision`: the pid of the supervisor that started it and
+        the sockets it bound for it."""
         self.role = role
+        self.supervisor = supervision[0] if supervision else None
         self.gathers = role is Role.INGEST  # answers the operations routes for its delivery peers too
         # Under a supervisor, its lines are the shipper's start and stop lines; a role's own go to debug.
         self._telling = logging.INFO if role is Role.ALL else logging.DEBUG
         self._telling_error = logging.ERROR if role is Role.ALL else logging.DEBUG
-        self._listeners = listeners
+        self._listeners = supervision[1] if supervision else None
         self.config = config
         self.config_path = config_path
         self.log_level = log_level  # the command line's --log-level outlives reloads
@@ -267,7 +269,8 @@ class Daemon:
         self.stopping = True
         started = time.monotonic()
         budget = self.config.daemon.drain_timeout
-        deadline = started + budget - closing_time(budget)
+        # A role keeps one more slice: its own exit and the supervisor's last line are inside the budget too.
+        deadline = started + budget - closing_time(budget) * (1 if self.role is Role.ALL else 2)
         log.log(self._telling, "shutting down: refusing new records, draining in-flight sends")
         _, abandoned = await asyncio.gather(_until_idle(in_flight, deadline), self.fleet.stop_all(deadline))
         if self.role is Role.INGEST:
@@ -331,10 +334,10 @@ def run(
     config_path: Path | None = None,
     log_level: str | None = None,
     role: Role = Role.ALL,
-    listeners: Listeners | None = None,
+    supervision: tuple[int, Listeners] | None = None,
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT; uvloop when installed (a faster loop for the same code)."""
-    daemon = Daemon(config, config_path, log_level, role, listeners)
+    daemon = Daemon(config, config_path, log_level, role, supervision)
     try:
         import uvloop
     except ImportError:

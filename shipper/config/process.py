@@ -9,11 +9,14 @@ takes. Not responsible for opening the spool (shipper/spool/) or for the process
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from shipper.config.section import Section
+
+# How many processes of a role: a count (at most 64), or "auto".
+Workers = Annotated[int, Field(ge=0, le=64)] | Literal["auto"]
 
 
 class DaemonConfig(Section):
@@ -21,8 +24,8 @@ class DaemonConfig(Section):
     drain_timeout: float = Field(10.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # Processes beside one spool (supervisor.py): 0 and 0 is one process doing both; "auto" sizes to the cores.
-    ingest_workers: int | Literal["auto"] = Field("auto", ge=0)
-    delivery_workers: int | Literal["auto"] = Field("auto", ge=0)
+    ingest_workers: Workers = "auto"
+    delivery_workers: Workers = "auto"
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> DaemonConfig:

@@ -114,7 +114,7 @@ class _Fixed(Collector):
 def merge_status(own: dict[str, Any], answers: dict[str, tuple[int, bytes] | None]) -> dict[str, Any]:
     """This process's `/v1/status` with every peer's sinks in it, and one line per process under `roles`."""
     merged = dict(own)
-    merged["roles"] = [{"role": own.get("role", "ingest"), "pid": own.get("pid"), "state": "running"}]
+    merged["roles"] = [{"role": "ingest", "pid": os.getpid(), "state": "running"}]
     sinks: dict[str, Any] = dict(own.get("sinks", {}))
     for peer, answer in answers.items():
         pid = int(peer.split("-")[1])

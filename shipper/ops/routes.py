@@ -35,6 +35,7 @@ class Live(Protocol):
     metrics: Metrics
     stopping: bool
     gathers: bool  # answers for the delivery processes beside it (ops/gather.py)
+    supervisor: int | None  # the supervisor's pid, when one started this process: the shipper's pid to the outside
 
     @property
     def spool(self) -> Queue: ...
@@ -114,7 +115,7 @@ async def status(request: web.Request) -> web.Response:
             "auth_failures_since_start": f.counters.auth_failures,
         }
     # The spool it uses, absolute: `shipper status` run with another config (or none) still reads the right file.
-    own = {"pid": os.getpid(), "spool": str(live.spool.path.resolve()), "sinks": sinks}
+    own = {"pid": live.supervisor or os.getpid(), "spool": str(live.spool.path.resolve()), "sinks": sinks}
     if live.gathers:
         own = merge_status(own, await ask_all(live.spool.path, "/v1/status"))
     return json_response(own)

@@ -448,4 +448,6 @@ async def test_keys_never_appear_in_logs_status_or_dead_letters_and_the_spool_is
         assert secret not in logs, f"{secret} leaked into shipper's log"
         assert secret not in status_json and secret not in status_table
         assert not [row for row in dead if secret in repr(row)], f"{secret} leaked into dead_letters"
-    assert modes["spool.db"] == 0o600 and set(modes.values()) == {0o600}, modes
+    # Files owner-only; the directory of presence locks (one per process of the shipper) owner-only too.
+    assert modes["spool.db"] == 0o600 and modes.pop("spool.db-owners", 0o700) == 0o700, modes
+    assert set(modes.values()) == {0o600}, modes
