@@ -116,7 +116,7 @@ def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
         return run_supervisor(config, source.path, args.log_level, options, workers)
     from shipper.daemon import run
     from shipper.roles import Role
-    from shipper.supervisor import die_with_parent, supervised_listeners
+    from shipper.supervisor.child import die_with_parent, supervised_listeners
 
     supervised = supervised_listeners(os.environ)
     if supervised is not None:

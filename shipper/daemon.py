@@ -30,7 +30,7 @@ from shipper.config.listeners import IngestConfig
 from shipper.enrich.collector import EnrichCollector
 from shipper.enrich.redact import Redactor
 from shipper.enrich.usage import Enricher
-from shipper.errors import ConfigError, SpoolError
+from shipper.errors import ConfigError
 from shipper.forward.fleet import Fleet
 from shipper.forward.forwarder import Forwarder
 from shipper.ingest.activation import Listeners
@@ -48,15 +48,12 @@ from shipper.sinks import build_sink, start_sinks
 from shipper.sinks.routing import Routing
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
-from shipper.spool.stats import queued_by_sink
-from shipper.status import human_age
+from shipper.stopping import closing_time, queued, say_stopped, until_idle
 
 log = logging.getLogger(__name__)
 
 # Sections a reload cannot apply to a running daemon: listeners, the spool file, and what ingest does to records.
 RESTART_SECTIONS = ("ingest", "admin", "spool", "redact", "enrich")
-# At most this much of `drain_timeout` (and a tenth of it) is kept for closing connections after the drain.
-CLOSING_TIME = 0.25
 
 
 class Daemon:
@@ -190,7 +187,7 @@ class Daemon:
     async def _open_spool(self, stack: AsyncExitStack) -> None:
         spool = self.config.spool
         bounds = Bounds(spool.max_bytes, spool.max_rows, spool.when_full, self._dropped)
-        self._spool = await open_spool(self.role, spool, bounds, self._spool_died, stack)
+        self._spool = await open_spool(self.role, self.supervisor is not None, spool, bounds, self._spool_died, stack)
         if self._spool.recovered_from is not None:
             self.counters.spool_recoveries += 1
 
@@ -272,27 +269,15 @@ class Daemon:
         # A role keeps one more slice: its own exit and the supervisor's last line are inside the budget too.
         deadline = started + budget - closing_time(budget) * (1 if self.role is Role.ALL else 2)
         log.log(self._telling, "shutting down: refusing new records, draining in-flight sends")
-        _, abandoned = await asyncio.gather(_until_idle(in_flight, deadline), self.fleet.stop_all(deadline))
+        _, abandoned = await asyncio.gather(until_idle(in_flight, deadline), self.fleet.stop_all(deadline))
         if self.role is Role.INGEST:
             await deliveries_done(self.config.spool.path, deadline)
         if server is not None:
             await server.stop(closing_time(budget) / 2)  # aiohttp may wait twice: for handlers, then for their cancel
-        uptime, drained, queued = time.monotonic() - self.started_at, time.monotonic() - started, await self._queued()
-        log.log(
-            self._telling,
-            "shipper stopped after running %s (drain %.2fs); %d in-flight row(s) handed back to the spool;"
-            " still queued: %s",
-            human_age(uptime),
-            drained,
-            abandoned,
-            "unknown" if queued is None else ", ".join(f"{name} {n}" for name, n in queued.items()) or "nothing",
-            extra={
-                "uptime_seconds": round(uptime, 3),
-                "drain_seconds": round(drained, 3),
-                "queued": queued,
-                "sinks": {name: asdict(counters) for name, counters in self.fleet.counters.items()},
-            },
-        )
+        uptime, drained = time.monotonic() - self.started_at, time.monotonic() - started
+        waiting = await asyncio.to_thread(queued, self.config)
+        sinks = {name: asdict(counters) for name, counters in self.fleet.counters.items()}
+        say_stopped(log, self._telling, uptime, drained, abandoned, waiting, sinks)
         self._report(
             X_SHIPPER_STOPPED={"abandoned": abandoned, "sinks": {n: asdict(c) for n, c in self.fleet.counters.items()}}
         )
@@ -301,26 +286,6 @@ class Daemon:
         """Under a supervisor: what it needs for the shipper's own lines (one per reload, one at the stop)."""
         if self.role is not Role.ALL:
             self.notifier.send(**{key: orjson.dumps(value).decode() for key, value in fields.items()})
-
-    async def _queued(self) -> dict[str, int] | None:
-        """Rows left in the spool per sink, for the stop line: what the next start will deliver (None: unreadable).
-        A count on the sink index alone (40 ms for 500,000 rows), so the stop stays close to its bound."""
-        try:
-            counts = await asyncio.to_thread(queued_by_sink, self.config.spool.path)
-        except SpoolError:
-            return None
-        return {sink: counts.get(sink, 0) for sink in sorted({*self.config.sinks, *counts})}
-
-
-def closing_time(drain_timeout: float) -> float:
-    """The part of the drain budget kept for closing connections once the waiting is over."""
-    return min(CLOSING_TIME, drain_timeout / 10)
-
-
-async def _until_idle(in_flight: InFlight, deadline: float) -> None:
-    if in_flight.count:  # requests already committing get their answer
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(in_flight.idle.wait(), max(0.0, deadline - time.monotonic()))
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

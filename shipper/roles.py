@@ -11,6 +11,7 @@ serves `/metrics` and `/v1/status` can answer for all (ops/gather.py). Not respo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import os
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from shipper.config.process import SpoolConfig
+from shipper.errors import SpoolError
 from shipper.ops.gather import control_address, delivering_peers
 from shipper.ops.routes import Live, add_routes
 from shipper.spool import Spool
@@ -31,6 +33,8 @@ from shipper.spool.wakes import WakeListener, Waker
 
 # Where the supervisor moved a damaged spool aside, told to the first ingest process (which counts it).
 RECOVERED_ENV = "SHIPPER_SPOOL_RECOVERED"
+# How often a delivery process looks for dead processes' leases to give back.
+GIVE_BACK_INTERVAL = 5.0
 # How often an ingest process that is stopping looks whether the deliveries are done.
 PEERS_POLL = 0.05
 
@@ -51,15 +55,16 @@ class Role(enum.Enum):
 
 
 async def open_spool(
-    role: Role, spool: SpoolConfig, bounds: Bounds, on_death: DeathHook, stack: AsyncExitStack
+    role: Role, supervised: bool, spool: SpoolConfig, bounds: Bounds, on_death: DeathHook, stack: AsyncExitStack
 ) -> Spool:
-    """Alone, the daemon claims its spool; a role attaches to the one its supervisor claimed, and wakes (or is woken
-    by) the processes beside it."""
+    """Alone, the daemon claims its spool; a role attaches to the one its supervisor claimed (or, run alone, shares
+    it with other roles alone), and wakes (or is woken by) the processes beside it."""
     if role is Role.ALL:
         opened = await Spool.open(spool.path, spool.durability, spool.lease_timeout, bounds, on_death)
         stack.push_async_callback(opened.close)
         return opened
-    opened = await Spool.attach(spool.path, spool.durability, spool.lease_timeout, bounds, on_death, role.value)
+    joining = Spool.attach if supervised else Spool.join
+    opened = await joining(spool.path, spool.durability, spool.lease_timeout, bounds, on_death, role.value)
     stack.push_async_callback(opened.close)
     if role is Role.INGEST:
         recovered = os.environ.pop(RECOVERED_ENV, None)
@@ -70,7 +75,24 @@ async def open_spool(
     else:
         listener = WakeListener(opened.owner, opened.announce)
         stack.callback(listener.close)
+        keeper = asyncio.create_task(_give_back_dead(opened), name="give-back-dead-leases")
+        stack.push_async_callback(_cancel, keeper)
     return opened
+
+
+async def _give_back_dead(spool: Spool) -> None:
+    """A delivery process gives back the leases of any process of this spool that died, every few seconds: with a
+    supervisor that sees a death it is done at once already; with roles alone, this is how it is done at all."""
+    while True:
+        await asyncio.sleep(GIVE_BACK_INTERVAL)
+        with contextlib.suppress(SpoolError):
+            await spool.give_back_dead()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def deliveries_done(spool: Path, deadline: float) -> None:

@@ -25,7 +25,7 @@ from shipper.spool.bounds import Bounds
 from shipper.spool.claim import Claim
 from shipper.spool.group import GroupWriter, Op, Outcome, Read, environmental, failure
 from shipper.spool.inserts import one
-from shipper.spool.owners import Presence
+from shipper.spool.owners import Presence, reclaim_dead
 from shipper.spool.schema import apply_pragmas, check_current, page_size
 from shipper.spool.thread import DatabaseThread
 from shipper.spool.turns import Turns
@@ -87,6 +87,27 @@ class Spool:
         claim = Claim.take(path, durability)
         try:
             spool = await cls.attach(path, durability, lease_timeout, bounds, on_death, role="daemon")
+        except BaseException:
+            claim.release()
+            raise
+        spool._claim = claim
+        spool.recovered_from = claim.recovered_from
+        return spool
+
+    @classmethod
+    async def join(
+        cls,
+        path: Path,
+        durability: str = "fsync",
+        lease_timeout: float = 300.0,
+        bounds: Bounds | None = None,
+        on_death: DeathHook = None,
+        role: str = "daemon",
+    ) -> Spool:
+        """A role alone (no supervisor) on a spool other roles alone may share: claimed shared (Claim.share)."""
+        claim = await asyncio.to_thread(Claim.share, path, durability)
+        try:
+            spool = await cls.attach(path, durability, lease_timeout, bounds, on_death, role)
         except BaseException:
             claim.release()
             raise
@@ -178,6 +199,14 @@ class Spool:
             if found is not None:
                 self._upstream[(sink, local)] = found
         return self._upstream.get((sink, local))
+
+    async def give_back_dead(self) -> int:
+        """Leases of processes that died, back to the queue now (not at their deadline); wakes the watchers when any
+        came back. Returns how many."""
+        given: int = await self._submit(Op(self._future(), read=lambda conn: reclaim_dead(conn, self.path)))
+        if given:
+            self.announce(dict.fromkeys(self._watchers, given))
+        return given
 
     async def ping(self) -> None:
         """Prove the spool takes a write: an empty write transaction through the group-commit writer."""

@@ -26,8 +26,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from shipper.daemon import closing_time
 from shipper.spool.reader import SpoolReader, read
+from shipper.stopping import closing_time
 from tests.support import (
     Daemon,
     FakeRemote,

@@ -3,7 +3,8 @@
 kill -9 of each kind of process while clients stream keyed records: nothing acknowledged is lost, every key's records
 reach the remote in order (a repeat only ever of the record just sent), and the supervisor starts the dead role
 again; a delivery process that hangs (SIGSTOP) gets its leases taken over by the other at their deadline; the
-supervisor's own kill -9 takes every role with it; the operations routes answer for all processes at once.
+supervisor's own kill -9 takes every role with it; the operations routes answer for all processes at once; roles
+run alone (no supervisor) share a spool and refuse a whole shipper beside them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import itertools
 import os
 import signal
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.support import Daemon, FakeRemote, metric, scrape, wait_for, write_config
+from tests.support import Daemon, FakeRemote, metric, run_cli_async, scrape, wait_for, write_config
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -237,3 +239,52 @@ async def test_metrics_and_status_add_up_every_process(tmp_path: Path, remote: F
         assert status["sinks"]["remote"]["delivered_since_start"] == 200
     finally:
         assert await daemon.terminate() == 0
+
+
+async def test_roles_run_alone_share_one_spool_and_a_second_delivery_takes_over_a_dead_ones_leases(
+    tmp_path: Path, remote: FakeRemote
+) -> None:
+    """As two containers on one volume would run them: `--role ingest` and `--role delivery`, no supervisor."""
+    release = asyncio.Event()
+
+    async def held(request: Any, body: bytes) -> None:
+        await release.wait()
+
+    remote.async_behaviour = held
+    config = config_for(tmp_path, remote)
+    ingest = Daemon.from_config(config)
+    ingest.args = ("--role", "ingest")
+    await ingest.start()
+    deliveries: list[asyncio.subprocess.Process] = []
+
+    async def delivery() -> None:
+        deliveries.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "shipper", "run", "--role", "delivery", "--config", str(config)
+            )
+        )
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            for n in range(20):
+                item = {"sink": "remote", "path": "/ingest", "body": {"n": n}}
+                async with session.post(f"http://{ingest.http}/v1/records", json=item) as response:
+                    assert response.status == 202
+        # A whole shipper on the same spool is refused while roles alone use it.
+        code, _, err = await run_cli_async("run", "--config", str(config))
+        assert code == 2 and "already using the spool" in err, err
+        await delivery()
+        await wait_for(lambda: remote.in_flight > 0, timeout=20)  # it holds leases, its sends hang
+        deliveries[0].send_signal(signal.SIGKILL)
+        await deliveries[0].wait()
+        await delivery()
+        release.set()
+        # The second one gives the dead one's leases back (within a few seconds) and delivers everything.
+        await wait_for(lambda: {b["n"] for b in remote.bodies()} == set(range(20)), timeout=30)
+    finally:
+        release.set()
+        for process in deliveries:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                await process.wait()
+        assert await ingest.terminate() == 0

@@ -25,6 +25,7 @@ from shipper.core.rows import Retry
 from shipper.errors import SpoolError, SpoolFull
 from shipper.records import NewRow
 from shipper.spool import Spool
+from shipper.spool import claim as claim_module
 from shipper.spool.bounds import Bounds
 from shipper.spool.claim import Claim
 from shipper.spool.owners import alive, owners_dir
@@ -169,3 +170,44 @@ async def test_an_append_in_one_process_wakes_the_watchers_of_another(pair: tupl
     finally:
         waker.close()
         listener.close()
+
+
+def test_roles_alone_share_the_claim_and_a_whole_shipper_is_refused(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = Claim.share(path, "fsync")  # claims the file (creates and migrates it), then holds it shared
+    second = Claim.share(path, "fsync")
+    with pytest.raises(SpoolError, match="already using the spool"):
+        Claim.take(path, "fsync")
+    first.release()
+    second.release()
+    whole = Claim.take(path, "fsync")
+    monkeypatch.setattr(claim_module, "SHARE_WAIT", 0.2)
+    try:
+        with pytest.raises(SpoolError, match="a role alone cannot join it"):
+            Claim.share(path, "fsync")
+    finally:
+        whole.release()
+
+
+async def test_any_process_gives_back_the_leases_of_a_dead_one_and_wakes_its_forwarders(
+    path: Path, claim: Claim
+) -> None:
+    delivery = await Spool.attach(path, "fsync", role="delivery")
+    heard: asyncio.Queue[int] = asyncio.Queue()
+    delivery.watch("remote", heard.put_nowait)
+    try:
+        ids = await delivery.append([row(0), row(1)])
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", HOLDER, str(path), stdout=asyncio.subprocess.PIPE
+        )
+        assert holder.stdout is not None
+        await holder.stdout.readline()
+        assert await delivery.give_back_dead() == 0  # alive: its leases stay
+        holder.send_signal(signal.SIGKILL)
+        await holder.wait()
+        assert await delivery.give_back_dead() == 2
+        assert await asyncio.wait_for(heard.get(), 5) == 2
+        assert [r.id for r in (await delivery.lease("remote", 10)).rows] == ids
+    finally:
+        await delivery.close()

@@ -18,60 +18,31 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import signal
-import socket
-import struct
 import sys
 import time
 from collections import Counter
-from collections.abc import MutableMapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from shipper.config import Config, load_config
-from shipper.errors import ConfigError, SpoolError
+from shipper.errors import ConfigError
 from shipper.ingest.activation import Listeners, inherited_listeners
 from shipper.ingest.binding import bind_listeners
 from shipper.notify import Notifier
 from shipper.roles import RECOVERED_ENV
 from shipper.spool.claim import Claim
-from shipper.spool.stats import queued_by_sink
 from shipper.spool.wakes import Waker
-from shipper.status import human_age
+from shipper.supervisor import lines
+from shipper.supervisor.child import ROLE_PING, Child, role_env
+from shipper.supervisor.inbox import Inbox
 
 log = logging.getLogger(__name__)
 
-# Roles ping the supervisor this often; one silent for three pings is hung, and systemd's watchdog is not fed.
-ROLE_PING = 1.0
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 # A role alive this long after a restart counts as healthy again: the next death restarts it at once.
 HEALTHY_AFTER = 60.0
 # What a role may take beyond `drain_timeout` to exit before it is killed.
 EXIT_MARGIN = 2.0
-LISTEN_ENV = "SHIPPER_LISTEN_FDS"
-PARENT_ENV = "SHIPPER_SUPERVISOR_PID"
-
-
-@dataclass(eq=False)
-class Child:
-    role: str
-    process: asyncio.subprocess.Process | None = None
-    readies: int = 0  # READY=1 messages since the start: a reload ends with one more
-    pinged: float = 0.0
-    started: float = 0.0
-    deaths: int = 0
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    # What it reported (sd_notify fields of its own): its last reload's outcome, its stop summary.
-    reload: dict[str, Any] | None = None
-    stopped: dict[str, Any] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
 
 
 class Supervisor:
@@ -93,8 +64,7 @@ class Supervisor:
         self._stopping = False
         self._failed: int | None = None
         self._notifier = Notifier()
-        self._address = f"\0shipper-supervisor-{os.getpid()}-{secrets.token_hex(4)}"
-        self._inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        self._inbox: Inbox | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._claim: Claim | None = None
         self._listeners = Listeners()
@@ -113,13 +83,14 @@ class Supervisor:
             with bound:
                 self._listeners = bound.listeners
                 self._fds = bound.fds
-                self._inbox.bind(self._address)
-                self._inbox.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+                self._inbox = Inbox()
                 loop.add_reader(self._inbox.fileno(), self._read_inbox)
                 code = await self._serve(started)
         finally:
             self._claim.release()
-            self._inbox.close()
+            if self._inbox is not None:
+                loop.remove_reader(self._inbox.fileno())
+                self._inbox.close()
         return code
 
     async def _serve(self, started: float) -> int:
@@ -131,17 +102,7 @@ class Supervisor:
                 await self._stop_all(time.monotonic() + self.config.daemon.drain_timeout)
                 return self._failed or 0
         self._notifier.ready()
-        listening = self._listeners
-        log.info(
-            "shipper started",
-            extra={
-                "listen": [_address(sock) for sock in (*listening.http, *listening.unix)],
-                "admin": [_address(sock) for sock in listening.admin],
-                "sinks": list(self.config.sinks),
-                "config": str(self._config_path or "built-in defaults"),
-                "roles": {c.role: sum(1 for d in self._children if d.role == c.role) for c in self._children},
-            },
-        )
+        lines.started(self.config, self._config_path, self._listeners, self._children)
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         await self._stop.wait()
         watchdog.cancel()
@@ -149,7 +110,7 @@ class Supervisor:
         log.info("shutting down: refusing new records, draining in-flight sends")
         drain_started = time.monotonic()
         await self._stop_all(drain_started + self.config.daemon.drain_timeout)
-        self._summary(time.monotonic() - started, time.monotonic() - drain_started)
+        lines.stopped(self.config, self._children, time.monotonic() - started, time.monotonic() - drain_started)
         return self._failed or 0
 
     def _spawn_task(self, coro: object, name: str) -> None:
@@ -159,21 +120,16 @@ class Supervisor:
         task.add_done_callback(self._tasks.discard)
 
     async def _start(self, child: Child) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LISTEN_", "NOTIFY_", "WATCHDOG_"))}
-        env["NOTIFY_SOCKET"] = "@" + self._address[1:]
-        env["WATCHDOG_USEC"] = str(int(ROLE_PING * 2 * 1_000_000))
-        env[PARENT_ENV] = str(os.getpid())
+        assert self._inbox is not None
+        fds = self._fds if child.role == "ingest" else {}
+        env = role_env(os.environ, self._inbox.address, fds)
         if self._claim is not None and self._claim.recovered_from is not None and child.role == "ingest":
             # Counted once, by the first ingest process (shipper_spool_recoveries_total).
             env[RECOVERED_ENV] = str(self._claim.recovered_from)
             self._claim.recovered_from = None
-        env[LISTEN_ENV] = ""
-        fds: list[int] = []
-        if child.role == "ingest":
-            env[LISTEN_ENV] = ",".join(f"{kind}={fd}" for kind, numbers in self._fds.items() for fd in numbers)
-            fds = [fd for numbers in self._fds.values() for fd in numbers]
+        passed = [fd for numbers in fds.values() for fd in numbers]
         child.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shipper", "run", "--role", child.role, *self._argv, env=env, pass_fds=fds
+            sys.executable, "-m", "shipper", "run", "--role", child.role, *self._argv, env=env, pass_fds=passed
         )
         child.started = child.pinged = time.monotonic()
         child.readies = 0
@@ -230,30 +186,15 @@ class Supervisor:
             waiting.cancel()
 
     def _read_inbox(self) -> None:
-        """sd_notify datagrams from the roles, told apart by the sender's pid (SCM_CREDENTIALS)."""
-        while True:
-            try:
-                data, ancillary, _, _ = self._inbox.recvmsg(4096, socket.CMSG_SPACE(12))
-            except BlockingIOError:
-                return
-            pid = next(
-                (struct.unpack("3i", d[:12])[0] for lvl, kind, d in ancillary if kind == socket.SCM_CREDENTIALS), None
-            )
+        """sd_notify datagrams from the roles, told apart by the sender's pid."""
+        assert self._inbox is not None
+        for pid, fields in self._inbox.messages():
             child = next((c for c in self._children if c.pid == pid), None)
             if child is None:
                 continue
-            fields = dict(line.partition("=")[::2] for line in data.decode(errors="replace").splitlines())
-            if fields.get("READY") == "1":
-                child.readies += 1
-            for name in ("reload", "stopped"):
-                if f"X_SHIPPER_{name.upper()}" in fields:
-                    with contextlib.suppress(orjson.JSONDecodeError):
-                        setattr(child, name, orjson.loads(fields[f"X_SHIPPER_{name.upper()}"]))
+            child.heard(fields)
             if "STATUS" in fields and child.role == "delivery":  # queue depth and remote state: the deliveries'
                 self._notifier.status(fields["STATUS"])
-            if "WATCHDOG" in fields or "READY" in fields:
-                child.pinged = time.monotonic()
-            child.changed.set()
 
     async def _watchdog(self) -> None:
         interval = self._notifier.watchdog_interval
@@ -261,7 +202,7 @@ class Supervisor:
             return
         while True:
             now = time.monotonic()
-            if all(c.readies and now - c.pinged < 3 * ROLE_PING for c in self._children):
+            if all(c.alive(now) for c in self._children):
                 self._notifier.watchdog()
             await asyncio.sleep(min(interval, ROLE_PING))
 
@@ -314,40 +255,6 @@ class Supervisor:
                     process.kill()
                 await process.wait()
 
-    def _summary(self, uptime: float, drained: float) -> None:
-        queued: dict[str, int] | None = None
-        with contextlib.suppress(SpoolError):
-            counts = queued_by_sink(self.config.spool.path)
-            queued = {sink: counts.get(sink, 0) for sink in sorted({*self.config.sinks, *counts})}
-        reports = [c.stopped for c in self._children if c.stopped is not None]
-        sinks: dict[str, Counter[str]] = {}
-        for report in reports:
-            for name, counts in report.get("sinks", {}).items():
-                sinks.setdefault(name, Counter()).update(counts)
-        log.info(
-            "shipper stopped after running %s (drain %.2fs); %d in-flight row(s) handed back to the spool;"
-            " still queued: %s",
-            human_age(uptime),
-            drained,
-            sum(int(r.get("abandoned", 0)) for r in reports),
-            "unknown" if queued is None else ", ".join(f"{n} {c}" for n, c in sorted(queued.items())) or "nothing",
-            extra={
-                "uptime_seconds": round(uptime, 3),
-                "drain_seconds": round(drained, 3),
-                "queued": queued,
-                "sinks": {name: dict(counts) for name, counts in sinks.items()},
-            },
-        )
-
-
-def _address(sock: socket.socket) -> str:
-    """As aiohttp names a site: http://host:port, or http://unix:PATH: for a Unix socket."""
-    name = sock.getsockname()
-    if sock.family == socket.AF_UNIX:
-        return f"http://unix:{name}:"
-    host = f"[{name[0]}]" if sock.family == socket.AF_INET6 else name[0]
-    return f"http://{host}:{name[1]}"
-
 
 def run_supervisor(
     config: Config, config_path: Path | None, log_level: str | None, argv: list[str], workers: tuple[int, int]
@@ -358,27 +265,3 @@ def run_supervisor(
     except ImportError:
         return asyncio.run(supervisor.run())
     return uvloop.run(supervisor.run())
-
-
-def supervised_listeners(environ: MutableMapping[str, str]) -> tuple[int, Listeners] | None:
-    """In a role the supervisor started: its pid, and the listening sockets it passed (`kind=fd,...`); None when
-    not started by a supervisor."""
-    raw, parent = environ.pop(LISTEN_ENV, None), environ.pop(PARENT_ENV, None)
-    if raw is None or parent is None or not parent.isdigit():
-        return None
-    found: dict[str, list[socket.socket]] = {"http": [], "unix": [], "admin": []}
-    for item in filter(None, raw.split(",")):
-        kind, _, fd = item.partition("=")
-        found[kind].append(socket.socket(fileno=int(fd)))
-    return int(parent), Listeners(http=tuple(found["http"]), unix=tuple(found["unix"]), admin=tuple(found["admin"]))
-
-
-def die_with_parent(supervisor: int) -> None:
-    """In a role: be killed when the supervisor dies (Linux), so no role outlives the shipper it belongs to."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != supervisor:  # the supervisor died before the line above took effect
-        os._exit(1)
