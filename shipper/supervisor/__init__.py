@@ -238,7 +238,8 @@ class Supervisor:
         """Intake first, so every acknowledged record is committed; then deliveries, finishing their sends."""
         self._stopping = True
         await self._stop_role(self._of("ingest") + self._of("delivery"), deadline)
-        await self._give_back_leases()
+        if any(c.process is not None and c.process.returncode != 0 for c in self._children):
+            await self._give_back_leases()  # one was killed holding leases; the others handed theirs back
 
     async def _stop_role(self, children: list[Child], deadline: float) -> None:
         """All at once, intake first: an ingest process refuses new records at once, answers its requests in
