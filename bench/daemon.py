@@ -2,7 +2,8 @@
 
 Sink set-ups: `batch` and `replay` forward to the fake remote; `down` points at a port nobody listens on and backs
 off for an hour after the first refusal, so ingest runs with the forwarder idle (what an outage looks like);
-`vendors` is one sink per vendor (bench/vendors.py), forwarding to the fake remote with enrichment on.
+`vendors` is one sink per vendor (bench/vendors.py), forwarding to the fake remote with enrichment on; `freeplay` is
+the Freeplay sink alone (the vendor path: one request per record, replay mode).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ _SINKS = {
 def config_text(workdir: Path, http_port: int, durability: str, sink: str, remote_url: str) -> str:
     if sink == "vendors":
         sinks = vendors.sinks_toml(workdir, remote_url)
+    elif sink == "freeplay":
+        sinks = vendors.sinks_toml(workdir, remote_url, ("freeplay",))
     else:
         sinks = '[sinks.remote]\ntype = "http"\n' + _SINKS[sink].format(url=remote_url, dead=free_port()) + "\n"
     return f"""[daemon]
@@ -66,15 +69,36 @@ class Daemon:
     def pid(self) -> int:
         return self.proc.pid
 
+    def family(self) -> list[int]:
+        """The daemon's process and its children: the supervisor's ingest and delivery processes, if it has any."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        return [self.pid, *(int(child) for child in children)]
+
     def peak_rss_mb(self) -> float:
-        """VmHWM: the most resident memory the process has ever had."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmHWM in /proc status")
+        """VmHWM of every process of the daemon, added up: the most resident memory each has ever had."""
+        return sum(self.peak_rss_by_process().values())
+
+    def peak_rss_by_process(self) -> dict[str, float]:
+        """VmHWM per process, named by its role (`supervisor` for a daemon with children, else `daemon`)."""
+        family = self.family()
+        return {_role(pid, len(family)): _hwm_mb(pid) for pid in family}
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+
+def _hwm_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc status")
+
+
+def _role(pid: int, processes: int) -> str:
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    if b"--role" in args:
+        return f"{args[args.index(b'--role') + 1].decode()}-{pid}"
+    return "supervisor" if processes > 1 else "daemon"
 
 
 async def _wait_healthy(daemon: Daemon, timeout: float) -> None:

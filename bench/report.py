@@ -24,6 +24,12 @@ _FIGURES: tuple[tuple[str, str, str, str, str, str, float | None, str, str], ...
      "rec/s", ">=", 20_000, "FULL/256", "rows_per_s"),
     ("c_replay", "(c) end to end, http replay, fsync", "c.e2e.replay", "records_per_s",
      "rec/s", ">=", 4_000, "FULL/16", "rows_per_s"),
+    ("p_acked", "(p) vendor path: Freeplay creates acked, 64 conns", "p.vendor_path", "records_per_s",
+     "rec/s", ">=", None, "FULL/16", "rows_per_s"),
+    ("p_delivered", "(p) vendor path: delivered meanwhile", "p.vendor_path", "delivered_per_s",
+     "rec/s", ">=", 6_000, "FULL/16", "rows_per_s"),
+    ("p_p99", "(p) vendor path: ack p99", "p.vendor_path", "p99_ms",
+     "ms", "<=", None, "FULL/1", "commit_p99_ms"),
 )  # fmt: skip
 RSS_TARGET_MB = 150.0
 VENDORS_SCENARIO = "e.vendors"  # its own RSS figure, (e): (d) is the http-sink runs

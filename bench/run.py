@@ -31,6 +31,7 @@ from bench.wire import now
 
 INGEST_BATCH = 100  # records per NDJSON request: ~110 KB, what a client flushing every few ms might send
 INGEST_CONNECTIONS = 8  # enough concurrent clients to keep the spool writer's groups full
+VENDOR_PATH_CONNECTIONS = 64  # the SDKs' keep-alive clients of a busy app
 SINGLE_CONNECTIONS = 16  # "several concurrent keep-alive clients" for the single-record maximum
 LATENCY_RATE = 1000.0
 LATENCY_CONNECTIONS = 32
@@ -70,9 +71,9 @@ class Bench:
         async with daemon.running(durability, sink, self.remote.url, self.src, profile) as d:
             yield d
 
-    def _pids(self, d: daemon.Daemon) -> dict[str, int]:
+    def _pids(self, d: daemon.Daemon) -> dict[str, list[int]]:
         assert self.remote.pid is not None
-        return {"daemon": d.pid, "remote": self.remote.pid, "harness": os.getpid()}
+        return {"daemon": d.family(), "remote": [self.remote.pid], "harness": [os.getpid()]}
 
     async def _measured(self, d: daemon.Daemon, start: float, end: float, work: Any) -> dict[str, Any]:
         """Run `work` and add the CPU each process used inside [start, end) and the daemon's peak RSS."""
@@ -84,7 +85,7 @@ class Bench:
             return usage.percentages(before, usage.snapshot(self._pids(d), now()))
 
         result, used = await asyncio.gather(work, cpu())
-        return {**result, **used, "peak_rss_mb": d.peak_rss_mb()}
+        return {**result, **used, "peak_rss_mb": d.peak_rss_mb(), "peak_rss_mb_by_process": d.peak_rss_by_process()}
 
     async def ingest(self, durability: str, sink: str) -> None:
         """(a) NDJSON batches over the Unix socket, closed loop."""
@@ -162,6 +163,27 @@ class Bench:
                 "peak_rss_mb": d.peak_rss_mb(),
             }
 
+    async def vendor_path(self) -> None:
+        """(p) the vendor path: Freeplay completion creates, one per request over TCP from 64 keep-alive clients,
+        forwarded one request per record (replay mode). Delivered per second beside acknowledged per second in the
+        same window: where delivery is below, the backlog grows by the difference."""
+        calls = VendorCalls(vendors=("freeplay",))
+        async with self._daemon("p.vendor_path", "fsync", "freeplay") as d:
+            start = now() + self.plan.warmup
+            end = start + self.plan.window
+
+            async def delivered() -> int:
+                await asyncio.sleep(max(0.0, start - now()))
+                before = self.remote.records
+                await asyncio.sleep(max(0.0, end - now()))
+                return self.remote.records - before
+
+            work = load.closed_loop(d.http, VENDOR_PATH_CONNECTIONS, calls.request, 1, start, end)
+            result, forwarded = await asyncio.gather(self._measured(d, start, end, work), delivered())
+            result["delivered_per_s"] = forwarded / (end - start)
+            result["backlog_growth_per_s"] = result["records_per_s"] - result["delivered_per_s"]
+            self.scenarios["p.vendor_path"] = result
+
     async def run(self, only: set[str]) -> dict[str, Any]:
         scratch = daemon.SCRATCH
         scratch.mkdir(parents=True, exist_ok=True)
@@ -184,6 +206,8 @@ class Bench:
                 await self.end_to_end("replay", self.plan.e2e_replay_records)
             if "e" in only:
                 await self.vendors(self.plan.vendor_calls)
+            if "p" in only:
+                await self.vendor_path()
         finally:
             self.remote.stop()
         return {"ceiling": ceilings, "scenarios": self.scenarios}
@@ -234,7 +258,7 @@ def _cpu_model() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer records (~1 minute)")
-    parser.add_argument("--only", default="abce", help="scenarios to run, any of a, b, c, e (default: abce)")
+    parser.add_argument("--only", default="abcep", help="scenarios to run, any of a, b, c, e, p (default: abcep)")
     parser.add_argument("--profile", type=Path, help="sample each daemon with py-spy into DIR/<scenario>.txt")
     parser.add_argument("--shipper-src", type=Path, default=daemon.REPO, help="run shipper from this source tree")
     parser.add_argument(

@@ -34,8 +34,9 @@ class Snapshot:
     host: float
 
 
-def snapshot(pids: dict[str, int], at: float) -> Snapshot:
-    return Snapshot(at, {name: cpu_seconds(pid) for name, pid in pids.items()}, host_busy_seconds())
+def snapshot(pids: dict[str, list[int]], at: float) -> Snapshot:
+    """CPU used so far by each named group of processes (the daemon: all of its processes)."""
+    return Snapshot(at, {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}, host_busy_seconds())
 
 
 def percentages(before: Snapshot, after: Snapshot) -> dict[str, float]:

@@ -23,10 +23,10 @@ FREEPLAY_PROJECT = "11111111-2222-3333-4444-555555555555"
 VENDORS = ("freeplay", "humanloop", "keywordsai")
 
 
-def sinks_toml(workdir: Path, remote_url: str) -> str:
+def sinks_toml(workdir: Path, remote_url: str, vendors: tuple[str, ...] = VENDORS) -> str:
     """One sink per vendor, all pointed at the fake remote, each with its own key file."""
     lines = []
-    for vendor in VENDORS:
+    for vendor in vendors:
         key = workdir / f"{vendor}.key"
         key.write_text(f"bench-{vendor}-key\n")
         key.chmod(0o600)
@@ -55,12 +55,12 @@ def _call(vendor: str, rng: random.Random, n: int) -> tuple[bytes, bytes]:
 class VendorCalls:
     """`request(seq)`: one drop-in call, cycling through the vendors and a pool of conversations and models."""
 
-    def __init__(self, seed: int = 11) -> None:
+    def __init__(self, seed: int = 11, vendors: tuple[str, ...] = VENDORS) -> None:
         rng = random.Random(seed)
         self._requests = [
             frame(body, b"application/json", path)
             for n in range(POOL)
-            for path, body in [_call(VENDORS[n % len(VENDORS)], rng, n)]
+            for path, body in [_call(vendors[n % len(vendors)], rng, n)]
         ]
 
     def request(self, seq: int) -> bytes:
