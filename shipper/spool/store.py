@@ -85,14 +85,7 @@ class Spool:
         then attached. `on_death` is called once if the writer ever dies: the owner should stop, so a supervisor
         restarts it."""
         claim = Claim.take(path, durability)
-        try:
-            spool = await cls.attach(path, durability, lease_timeout, bounds, on_death, role="daemon")
-        except BaseException:
-            claim.release()
-            raise
-        spool._claim = claim
-        spool.recovered_from = claim.recovered_from
-        return spool
+        return await cls._claimed(claim, path, durability, lease_timeout, bounds, on_death, "daemon")
 
     @classmethod
     async def join(
@@ -106,6 +99,20 @@ class Spool:
     ) -> Spool:
         """A role alone (no supervisor) on a spool other roles alone may share: claimed shared (Claim.share)."""
         claim = await asyncio.to_thread(Claim.share, path, durability)
+        return await cls._claimed(claim, path, durability, lease_timeout, bounds, on_death, role)
+
+    @classmethod
+    async def _claimed(
+        cls,
+        claim: Claim,
+        path: Path,
+        durability: str,
+        lease_timeout: float,
+        bounds: Bounds | None,
+        on_death: DeathHook,
+        role: str,
+    ) -> Spool:
+        """Attached under a claim this process holds (and gives up when it closes)."""
         try:
             spool = await cls.attach(path, durability, lease_timeout, bounds, on_death, role)
         except BaseException:

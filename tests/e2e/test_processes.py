@@ -83,6 +83,11 @@ def by_key(remote: FakeRemote) -> dict[str, list[int]]:
     return found
 
 
+def all_arrived(clients: KeyedClients, remote: FakeRemote) -> bool:
+    arrived = by_key(remote)
+    return all(set(acked) <= set(arrived.get(key, [])) for key, acked in clients.acked.items())
+
+
 def check(clients: KeyedClients, remote: FakeRemote) -> int:
     """Every acknowledged record arrived; per key, never one older than one already there (a repeat of the latest
     is a redelivery). Returns how many copies were repeats."""
@@ -139,7 +144,7 @@ async def test_kill_9_of_a_role_loses_nothing_keeps_key_order_and_the_role_comes
         await wait_for(lambda: clients.total() > 600, timeout=30)  # and serving
         clients.stop.set()
         await asyncio.gather(*tasks)
-        await wait_for(lambda: all(set(a) <= set(by_key(remote).get(k, [])) for k, a in clients.acked.items()), 30)
+        await wait_for(lambda: all_arrived(clients, remote), timeout=30)
         repeats = check(clients, remote)
         # Only a send in flight when its process died is repeated: at most the sink's concurrency.
         assert repeats <= (8 if role == "delivery" else 0), repeats
@@ -175,9 +180,7 @@ async def test_a_hung_delivery_process_gives_its_leases_to_the_other_at_their_de
         await asyncio.gather(*tasks)
         slow.clear()
         # Everything acknowledged arrives while the hung process stays hung: the other took its leases over.
-        await wait_for(
-            lambda: all(set(a) <= set(by_key(remote).get(k, [])) for k, a in clients.acked.items()), timeout=30
-        )
+        await wait_for(lambda: all_arrived(clients, remote), timeout=30)
         check(clients, remote)
     finally:
         clients.stop.set()
@@ -203,9 +206,7 @@ async def test_kill_9_of_the_supervisor_takes_every_role_with_it_and_a_restart_d
     remote.behaviour = None
     await daemon.start()
     try:
-        await wait_for(
-            lambda: all(set(a) <= set(by_key(remote).get(k, [])) for k, a in clients.acked.items()), timeout=30
-        )
+        await wait_for(lambda: all_arrived(clients, remote), timeout=30)
         check(clients, remote)
     finally:
         assert await daemon.terminate() == 0
