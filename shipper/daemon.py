@@ -48,7 +48,7 @@ from shipper.sinks import build_sink, start_sinks
 from shipper.sinks.routing import Routing
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
-from shipper.stopping import closing_time, queued, say_stopped, until_idle
+from shipper.stopping import closing_time, queued, say_stopped
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ class Daemon:
         # A role keeps one more slice: its own exit and the supervisor's last line are inside the budget too.
         deadline = started + budget - closing_time(budget) * (1 if self.role is Role.ALL else 2)
         log.log(self._telling, "shutting down: refusing new records, draining in-flight sends")
-        _, abandoned = await asyncio.gather(until_idle(in_flight, deadline), self.fleet.stop_all(deadline))
+        _, abandoned = await asyncio.gather(_until_idle(in_flight, deadline), self.fleet.stop_all(deadline))
         if self.role is Role.INGEST:
             await deliveries_done(self.config.spool.path, deadline)
         if server is not None:
@@ -286,6 +286,12 @@ class Daemon:
         """Under a supervisor: what it needs for the shipper's own lines (one per reload, one at the stop)."""
         if self.role is not Role.ALL:
             self.notifier.send(**{key: orjson.dumps(value).decode() for key, value in fields.items()})
+
+
+async def _until_idle(in_flight: InFlight, deadline: float) -> None:
+    if in_flight.count:  # requests already committing get their answer
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(in_flight.idle.wait(), max(0.0, deadline - time.monotonic()))
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

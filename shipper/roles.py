@@ -27,12 +27,11 @@ from shipper.ops.gather import control_address, delivering_peers
 from shipper.ops.routes import Live, add_routes
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
+from shipper.spool.claim import RECOVERED_ENV
 from shipper.spool.owners import alive
 from shipper.spool.store import DeathHook
 from shipper.spool.wakes import WakeListener, Waker
 
-# Where the supervisor moved a damaged spool aside, told to the first ingest process (which counts it).
-RECOVERED_ENV = "SHIPPER_SPOOL_RECOVERED"
 # How often a delivery process looks for dead processes' leases to give back.
 GIVE_BACK_INTERVAL = 5.0
 # How often an ingest process that is stopping looks whether the deliveries are done.

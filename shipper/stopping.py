@@ -1,4 +1,4 @@
-"""How a shipper stops: the drain budget's closing slice, waiting out requests in flight, and the stop line.
+"""How a shipper stops: the drain budget's closing slice and the stop line.
 
 One process alone (daemon.py) and the supervisor of several (supervisor/lines.py) say the same line: how long it ran
 and drained, how many rows in flight were handed back, and what waits in the spool for the next start.
@@ -6,15 +6,11 @@ and drained, how many rows in flight were handed back, and what waits in the spo
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from typing import Any
 
 from shipper.config import Config
 from shipper.errors import SpoolError
-from shipper.ingest.guard import InFlight
 from shipper.spool.stats import queued_by_sink
 from shipper.status import human_age
 
@@ -27,12 +23,6 @@ CLOSING_TIME = 0.25
 def closing_time(drain_timeout: float) -> float:
     """The part of the drain budget kept for closing connections once the waiting is over."""
     return min(CLOSING_TIME, drain_timeout / 10)
-
-
-async def until_idle(in_flight: InFlight, deadline: float) -> None:
-    if in_flight.count:  # requests already committing get their answer
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(in_flight.idle.wait(), max(0.0, deadline - time.monotonic()))
 
 
 def queued(config: Config) -> dict[str, int] | None:

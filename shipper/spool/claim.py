@@ -19,6 +19,8 @@ from shipper.spool.files import lock, prepare_dir, prepare_file
 from shipper.spool.owners import reclaim_dead, sweep
 from shipper.spool.schema import apply_pragmas
 
+# Where the supervisor moved a damaged spool aside, told to the first ingest process (which counts it).
+RECOVERED_ENV = "SHIPPER_SPOOL_RECOVERED"
 # How long a role alone waits for the role that claims the file first to have it ready.
 SHARE_WAIT = 10.0
 # Entities whose create is older than this are forgotten: their updates no longer join the create's scope.

@@ -29,8 +29,7 @@ from shipper.errors import ConfigError
 from shipper.ingest.activation import Listeners, inherited_listeners
 from shipper.ingest.binding import bind_listeners
 from shipper.notify import Notifier
-from shipper.roles import RECOVERED_ENV
-from shipper.spool.claim import Claim
+from shipper.spool.claim import RECOVERED_ENV, Claim
 from shipper.spool.wakes import Waker
 from shipper.supervisor import lines
 from shipper.supervisor.child import ROLE_PING, Child, role_env
