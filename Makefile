@@ -31,8 +31,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 run: $(RUNTIME)
 	$(BIN)/shipper run $(if $(CONFIG),--config $(CONFIG))
 
+# The suite starts hundreds of `python -m shipper` subprocesses and four pytest workers: with bytecode caching off
+# (PYTHONDONTWRITEBYTECODE set) each would compile shipper and rewrite the tests' asserts anew, so it is turned back
+# on here (the caches go to __pycache__/, ignored by git).
 test: $(STAMP) $(PROMTOOL)
-	$(BIN)/python -m pytest
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
 
 # `apt-get download` needs the package lists; a fresh machine has none until `apt-get update` (as root, as CI runs).
 $(PROMTOOL): | $(STAMP)

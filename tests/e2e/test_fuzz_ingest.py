@@ -51,6 +51,10 @@ from tests.support import free_port, write_config
 
 CLIENT_TIMEOUT = 20.0
 
+# One daemon serves the whole module and the last tests (test_zz..., test_zzz...) look at what the others did to it:
+# under pytest-xdist (`--dist loadgroup`) the module stays on one worker, in file order.
+pytestmark = pytest.mark.xdist_group("fuzz_ingest_daemon")
+
 FUZZ = settings(
     deadline=None,
     derandomize=True,
