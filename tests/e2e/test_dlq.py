@@ -4,8 +4,9 @@ and clear errors for bad ids and bad arguments. No API key ever shows in what th
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import re
+import sqlite3
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -305,11 +306,13 @@ async def test_dlq_purge_older_than_and_all_and_refuses_to_guess_without_either(
                 await wait_for(lambda: dead_count(tmp_path) == before + len(numbers), timeout=20)
 
             await poison("remote", 1, 2)
-            old = time.time()  # the first dead letters failed by now
-            await asyncio.sleep(4)  # the age of the first dead letters is the point
-            young = time.time()  # the later ones fail after this
             await poison("remote", 3)
             await poison("other", 4)
+        # The first two failed an hour ago, as far as the spool knows: their age is the point, and no CLI start,
+        # however slow under load, makes the later ones half as old.
+        first_two = "SELECT id FROM dead_letters ORDER BY id LIMIT 2"
+        with contextlib.closing(sqlite3.connect(tmp_path / "spool.db", timeout=5)) as conn, conn:
+            conn.execute(f"UPDATE dead_letters SET failed_at = failed_at - 3600 WHERE id IN ({first_two})")
 
         # Neither --older-than nor --all: refused, with the way out named; nothing deleted.
         code, out, err = await dlq(daemon, "purge")
@@ -322,9 +325,7 @@ async def test_dlq_purge_older_than_and_all_and_refuses_to_guess_without_either(
         assert "a while" in err and "Traceback" not in err
         assert dead_count(tmp_path) == 4
 
-        # Halfway between the two ages, whenever the command runs: slow CLI starts cannot make the later ones old.
-        threshold = time.time() - (old + young) / 2
-        code, out, err = await dlq(daemon, "purge", "--older-than", f"{threshold:.2f}s")
+        code, out, err = await dlq(daemon, "purge", "--older-than", "1800s")
         assert code == 0, err
         assert out.strip() == "purged 2 dead letter(s)"
         assert sorted(r["body"]["n"] for r in await shown_all(daemon)) == [3, 4]
