@@ -521,7 +521,9 @@ async def test_sigterm_with_a_client_trickling_its_body_stops_within_drain_timeo
         except ConnectionError:  # the cut came while the client was still writing
             answer = b""
         assert code == 0
-        assert took < drain_timeout + 0.3, f"stop took {took:.2f}s with drain_timeout {drain_timeout}s"
+        # The margin, as in the tests above, is the process's exit after the drain (closing the spool, the
+        # interpreter's teardown), which took 0.4s on a loaded 2-core machine running the suite in parallel.
+        assert took < drain_timeout + 1.0, f"stop took {took:.2f}s with drain_timeout {drain_timeout}s"
         assert answer == b"" or answer.startswith(b"HTTP/1.1 503"), answer[:200]
     finally:
         stop.set()
