@@ -247,9 +247,37 @@ def unix_session(path: Path) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)))
 
 
+def in_process(args: tuple[str, ...], cwd: Path | None, env: dict[str, str] | None) -> bool:
+    """Whether `shipper ARGS` can run in this process: every command but `run` (the daemon: signals, its own logging)
+    and `status --watch` (stopped by SIGINT) is a function of its arguments, the config, the spool and the daemon's
+    answers, so a subprocess would add only its start (~0.5s of CPU, hundreds of times a suite). Another directory
+    or extra environment variables would be process-wide here: those calls keep a process of their own."""
+    return cwd is None and env is None and "run" not in args[:1] and "--watch" not in args
+
+
+def cli_here(*args: str) -> tuple[int, str, str]:
+    """`shipper ARGS` through shipper.cli.main in this process: its exit status, stdout and stderr, as
+    `python -m shipper` gives them (an uncaught exception propagates: the test fails on it, as on a Traceback)."""
+    import io
+
+    from shipper.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse: --help, --version, a usage error
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    return code, out.getvalue(), err.getvalue()
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """`shipper ARGS` as a subprocess, optionally from another directory and with extra environment variables."""
+    """`shipper ARGS`, optionally from another directory and with extra environment variables: a subprocess unless
+    `in_process` says it adds nothing."""
     import subprocess
+
+    if in_process(args, cwd, env):
+        return cli_here(*args)
 
     done = subprocess.run(
         [sys.executable, "-m", "shipper", *args],
@@ -291,6 +319,8 @@ async def post_items(
 
 async def run_cli_async(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     """`run_cli` without blocking the event loop (servers in this process keep answering meanwhile)."""
+    if in_process(args, None, None):
+        return await asyncio.wait_for(asyncio.to_thread(cli_here, *args), timeout)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shipper", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
