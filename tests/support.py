@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -25,7 +27,36 @@ from aiohttp import web
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _own_ports() -> range:
+    """The ports this test process hands out: below the kernel's ephemeral range, split between pytest-xdist workers.
+    A port the kernel picks (bind to 0) lies in that range, where every outgoing connection takes its local port too:
+    under parallel load one of them took a port between the probe and the server's bind ("address already in use").
+    """
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    size = (ephemeral - 10_000) // workers
+    return range(10_000 + worker * size, 10_000 + (worker + 1) * size) if size >= 100 else range(0)
+
+
+OWN_PORTS = _own_ports()
+_port_turn = itertools.count(random.randrange(len(OWN_PORTS) or 1))
+
+
 def free_port() -> int:
+    """A port free on 127.0.0.1 now, for a server the test starts next; from this worker's own ports, in turn (a
+    random start, so two suites at once rarely walk the same ones), else one the kernel picks."""
+    for _ in range(len(OWN_PORTS)):
+        port = OWN_PORTS[next(_port_turn) % len(OWN_PORTS)]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use, or closing (TIME_WAIT): the next one
+                continue
+            return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
