@@ -17,7 +17,7 @@ START = 1_800_000_000.0
 class VirtualClock:
     def __init__(self, start: float = START) -> None:
         self.now = start
-        self._alarms: list[tuple[float, asyncio.Future[None]]] = []
+        self._alarms: list[tuple[float, asyncio.Future[None], asyncio.Event]] = []
 
     def time(self) -> float:
         return self.now
@@ -30,7 +30,7 @@ class VirtualClock:
             await asyncio.sleep(0)
             return
         alarm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (self.now + (timeout if timeout is not None else float("inf")), alarm)
+        entry = (self.now + (timeout if timeout is not None else float("inf")), alarm, event)
         self._alarms.append(entry)
         woken = asyncio.ensure_future(event.wait())
         try:
@@ -42,13 +42,17 @@ class VirtualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-        for deadline, alarm in self._alarms:
+        for deadline, alarm, _ in self._alarms:
             if deadline <= self.now and not alarm.done():
                 alarm.set_result(None)
 
     def jump(self) -> bool:
-        """Move to the earliest finite deadline anyone waits for; False when nobody waits on the clock."""
-        deadlines = [deadline for deadline, _ in self._alarms if deadline != float("inf")]
+        """Move to the earliest finite deadline anyone waits for; False when nobody waits on the clock, or when a
+        waiter's event is set but it has not run yet: it is about to wake and wait anew, so its old deadline is not
+        what it waits for (jumping to it made a 0.5s backoff look like the 1s idle poll it had left)."""
+        if any(event.is_set() for _, _, event in self._alarms):
+            return False
+        deadlines = [deadline for deadline, _, _ in self._alarms if deadline != float("inf")]
         if not deadlines:
             return False
         self.advance(max(0.0, min(deadlines) - self.now))
