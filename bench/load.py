@@ -17,7 +17,6 @@ from typing import Any
 from bench.records import Records
 from bench.wire import Client, connect, now
 
-
 # 202 on the native route; a vendor path answers as the vendor does (Freeplay's creates: 200).
 ACKNOWLEDGED = frozenset({200, 201, 202})
 

@@ -42,6 +42,9 @@ RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 HEALTHY_AFTER = 60.0
 # What a role may take beyond `drain_timeout` to exit before it is killed.
 EXIT_MARGIN = 2.0
+# A role silent this long is hung (stopped, or its loop stuck), maybe holding the spool's write lock: it is killed,
+# and started again like any role that died.
+HUNG_AFTER = 15.0
 
 
 class Supervisor:
@@ -103,8 +106,10 @@ class Supervisor:
         self._notifier.ready()
         lines.started(self.config, self._config_path, self._listeners, self._children)
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        hangs = asyncio.create_task(self._kill_hung(), name="hung-roles")
         await self._stop.wait()
         watchdog.cancel()
+        hangs.cancel()
         self._notifier.stopping(status="stopping: refusing new records, draining in-flight sends")
         log.info("shutting down: refusing new records, draining in-flight sends")
         drain_started = time.monotonic()
@@ -194,6 +199,20 @@ class Supervisor:
             child.heard(fields)
             if "STATUS" in fields and child.role == "delivery":  # queue depth and remote state: the deliveries'
                 self._notifier.status(fields["STATUS"])
+
+    async def _kill_hung(self) -> None:
+        while True:
+            await asyncio.sleep(ROLE_PING)
+            now = time.monotonic()
+            for child in self._children:
+                process = child.process
+                if process is None or process.returncode is not None or not child.readies:
+                    continue
+                if now - child.pinged > HUNG_AFTER:
+                    log.error("the %s process (pid %d) stopped answering; killing it", child.role, process.pid)
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    child.pinged = now  # once: its death is `_watch`'s to handle
 
     async def _watchdog(self) -> None:
         interval = self._notifier.watchdog_interval

@@ -29,6 +29,8 @@ from tests.support import (
     write_config,
 )
 
+pytestmark = pytest.mark.supervised
+
 
 def sink(url: str) -> str:
     return f"""

@@ -29,6 +29,8 @@ from tests.support import (
     write_config,
 )
 
+pytestmark = pytest.mark.supervised
+
 
 def http_sink(url: str = "http://127.0.0.1:9", extra: str = "") -> str:
     return f"""

@@ -12,11 +12,14 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 
 from shipper.spool.reader import SpoolReader, read
 from tests.hardening import http_sink, item, numbers, post_records
 from tests.support import Daemon, FakeRemote, metric, run_cli_async, scrape, wait_for, write_config
+
+pytestmark = pytest.mark.supervised
 
 
 def damaged_files(tmp_path: Path) -> list[Path]:

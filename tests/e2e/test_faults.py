@@ -39,6 +39,8 @@ from tests.support import (
     write_config,
 )
 
+pytestmark = pytest.mark.supervised
+
 UNIX_URL = "http://localhost/v1/records"
 
 

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 
 from tests.support import Daemon, FakeRemote, post_items, wait_for, write_config
+
+pytestmark = pytest.mark.supervised
 
 
 def sink(url: str) -> str:

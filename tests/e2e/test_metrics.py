@@ -26,6 +26,8 @@ from tests.support import (
     write_config,
 )
 
+pytestmark = pytest.mark.supervised
+
 UNIX = "http://localhost"
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from tests.support import Daemon, FakeRemote, metric, run_cli_async, scrape, wait_for, write_config
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.supervised]
 
 
 def config_for(tmp_path: Path, remote: FakeRemote, ingest: int = 1, delivery: int = 1, lease: float = 300) -> Path:

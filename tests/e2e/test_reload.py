@@ -32,6 +32,8 @@ from tests.support import (
     write_config,
 )
 
+pytestmark = pytest.mark.supervised
+
 
 def http_sink(name: str, url: str, *, concurrency: int = 4, extra: str = "") -> str:
     return f"""

@@ -5,7 +5,6 @@ READY=1 only once every listener accepts connections, STATUS= with the queue, WA
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import signal
 import socket
@@ -18,9 +17,7 @@ import pytest
 from shipper.config.listeners import parse_host_port
 from tests.support import Daemon, FakeRemote, write_config
 
-_daemon = importlib.util.find_spec("shipper.daemon")
-_source = Path(_daemon.origin).read_text() if _daemon is not None and _daemon.origin is not None else ""
-pytestmark = pytest.mark.skipif("Notifier" not in _source, reason="shipper/daemon.py does not use shipper.notify yet")
+pytestmark = pytest.mark.supervised
 
 
 class Manager:
@@ -105,7 +102,6 @@ async def test_ready_status_watchdog_and_stopping_reach_the_service_manager(
     assert ready < stopping, manager.seen
 
 
-@pytest.mark.skipif("reloading()" not in _source, reason="shipper/daemon.py does not announce reloads yet")
 async def test_sighup_is_announced_as_reloading_then_ready_again(
     tmp_path: Path, remote: FakeRemote, manager: Manager
 ) -> None:

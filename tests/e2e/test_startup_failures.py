@@ -19,6 +19,8 @@ import pytest
 
 from tests.support import Daemon, FakeRemote, post_items, run_cli_async, unix_session, wait_for, write_config
 
+pytestmark = pytest.mark.supervised
+
 FILE_SINK = '[sinks.local]\ntype = "file"\npath = "{out}"\n'
 
 

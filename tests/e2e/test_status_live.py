@@ -14,9 +14,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 
 from tests.support import Daemon, FakeRemote, post_items, run_cli_async, wait_for, write_config
+
+pytestmark = pytest.mark.supervised
 
 CLEAR = "\x1b[H\x1b[2J"
 
