@@ -289,3 +289,22 @@ async def test_roles_run_alone_share_one_spool_and_a_second_delivery_takes_over_
                 process.send_signal(signal.SIGTERM)
                 await process.wait()
         assert await ingest.terminate() == 0
+
+
+async def test_a_role_that_stops_answering_is_killed_and_started_again(tmp_path: Path, remote: FakeRemote) -> None:
+    """Stopped (SIGSTOP) it may hold the spool's write lock: the supervisor kills it after HUNG_AFTER and starts
+    another, and records keep flowing."""
+    daemon = Daemon.from_config(config_for(tmp_path, remote))
+    await daemon.start()
+    try:
+        hung = await pid_of(daemon, "delivery")
+        os.kill(hung, signal.SIGSTOP)
+        await daemon.wait_for_log(f"the delivery process (pid {hung}) stopped answering; killing it", timeout=40)
+        await pid_of(daemon, "delivery", besides=hung, timeout=30)
+        async with aiohttp.ClientSession() as session:
+            item = {"sink": "remote", "path": "/ingest", "body": {"n": 1}}
+            async with session.post(f"http://{daemon.http}/v1/records", json=item) as response:
+                assert response.status == 202
+        await wait_for(lambda: len(remote.received) == 1, timeout=20)
+    finally:
+        assert await daemon.terminate() == 0

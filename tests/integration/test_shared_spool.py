@@ -26,9 +26,11 @@ from shipper.errors import SpoolError, SpoolFull
 from shipper.records import NewRow
 from shipper.spool import Spool
 from shipper.spool import claim as claim_module
+from shipper.spool import turns as turns_module
 from shipper.spool.bounds import Bounds
 from shipper.spool.claim import Claim
 from shipper.spool.owners import alive, owners_dir
+from shipper.spool.turns import Turns
 from shipper.spool.wakes import WakeListener, Waker, address
 
 pytestmark = pytest.mark.timeout(60)
@@ -211,3 +213,24 @@ async def test_any_process_gives_back_the_leases_of_a_dead_one_and_wakes_its_for
         assert [r.id for r in (await delivery.lease("remote", 10)).rows] == ids
     finally:
         await delivery.close()
+
+
+def test_a_writer_waits_for_its_turn_no_longer_than_the_busy_timeout(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process stopped while holding the turn must not stop the others for good: past the wait, a writer goes on
+    and meets SQLite's own lock (busy timeout) instead."""
+    monkeypatch.setattr(turns_module, "WAIT", 0.2)
+    holder, waiter = Turns(path), Turns(path)
+    try:
+        holder.take()
+        started = time.monotonic()
+        waiter.take()
+        assert 0.2 <= time.monotonic() - started < 2
+        holder.give()
+        waiter.give()
+        waiter.take()  # free now: at once
+        waiter.give()
+    finally:
+        holder.close()
+        waiter.close()
