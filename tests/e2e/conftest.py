@@ -4,7 +4,7 @@ By default a daemon started here runs as one process (`[daemon] ingest_workers =
 the environment, so it applies to every config a test writes): the ingest and delivery code is the same in either
 shape, and one process starts in a third of the CPU. Modules marked `supervised` run the product's default shape,
 a supervisor with ingest and delivery processes: those whose behaviour the shape changes (signals, sd_notify,
-health, metrics and status, reloads, logs, faults, start-up failures, the vendor SDKs, the processes themselves).
+health, metrics and status, reloads, logs, faults, damaged spools, start-up failures, the CLI, the processes).
 """
 
 from __future__ import annotations

@@ -28,8 +28,6 @@ from tests.fakes.humanloop import File
 from tests.fakes.rig import FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY, Rig, vendor_rig
 from tests.support import wait_for
 
-pytestmark = pytest.mark.supervised
-
 FP_BASE = f"/api/v2/projects/{sdk.FP_PROJECT}"
 TIME_KEYS = frozenset({"start_time", "end_time"})
 KW_DOCUMENTED = "/api/request-logs/create/"
