@@ -17,6 +17,7 @@ from shipper import __version__
 from shipper.config import Config, load_config
 from shipper.configfile import ConfigSource, find_config
 from shipper.configtext import effective_toml
+from shipper.cores import usable_cores
 from shipper.errors import ShipperError
 from shipper.logs import rfc3339, setup_logging
 from shipper.sinks import check_secrets
@@ -108,7 +109,7 @@ def _dlq_commands(parser: argparse.ArgumentParser) -> None:
 
 def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     setup_logging(args.log_level or config.daemon.log_level, args.log_format)
-    workers = config.daemon.workers(os.cpu_count() or 1)
+    workers = config.daemon.workers(usable_cores())
     if args.role is None and workers != (0, 0):
         from shipper.supervisor import run_supervisor
 

@@ -15,6 +15,8 @@ from pydantic import Field, model_validator
 
 from shipper.config.section import Section
 
+# "auto" starts at most this many processes of a role: past it, the one spool's writer is the limit.
+AUTO_MAX = 4
 # How many processes of a role: a count (at most 64), or "auto".
 Workers = Annotated[int, Field(ge=0, le=64)] | Literal["auto"]
 
@@ -34,10 +36,11 @@ class DaemonConfig(Section):
         return self
 
     def workers(self, cores: int) -> tuple[int, int]:
-        """(ingest, delivery) processes; (0, 0) means one process doing both. `auto`: half the cores each, or 1."""
-        half = max(1, cores // 2)
+        """(ingest, delivery) processes; (0, 0) means one process doing both. `auto`: half the usable cores each
+        (cores.py), at least 1 and at most AUTO_MAX."""
+        half = min(AUTO_MAX, max(1, cores // 2))
         ingest = half if self.ingest_workers == "auto" else self.ingest_workers
-        delivery = max(1, cores - half) if self.delivery_workers == "auto" else self.delivery_workers
+        delivery = min(AUTO_MAX, max(1, cores - half)) if self.delivery_workers == "auto" else self.delivery_workers
         return ingest, delivery
 
 
