@@ -22,7 +22,9 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from shipper.config import Config, load_config
 from shipper.errors import ConfigError
@@ -117,11 +119,18 @@ class Supervisor:
         lines.stopped(self.config, self._children, time.monotonic() - started, time.monotonic() - drain_started)
         return self._failed or 0
 
-    def _spawn_task(self, coro: object, name: str) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
-        task.set_name(name)
+    def _spawn_task(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """A side task (watching a role, a reload), kept and watched: one that fails stops the shipper."""
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._side_task_done)
+
+    def _side_task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed; stopping", task.get_name(), exc_info=task.exception())
+            self._failed = 1
+            self._stop.set()
 
     async def _start(self, child: Child) -> None:
         assert self._inbox is not None
