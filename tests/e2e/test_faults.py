@@ -39,8 +39,6 @@ from tests.support import (
     write_config,
 )
 
-pytestmark = pytest.mark.supervised
-
 UNIX_URL = "http://localhost/v1/records"
 
 
@@ -408,8 +406,7 @@ async def test_rows_sharing_a_key_arrive_in_acknowledgement_order_despite_concur
 
 
 # --- graceful stop ------------------------------------------------------------------------------------------------
-
-
+@pytest.mark.supervised  # how the stop goes depends on the processes
 async def test_sigterm_lets_in_flight_sends_finish_then_exits_0_within_drain_timeout(
     tmp_path: Path, remote: FakeRemote
 ) -> None:
@@ -449,6 +446,7 @@ async def test_sigterm_lets_in_flight_sends_finish_then_exits_0_within_drain_tim
         assert await daemon.terminate() == 0
 
 
+@pytest.mark.supervised  # how the stop goes depends on the processes
 async def test_sigterm_with_sends_hung_past_drain_timeout_exits_0_on_time_and_hands_them_back(
     tmp_path: Path, remote: FakeRemote
 ) -> None:
@@ -491,6 +489,7 @@ async def test_sigterm_with_sends_hung_past_drain_timeout_exits_0_on_time_and_ha
         assert await daemon.terminate() == 0
 
 
+@pytest.mark.supervised  # how the stop goes depends on the processes
 async def test_sigterm_with_a_client_trickling_its_body_stops_within_drain_timeout_and_cuts_it(
     tmp_path: Path, remote: FakeRemote
 ) -> None:
@@ -534,6 +533,7 @@ async def test_sigterm_with_a_client_trickling_its_body_stops_within_drain_timeo
         await daemon.ensure_stopped()
 
 
+@pytest.mark.supervised  # how the stop goes depends on the processes
 async def test_sigterm_while_clients_stream_exits_0_and_every_acknowledged_record_arrives_once(
     tmp_path: Path, remote: FakeRemote
 ) -> None:
@@ -565,6 +565,7 @@ async def test_sigterm_while_clients_stream_exits_0_and_every_acknowledged_recor
         assert await daemon.terminate() == 0
 
 
+@pytest.mark.supervised  # how the stop goes depends on the processes
 async def test_sigint_is_as_graceful_as_sigterm(tmp_path: Path, remote: FakeRemote) -> None:
     daemon = Daemon.from_config(write_config(tmp_path, sink_toml(remote)))
     await daemon.start()
@@ -577,6 +578,7 @@ async def test_sigint_is_as_graceful_as_sigterm(tmp_path: Path, remote: FakeRemo
     assert "shipper stopped" in daemon.logs()
 
 
+@pytest.mark.supervised  # how the stop goes depends on the processes
 async def test_the_unix_socket_is_mode_0660_while_running_and_removed_by_a_graceful_stop(
     tmp_path: Path, remote: FakeRemote
 ) -> None:
