@@ -105,14 +105,6 @@ async def sink_for(kind: Kind, url: str) -> AsyncIterator[tuple[Sink, list[Spool
         await sink.close()
 
 
-@pytest.fixture
-async def remote() -> AsyncIterator[FakeRemote]:
-    server = FakeRemote()
-    await server.start()
-    yield server
-    await server.stop()
-
-
 def answering(status: int, headers: dict[str, str] | None = None) -> Callable[[web.Request, bytes], web.Response]:
     return lambda request, body: web.json_response({"error": "scripted"}, status=status, headers=headers)
 
