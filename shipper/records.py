@@ -52,6 +52,7 @@ class NewRow:
     after: str | None = None
     kind: str | None = None
     credential: str | None = field(default=None, repr=False)  # the remote's API key; stored once, never logged
+    records: int = 1  # more than one: a bundle, whose body is its records' bodies joined by newlines
 
 
 @functools.lru_cache(maxsize=4096)
@@ -212,6 +213,23 @@ _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _ENVELOPES = msgspec.json.Decoder(list[_Envelope] | _Envelope)
 
 
+# msgspec keeps a body as raw text and so lets a number past a double's range (1e400) through, which orjson, every
+# sink's decoder, refuses: a body with an exponent of 308 or more goes the checked way, which names it. The pattern
+# also matches inside strings ("e400") and doubles that hold (1.5e308): those are decoded to be sure.
+_MAYBE_HUGE = re.compile(rb"[eE]\+?0*(?:30[89]|3[1-9]\d|[4-9]\d\d|\d{4})")
+
+
+def _doubles_hold(body: bytes) -> bool:
+    """Whether every number in the body fits a double, as orjson needs; decoded only when an exponent could say no."""
+    if not _MAYBE_HUGE.search(body):
+        return True
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
 def _nests_within(body: bytes, limit: int) -> bool:
     """Whether a body nests at most `limit` levels; counting brackets decides most bodies without decoding them."""
     if body.count(b"[") + body.count(b"{") <= limit:
@@ -226,7 +244,7 @@ def _quick_row(item: _Envelope, sinks: Collection[str], limits: Limits) -> NewRo
     # The body sits one level inside the item and the item may sit inside an array: a body closer than that to the
     # limit, or anything else in doubt, is left to the checked way, which names the error.
     body = bytes(item.body)
-    if item.sink not in sinks or not _nests_within(body, limits.max_depth - 2):
+    if item.sink not in sinks or not _nests_within(body, limits.max_depth - 2) or not _doubles_hold(body):
         return None
     try:
         path = check_path(item.path)

@@ -85,6 +85,28 @@ def test_malformed_ndjson_line_is_400_invalid_json_naming_item_index_and_line() 
     assert "line 3" in error.body()["message"]
 
 
+@pytest.mark.parametrize(
+    ("raw", "content_type"),
+    [
+        (b'{"body":{"a":1,"a":{"b":[1e400]}},"sink":"remote"}\n{"sink":"remote"}\n', NDJSON),  # found by the fuzzer
+        (b'[{"sink":"remote","body":-2E+308}]', JSON),
+    ],
+)
+def test_a_number_no_double_can_hold_is_400_invalid_json_even_on_the_quick_path(raw: bytes, content_type: str) -> None:
+    """msgspec keeps a body as text and would let 1e400 through; orjson, which every sink decodes with, refuses it."""
+    assert quick_rows(raw, content_type == NDJSON, SINKS, Limits()) is None
+    error = bad(raw, content_type)
+    assert (status_of(error), error.code) == (400, "invalid_json")
+    assert "64-bit float" in error.body()["message"]
+
+
+def test_a_three_digit_exponent_a_double_holds_or_a_string_like_e400_is_accepted() -> None:
+    raw = lines({"sink": "remote", "body": {"n": 1e-300, "m": 1e300, "s": "name400"}})
+    assert quick_rows(raw, True, SINKS, Limits()) is not None
+    rows = parse_records(raw, NDJSON, SINKS)
+    assert orjson.loads(rows[0].body) == {"n": 1e-300, "m": 1e300, "s": "name400"}
+
+
 def test_malformed_json_array_is_400_invalid_json() -> None:
     error = bad(b'[{"sink": "remote"},')
     assert (status_of(error), error.code) == (400, "invalid_json")
