@@ -45,6 +45,7 @@ from shipper.notify import Notifier
 from shipper.ops.routes import add_routes
 from shipper.roles import Role, deliveries_done, open_spool, serve_control
 from shipper.sinks import build_sink, start_sinks
+from shipper.sinks.bundling import bundle_limits
 from shipper.sinks.routing import Routing
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
@@ -82,7 +83,7 @@ class Daemon:
         self.stopping = False
         self.failed = False
         self.counters = IngestCounters()
-        self.routing = Routing(frozenset(config.sinks))
+        self.routing = Routing(frozenset(config.sinks), bundles=bundle_limits(config.sinks))
         self.monitor = SpoolMonitor(config.spool.path, lambda: self.forwarders)
         self.metrics = Metrics(self.counters, lambda: self.forwarders, self.monitor)
         self.redactor = Redactor(config.redact)  # [redact]: applied in ingest, before the spool append
@@ -253,6 +254,7 @@ class Daemon:
                 await self.fleet.remove(name)
             # Only now that the new sinks run: the routes and the configuration the daemon reports.
             self.routing.sinks = frozenset(new.sinks)
+            self.routing.bundles = bundle_limits(new.sinks)
             self.config = new
             logging.getLogger().setLevel((self.log_level or new.daemon.log_level).upper())
             outcome = {"restarted_sinks": sorted(built), "removed": gone}

@@ -4,6 +4,8 @@ dead-letter with a reason, and what it tells the sink-wide breaker.
 The rules, in the order `decide` applies them:
 - a refused batch (413, or any other final no to more than one row) is split in halves, to find the row(s) at fault;
   a 413 also means later batches should be smaller;
+- a final no to one bundle (several records in one row): it goes back to the queue as its records, to be sent
+  apart, as a refused batch is split (a 413 shrinks later batches here too);
 - delivered: the rows are gone, with any ids the remote taught; the breaker closes;
 - a final no to one row (the remote's, or the sink refusing to send it): dead-lettered; the remote is up;
 - the remote refused the key the app sent: dead-lettered with reason `auth:` for a replay with a good key; the
@@ -83,6 +85,8 @@ def decide(
     if outcome.verdict is Verdict.REJECT and len(rows) > 1:
         half = len(rows) // 2
         return Split(rows[:half], rows[half:], too_large=outcome.status == 413)
+    if outcome.verdict is Verdict.REJECT and rows[0].records > 1:  # a bundle refused whole: find the record at fault
+        return Settle(Settlement(unbundled=[rows[0].id]), Breaker.SUCCESS)
     if outcome.verdict is Verdict.DELIVERED:
         learned = [(rows[0].sink, local, remote) for local, remote in outcome.learned]
         return Settle(Settlement(delivered=[row.id for row in rows], learned=learned), Breaker.SUCCESS)

@@ -5,13 +5,19 @@ leases `LEASE_AHEAD` rows per free slot and sends the next one as soon as a slot
 **Batch**: many rows per request, so the loop waits until a batch can be full, or its first row has waited
 `batch_timeout`, or rows may be waiting that no append announced (at start, after a send: retries and successors),
 and then leases one batch. A 413 shrinks the batch limits to half the refused batch.
-Not responsible for waiting or leasing itself (the forwarder), nor for which rows a lease may hand out (order.py).
+`take` is how much of the eligible rows one lease hands out, the same for every queue; bundles (several records in
+one row) count as their records and go whole only to a sender that takes them whole.
+Not responsible for waiting or leasing itself (the forwarder), nor for which rows are eligible (order.py).
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from shipper.core.rows import SpoolRow
 
 # Replay mode leases this many rows per free slot, so most sends need no lease of their own.
 LEASE_AHEAD = 4
@@ -90,3 +96,29 @@ def batch_hold(
 def idle_wait(next_due: float | None, now: float) -> float:
     """After an empty lease: until the first backing-off row comes due, but no longer than `IDLE_POLL`."""
     return IDLE_POLL if next_due is None else min(IDLE_POLL, max(0.0, next_due - now))
+
+
+def whole(row: SpoolRow, bundles: bool, limit: int, max_bytes: int) -> bool:
+    """Whether a row may leave as it is: a bundle only to a sender that takes bundles, and only if it fits a batch."""
+    return row.records == 1 or (bundles and row.records <= limit and len(row.body) <= max_bytes)
+
+
+def take(
+    eligible: Iterable[SpoolRow], limit: int, max_bytes: int, bundles: bool, split: bool = True
+) -> tuple[list[SpoolRow], list[int]]:
+    """What one lease hands out of the eligible rows (in id order, at most `limit` of them read): up to `limit`
+    records and about `max_bytes`, at least one row; and, with `split`, the bundles met that must be split into
+    their records first (then the lease looks again, with `split` off)."""
+    taken: list[SpoolRow] = []
+    too_big: list[int] = []
+    size = records = 0
+    for row in itertools.islice(eligible, limit):
+        if split and not whole(row, bundles, limit, max_bytes):
+            too_big.append(row.id)
+            continue
+        size += len(row.body)
+        records += row.records
+        if (size > max_bytes or records > limit) and taken:
+            break
+        taken.append(row)
+    return taken, too_big

@@ -22,6 +22,7 @@ class SpoolRow(NamedTuple):
     after: str | None = None
     kind: str | None = None
     credential_id: int | None = None
+    records: int = 1  # a bundle carries several records, its bodies joined by newlines (core/bundle.py)
     unanswered: int = 0  # ended attempts the remote may have taken: delivering it now may be a repeat
 
 
@@ -56,6 +57,7 @@ class Settlement:
     dead: list[DeadLetter] = field(default_factory=list)
     released: list[int] = field(default_factory=list)
     learned: list[tuple[str, str, str]] = field(default_factory=list)  # (sink, id told to the app, remote's id)
+    unbundled: list[int] = field(default_factory=list)  # bundles the remote refused whole: back as their records
 
     def merge(self, other: Settlement) -> None:
         self.delivered += other.delivered
@@ -63,3 +65,4 @@ class Settlement:
         self.dead += other.dead
         self.released += other.released
         self.learned += other.learned
+        self.unbundled += other.unbundled

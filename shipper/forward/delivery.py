@@ -65,6 +65,8 @@ class Delivery:
             await self.deliver(decision.first, generation)
             await self.deliver(decision.second, generation)
             return
+        if decision.settlement.unbundled and outcome.status == 413:
+            self._shrink(rows)
         await self._tell_breaker(decision, outcome, generation)
         if await self._record(decision.settlement):
             c.report.settled(rows, decision.settlement, decision.reason)
@@ -95,11 +97,12 @@ class Delivery:
     def _shrink(self, rows: Sequence[SpoolRow]) -> None:
         """The remote found a batch too large (413): lease at most half of it from now on."""
         size = sum(len(row.body) for row in rows)
-        self.limits = self.limits.shrunk(len(rows), size)
+        records = sum(row.records for row in rows)
+        self.limits = self.limits.shrunk(records, size)
         self._c.log.warning(
             "sink %s: the remote refused a batch of %d records (%d bytes) as too large; batches now at most %d / %d",
             self._c.sink.name,
-            len(rows),
+            records,
             size,
             self.limits.records,
             self.limits.bytes,
@@ -132,7 +135,11 @@ class Delivery:
         while True:
             try:
                 await c.spool.settle(
-                    settlement.delivered, settlement.retry, settlement.dead, learned=settlement.learned
+                    settlement.delivered,
+                    settlement.retry,
+                    settlement.dead,
+                    learned=settlement.learned,
+                    unbundled=settlement.unbundled,
                 )
                 return True
             except SpoolError as exc:

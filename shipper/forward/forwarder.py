@@ -173,8 +173,8 @@ class Forwarder:
     async def _lease(self, limit: int) -> None:
         self._announced = Announced()
         self._wake.clear()
-        lease = await self._spool.lease(self.sink.name, limit, self._delivery.limits.bytes)
-        self._backlog = len(lease.rows) >= limit
+        lease = await self._spool.lease(self.sink.name, limit, self._delivery.limits.bytes, self.sink.batching.bundles)
+        self._backlog = sum(row.records for row in lease.rows) >= limit
         if not lease.rows:
             await self._wait(idle_wait(lease.next_due, self._clock.time()))
         elif self._mode is Mode.BATCH:

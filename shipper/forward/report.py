@@ -35,15 +35,21 @@ class Report:
         self._auth = Throttled(log)
 
     def settled(self, rows: Sequence[SpoolRow], settlement: Settlement, reason: str | None) -> None:
-        """Count what a recorded settlement did to `rows`."""
+        """Count what a recorded settlement did to `rows`, in records (a bundle counts each record it carries)."""
+        records = {row.id: row.records for row in rows}
         if settlement.delivered:
-            self.counters.delivered += len(settlement.delivered)
-            self.counters.redelivered += sum(1 for row in rows if row.unanswered)
-        self.counters.retried += len(settlement.retry)
+            self.counters.delivered += sum(records.get(row_id, 1) for row_id in settlement.delivered)
+            self.counters.redelivered += sum(row.records for row in rows if row.unanswered)
+        self.counters.retried += sum(records.get(r.id, 1) for r in settlement.retry)
         if settlement.dead:
-            self.counters.dead_lettered += len(settlement.dead)
-            self._dead.warning(
-                "sink %s: %d row(s) dead-lettered: %s", self._sink, len(settlement.dead), (reason or "")[:200]
+            dead = sum(records.get(d.id, 1) for d in settlement.dead)
+            self.counters.dead_lettered += dead
+            self._dead.warning("sink %s: %d record(s) dead-lettered: %s", self._sink, dead, (reason or "")[:200])
+        if settlement.unbundled:
+            self._log.info(
+                "sink %s: the remote refused a bundle of %d records whole; sending its records apart",
+                self._sink,
+                sum(records.get(row_id, 1) for row_id in settlement.unbundled),
             )
 
     def recovered(self) -> None:

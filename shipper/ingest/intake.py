@@ -16,6 +16,7 @@ from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY, REDACTOR_KEY, ROUTING_
 from shipper.ingest.responses import error_response
 from shipper.ingest.timing import note_committed
 from shipper.records import BadInput, NewRow
+from shipper.sinks.bundling import bundled
 
 # Nothing from the request was spooled in any of these; the client should send it again later (or, for 413, split).
 SPOOL_FAILURES: dict[type[SpoolError], tuple[int, str]] = {
@@ -44,11 +45,12 @@ async def read_body(request: web.Request) -> bytes:
 async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | web.Response:
     """Redact, append and wait for the commit; a spool failure is the daemon's problem, said as 503 with Retry-After."""
     redactor = request.app[REDACTOR_KEY]
+    routing = request.app[ROUTING_KEY]
     if redactor.active:  # before the append: what redaction removes must never reach the disk
-        vendors = {name: sink.adapter.type for name, sink in request.app[ROUTING_KEY].vendors.items()}
+        vendors = {name: sink.adapter.type for name, sink in routing.vendors.items()}
         rows = redactor.redact_rows(list(rows), vendors)
     try:
-        ids = await request.app[SPOOL_KEY].append(rows)
+        ids = await request.app[SPOOL_KEY].append(bundled(rows, routing.bundles) if routing.bundles else rows)
     except SpoolError as exc:
         status, code = SPOOL_FAILURES.get(type(exc), (503, "spool_unavailable"))
         response = error_response(status, code, str(exc))

@@ -31,9 +31,10 @@ class Leaser(Protocol):
         """Call `callback(count)` when rows for `sink` were added: a hint to look now."""
         ...
 
-    async def lease(self, sink: str, limit: int, max_bytes: int = 1 << 62) -> Lease:
-        """Rows of `sink` that may leave now under the ordering rule, at most `limit` and about `max_bytes`, each
-        leased until a deadline after which it may be handed out again."""
+    async def lease(self, sink: str, limit: int, max_bytes: int = 1 << 62, bundles: bool = False) -> Lease:
+        """Rows of `sink` that may leave now under the ordering rule, at most `limit` records and about `max_bytes`,
+        each leased until a deadline after which it may be handed out again. A bundle is handed out whole only to a
+        sender that takes bundles (`bundles`) and only if it fits; otherwise it is split into its records first."""
         ...
 
     async def settle(
@@ -43,8 +44,10 @@ class Leaser(Protocol):
         dead: Iterable[DeadLetter] = (),
         released: Iterable[int] = (),
         learned: Iterable[tuple[str, str, str]] = (),
+        unbundled: Iterable[int] = (),
     ) -> None:
-        """Record what came of sends: gone, due again at a time, dead-lettered (with dependants), or handed back."""
+        """Record what came of sends: gone, due again at a time, dead-lettered (with dependants), handed back, or
+        (bundles refused whole) handed back as their records."""
         ...
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from shipper.core import order
+from shipper.core.leasing import take
 from shipper.core.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
 from shipper.errors import DiskFull, SpoolError
 from shipper.records import NewRow
@@ -55,23 +56,23 @@ class MemoryQueue:
         self._watchers[sink] = callback
 
     async def append(self, rows: Sequence[NewRow]) -> list[int]:
-        ids = [self._insert(row) for row in rows]
-        for sink, count in Counter(row.sink for row in rows).items():
+        ids = [record_id for row in rows for record_id in self._insert(row)]
+        counts: Counter[str] = Counter()
+        for row in rows:
+            counts[row.sink] += row.records
+        for sink, count in counts.items():
             if sink in self._watchers:
                 self._watchers[sink](count)
         await asyncio.sleep(0)  # an append is answered after a hop, as the spool's is
         return ids
 
-    async def lease(self, sink: str, limit: int, max_bytes: int = 1 << 62) -> Lease:
+    async def lease(self, sink: str, limit: int, max_bytes: int = 1 << 62, bundles: bool = False) -> Lease:
         now = self._clock()
-        taken: list[SpoolRow] = []
-        size = 0
-        for waiting in order.eligible(self._waiting(sink), lambda w: self._free(w.id, now)):
-            row = self.rows[waiting.id]
-            size += len(row.body)
-            if (size > max_bytes and taken) or len(taken) >= limit:
-                break
-            taken.append(row._replace(attempts=row.attempts + 1))
+        taken, too_big = take(self._eligible(sink, now), limit, max_bytes, bundles)
+        if too_big:
+            self._unbundle(too_big)
+            taken, _ = take(self._eligible(sink, now), limit, max_bytes, bundles, split=False)
+        taken = [row._replace(attempts=row.attempts + 1) for row in taken]
         for row in taken:
             self._leased_until[row.id] = now + self._lease_timeout
         later = [due for row_id, due in self._due.items() if due > now and self.rows[row_id].sink == sink]
@@ -84,10 +85,12 @@ class MemoryQueue:
         dead: Iterable[DeadLetter] = (),
         released: Iterable[int] = (),
         learned: Iterable[tuple[str, str, str]] = (),
+        unbundled: Iterable[int] = (),
     ) -> None:
         if self.refuse_settle is not None:
             raise self.refuse_settle
-        s = Settlement(list(delivered), list(retry), list(dead), list(released), list(learned))
+        s = Settlement(list(delivered), list(retry), list(dead), list(released), list(learned), list(unbundled))
+        self._unbundle(s.unbundled)
         self._upstream.update({(sink, local): upstream for sink, local, upstream in s.learned})
         if s.dead:
             self._dead_letter(s.dead)
@@ -98,7 +101,7 @@ class MemoryQueue:
                 row = self.rows[r.id]
                 self.rows[r.id] = row._replace(attempts=row.attempts + 1, unanswered=row.unanswered + r.unanswered)
                 self._due[r.id] = r.next_attempt_at
-        for row_id in s.delivered + [d.id for d in s.dead] + [r.id for r in s.retry] + s.released:
+        for row_id in s.delivered + [d.id for d in s.dead] + [r.id for r in s.retry] + s.released + s.unbundled:
             self._leased_until.pop(row_id, None)
 
     async def credential(self, credential_id: int) -> str | None:
@@ -124,20 +127,24 @@ class MemoryQueue:
 
     # -- the rule applied -----------------------------------------------------------------------------------------
 
+    def _eligible(self, sink: str, now: float) -> Iterator[SpoolRow]:
+        return (self.rows[w.id] for w in order.eligible(self._waiting(sink), lambda w: self._free(w.id, now)))
+
     def _waiting(self, sink: str) -> Iterable[order.Waiting]:
         return (order.Waiting(r.id, r.key, r.scope, r.after, r.kind) for r in self.rows.values() if r.sink == sink)
 
     def _free(self, row_id: int, now: float) -> bool:
         return self._due.get(row_id, 0.0) <= now and self._leased_until.get(row_id, 0.0) <= now
 
-    def _insert(self, new: NewRow) -> int:
-        row_id, self._next_id = self._next_id, self._next_id + 1
+    def _insert(self, new: NewRow) -> range:
+        """The ids of the row's records: a bundle of n takes n ids, as the spool's do."""
+        row_id, self._next_id = self._next_id, self._next_id + new.records
         scope = order.inherited_scope(new.kind, new.key, new.scope, self._entity_scope(new.sink, new.key))
         credential = None if new.credential is None else self._credentials.setdefault(
             (new.sink, new.credential), len(self._credentials) + 1
         )  # fmt: skip
         row = SpoolRow(row_id, new.sink, new.key, new.method, new.path, new.query, new.body, self._clock(), 0,
-                       scope, new.after, new.kind, credential)  # fmt: skip
+                       scope, new.after, new.kind, credential, new.records)  # fmt: skip
         died = order.dead_on_arrival(new.kind, new.key, new.after, self._dead_creates(new.sink))
         if died is None:
             self.rows[row_id] = row
@@ -145,7 +152,19 @@ class MemoryQueue:
             self.dead[row_id] = Dead(row, None, None, order.reason(died, self.dead[died].row.key))
         if order.remembers_scope(new.kind, new.key, scope) and new.key is not None and scope is not None:
             self._scopes.setdefault((new.sink, new.key), scope)
-        return row_id
+        return range(row_id, self._next_id)
+
+    def _unbundle(self, ids: Iterable[int]) -> None:
+        """Bundles back as their records, under the ids they were given, in id order (spool/bundles.py)."""
+        for row_id in ids:
+            row = self.rows.get(row_id)
+            if row is None or row.records == 1:
+                continue
+            for i, body in enumerate(row.body.split(b"\n")):
+                self.rows[row_id + i] = row._replace(id=row_id + i, body=body, records=1)
+                if row_id in self._due:
+                    self._due[row_id + i] = self._due[row_id]
+        self.rows = dict(sorted(self.rows.items()))
 
     def _entity_scope(self, sink: str, key: str | None) -> str | None:
         return None if key is None else self._scopes.get((sink, key))

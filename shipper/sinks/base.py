@@ -17,11 +17,13 @@ from shipper.core.rows import SpoolRow
 
 @dataclass(frozen=True, slots=True)
 class Batching:
-    """How many rows one send may carry and how long a partial batch may wait; (1, -, 0) means replay."""
+    """How many records one send may carry and how long a partial batch may wait; (1, -, 0) means replay.
+    `bundles`: a row may carry several records (sinks/bundling.py), which the sink sends as they are."""
 
     max_records: int = 1
     max_bytes: int = 1 << 62
     timeout: float = 0.0
+    bundles: bool = False
 
 
 class Sink(Protocol):

@@ -18,24 +18,32 @@ from shipper.core.rows import SpoolRow
 from shipper.sinks.base import Batching
 
 
-def render_line(row: SpoolRow) -> bytes:
-    record = {
-        "id": row.id,
-        "sink": row.sink,
-        "key": row.key,
-        "method": row.method,
-        "path": row.path,
-        "query": orjson.Fragment(row.query) if row.query else None,
-        "body": orjson.Fragment(row.body),
-        "created_at": row.created_at,
-    }
-    return orjson.dumps(record) + b"\n"
+def render_lines(row: SpoolRow) -> bytes:
+    """One line per record: a bundle's records (sinks/bundling.py) each get their own line and their own id."""
+    query = orjson.Fragment(row.query) if row.query else None
+    bodies = row.body.split(b"\n") if row.records > 1 else (row.body,)
+    return b"".join(
+        orjson.dumps(
+            {
+                "id": row.id + i,
+                "sink": row.sink,
+                "key": row.key,
+                "method": row.method,
+                "path": row.path,
+                "query": query,
+                "body": orjson.Fragment(body),
+                "created_at": row.created_at,
+            }
+        )
+        + b"\n"
+        for i, body in enumerate(bodies)
+    )
 
 
 class FileSink:
     def __init__(self, name: str, config: FileSinkConfig) -> None:
         self.name = name
-        self.batching = Batching(max_records=config.batch_max_records)
+        self.batching = Batching(max_records=config.batch_max_records, bundles=True)
         self.concurrency = 1
         self._path = config.path
         self._fsync = config.fsync
@@ -53,7 +61,7 @@ class FileSink:
             self._fd = None
 
     async def send(self, rows: Sequence[SpoolRow]) -> Outcome:
-        data = b"".join(render_line(row) for row in rows)
+        data = b"".join(render_lines(row) for row in rows)
         try:
             await asyncio.to_thread(self._write, data)
         except OSError as exc:

@@ -61,7 +61,7 @@ class HttpSink:
         self.name = name
         self.concurrency = config.concurrency
         self.batching = (
-            Batching(config.batch_max_records, config.batch_max_bytes, config.batch_timeout)
+            Batching(config.batch_max_records, config.batch_max_bytes, config.batch_timeout, bundles=True)
             if config.batch
             else Batching()
         )
@@ -82,7 +82,8 @@ class HttpSink:
 
     def build_request(self, rows: Sequence[SpoolRow]) -> OutRequest:
         if self.batching.max_records > 1:
-            body = b"\n".join([*(row.body for row in rows), b""])  # one copy; each line ends in a newline
+            # One copy; each line ends in a newline. A bundle's body is its records' lines already (bundling.py).
+            body = b"\n".join([*(row.body for row in rows), b""])
             headers = {**self._headers, "Content-Type": "application/x-ndjson"}
             return OutRequest("POST", self._base_url, headers, body)
         (row,) = rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from shipper.sinks.bundling import BundleLimit
 from shipper.sinks.vendor import VendorSink
 
 
@@ -16,3 +17,4 @@ from shipper.sinks.vendor import VendorSink
 class Routing:
     sinks: frozenset[str]
     vendors: Mapping[str, VendorSink] = field(default_factory=dict)
+    bundles: Mapping[str, BundleLimit] = field(default_factory=dict)  # sinks whose records may share a row

@@ -67,10 +67,15 @@ def show_dead(path: Path, row_id: int) -> DeadRow:
     return found
 
 
+# Dead letters put back leave their table, saying how many records each carried (the file's record count adds them).
+_FORGET = f"DELETE FROM dead_letters WHERE id IN ({sql.IDS}) RETURNING records"
+
+
 def _requeue(conn: sqlite3.Connection, now: float, row_id: int, credential_id: int | None) -> int:
     cursor = conn.execute(_REQUEUE, (credential_id, now, row_id))
     if cursor.rowcount != 1 or cursor.lastrowid is None:  # then the chunk's transaction is never committed
         raise SpoolError(f"dead letter {row_id} could not be put back in the queue")
+    conn.execute(sql.RESERVE_BUNDLE_IDS, (cursor.lastrowid,))
     return cursor.lastrowid
 
 
@@ -101,8 +106,9 @@ def replay(
             conn.execute("BEGIN IMMEDIATE")
             keys = _credentials(conn, {row_id: chosen[row_id] for row_id in chunk}, api_key) if api_key else {}
             moved = [(row_id, _requeue(conn, now, row_id, keys.get(row_id))) for row_id in chunk]
-            conn.execute(f"DELETE FROM dead_letters WHERE id IN ({sql.IDS})", (orjson.dumps(chunk),))
-            conn.execute(sql.COUNT_ROWS, (len(moved),))  # the file's row count, as every writer keeps it
+            gone = conn.execute(_FORGET, (orjson.dumps(chunk),))
+            records = sum(n for (n,) in gone)
+            conn.execute(sql.COUNT_ROWS, (records,))  # the file's record count, as every writer keeps it
             conn.execute("COMMIT")
             done += moved
             if progress is not None:

@@ -14,15 +14,19 @@ import errno
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from shipper.core.leasing import take
 from shipper.core.rows import Lease, Settlement, SpoolRow
 from shipper.errors import DiskFull, LargerThanSpool, SpoolError, SpoolFull
 from shipper.records import NewRow
 from shipper.spool import sql
 from shipper.spool.bounds import Bounds, excess, row_bytes, rows_to_drop
+from shipper.spool.bundles import unbundle
 from shipper.spool.inserts import Inserts, one
 from shipper.spool.settle import settle
 from shipper.spool.turns import Turns
@@ -41,7 +45,7 @@ class Op:
     future: asyncio.Future[Any]
     append: Sequence[NewRow] | None = None
     settle: Settlement | None = None
-    lease: tuple[str, int, int] | None = None
+    lease: tuple[str, int, int, bool] | None = None
     read: Read | None = None
 
 
@@ -112,10 +116,11 @@ class GroupWriter:
             if op.append is None:
                 continue
             size = row_bytes(op.append) if self._bounds.bounded else 0
-            refusal = self._admit(conn, len(op.append), size, pending, out.dropped)
+            records = sum(row.records for row in op.append)
+            refusal = self._admit(conn, records, size, pending, out.dropped)
             if refusal is None:
                 appends.append((i, op.append))
-                pending = (pending[0] + len(op.append), pending[1] + size)
+                pending = (pending[0] + records, pending[1] + size)
             else:
                 out.results[i] = refusal
         counted = 0  # rows in minus rows out, for the file's row count (drops are counted as they happen)
@@ -162,16 +167,27 @@ class GroupWriter:
             return full
         wanted = rows_to_drop(over_rows, over_bytes, bytes_now / max(rows_now, 1))
         # Drop only if that makes room: a request that cannot fit must not cost acknowledged rows for nothing.
-        conn.execute("SAVEPOINT make_room")
-        gone = conn.execute(sql.DROP_OLDEST, (wanted,)).fetchall()
-        if len(gone) < wanted:
-            conn.execute("ROLLBACK TO make_room")
-            conn.execute("RELEASE make_room")
+        oldest = self._oldest(conn, wanted)
+        if sum(records for _, records in oldest) < wanted:
             return full
-        conn.execute("RELEASE make_room")
-        dropped.update(sink for (sink,) in gone)
-        conn.execute(sql.COUNT_ROWS, (-len(gone),))
+        # Whole rows go: the last one, a bundle, may take a few records more than wanted along.
+        gone = conn.execute(sql.DROP, (orjson.dumps([row_id for row_id, _ in oldest]),)).fetchall()
+        for sink, records in gone:
+            dropped[sink] += records
+        conn.execute(sql.COUNT_ROWS, (-sum(records for _, records in gone),))
         return None
+
+    @staticmethod
+    def _oldest(conn: sqlite3.Connection, wanted: int) -> list[tuple[int, int]]:
+        """The oldest rows no one sends, as (id, records), until they hold `wanted` records (or there are no more)."""
+        chosen: list[tuple[int, int]] = []
+        held = 0
+        for row_id, records in conn.execute(sql.OLDEST, (wanted,)):
+            chosen.append((row_id, records))
+            held += records
+            if held >= wanted:
+                break
+        return chosen
 
     @staticmethod
     def _row_count(conn: sqlite3.Connection) -> int:
@@ -195,22 +211,24 @@ class GroupWriter:
             conn.executescript(f"PRAGMA incremental_vacuum({min(free, VACUUM_MAX_PAGES)});")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def _lease(self, conn: sqlite3.Connection, sink: str, limit: int, max_bytes: int) -> Lease:
+    def _lease(self, conn: sqlite3.Connection, sink: str, limit: int, max_bytes: int, bundles: bool) -> Lease:
+        """At most `limit` records and about `max_bytes`, at least one row. A bundle the sender cannot take whole
+        (`bundles` false, or larger than this batch may be) is split into its records first (bundles.py)."""
         now = time.time()
-        params = {"sink": sink, "now": now, "limit": limit, "max_bytes": max_bytes}
-        rows: list[SpoolRow] = []
-        size = 0
-        for found in conn.execute(sql.LEASE, params):
-            row = SpoolRow._make(found)
-            size += len(row.body)
-            if size > max_bytes and rows:
-                break
-            rows.append(row)
+        rows, too_big = take(self._eligible(conn, sink, now, limit), limit, max_bytes, bundles)
+        if too_big and unbundle(conn, too_big):
+            rows, _ = take(self._eligible(conn, sink, now, limit), limit, max_bytes, bundles, split=False)
         if rows:
             until = now + self._lease_timeout
             conn.executemany(sql.TAKE_LEASE, [(row.id, until, self._owner) for row in rows])
         next_due = one(conn, sql.NEXT_DUE, (sink, now)) if len(rows) < limit else None
         return Lease(rows, next_due)
+
+    @staticmethod
+    def _eligible(conn: sqlite3.Connection, sink: str, now: float, limit: int) -> Iterator[SpoolRow]:
+        """The rows the ordering rule lets leave now, in id order, streamed (a lease reads only what it takes)."""
+        for found in conn.execute(sql.LEASE, {"sink": sink, "now": now, "limit": limit}):
+            yield SpoolRow._make(found)
 
 
 def environmental(exc: BaseException) -> bool:

@@ -50,25 +50,29 @@ class Inserts:
         self._scopes.clear()  # it may hold scopes of creates the rollback undid
 
     def insert(self, conn: sqlite3.Connection, batches: list[Sequence[NewRow]]) -> tuple[list[list[int]], int]:
-        """Ids for each batch's rows, in order, and how many rows were queued (the rest died on arrival)."""
-        next_id = int(one(conn, sql.LAST_ID) or 0) + 1
+        """Ids for each batch's records, in order, and how many records were queued (the rest died on arrival). A
+        bundle of n records is one row with the first of its n ids (schema 8)."""
+        next_id = first_of_all = int(one(conn, sql.LAST_ID) or 0) + 1
         now = time.time()
         queued: list[tuple[Any, ...]] = []
         scopes: list[tuple[str, str, str, float]] = []
         out: list[list[int]] = []
+        records = 0
         for rows in batches:
-            out.append(list(range(next_id, next_id + len(rows))))
-            for row_id, row in zip(out[-1], rows, strict=True):
-                values = self._place(conn, row_id, row, now, scopes)
+            first = next_id
+            for row in rows:
+                values = self._place(conn, next_id, row, now, scopes)
                 if values is not None:
                     queued.append(values)
-            next_id += len(rows)
+                    records += row.records
+                next_id += row.records
+            out.append(list(range(first, next_id)))
         conn.executemany(sql.INSERT, queued)
-        if len(queued) < sum(len(rows) for rows in batches):  # some died on arrival: their ids are used up too
+        if len(queued) < next_id - first_of_all:  # ids past the rows: bundles' later ids, records dead on arrival
             conn.execute(sql.BUMP_SEQUENCE, (next_id - 1,))
         if scopes:
             conn.executemany(sql.REMEMBER_SCOPE, scopes)
-        return out, len(queued)
+        return out, records
 
     def _place(
         self, conn: sqlite3.Connection, row_id: int, r: NewRow, now: float, scopes: list[tuple[str, str, str, float]]
@@ -79,7 +83,8 @@ class Inserts:
         wanted = r.key is not None and (r.kind == "create" or (r.kind == "update" and r.scope is None))
         known = self._entity_scope(conn, r.sink, r.key) if wanted and r.key is not None else None
         scope = order.inherited_scope(r.kind, r.key, r.scope, known)
-        values = (row_id, r.sink, r.key, r.method, r.path, r.query, r.body, now, 0, scope, r.after, r.kind, cred)
+        values = (row_id, r.sink, r.key, r.method, r.path, r.query, r.body, now, 0, scope, r.after, r.kind, cred,
+                  r.records)  # fmt: skip
         # The first create of a key names its scope for good (INSERT OR IGNORE; the cache agrees).
         if order.remembers_scope(r.kind, r.key, scope) and r.key is not None and scope is not None and known is None:
             scopes.append((r.sink, r.key, scope, now))

@@ -46,6 +46,7 @@ class DeadRow:
     status: int | None
     response: str | None
     reason: str
+    records: int = 1  # a bundle's: then `body` is the list of its records' bodies
 
     def to_dict(self) -> dict[str, Any]:
         """As `dlq show` and `dlq list --json` print it."""
@@ -58,6 +59,8 @@ class DeadRow:
 _DEAD_FIELDS = tuple(field.name for field in fields(DeadRow))
 _DEAD_ROW = sql.names(_DEAD_FIELDS)
 _WAITING = sql.names(sql.SPOOL_ROW)
+# Counts are of records: a bundle (schema 8) counts every record it carries.
+_RECORDS = "coalesce(sum(records), 0)"
 
 
 def reason_alone(reason: str, response: str | None) -> str:
@@ -72,7 +75,7 @@ def reason_alone(reason: str, response: str | None) -> str:
 
 
 class QueueCounts(NamedTuple):
-    """One sink's queue at a moment: rows waiting, leased, backing off, and when the oldest was acknowledged."""
+    """One sink's queue at a moment: records waiting, leased, backing off, and when the oldest was acknowledged."""
 
     queued: int
     leased: int
@@ -89,7 +92,8 @@ class StoredCredential(NamedTuple):
 def _dead_row(values: Sequence[Any]) -> DeadRow:
     named = dict(zip(_DEAD_FIELDS, values, strict=True))
     named["query"] = orjson.loads(named["query"]) if named["query"] else None
-    named["body"] = orjson.loads(named["body"])
+    body = named["body"]
+    named["body"] = [orjson.loads(line) for line in body.split(b"\n")] if named["records"] > 1 else orjson.loads(body)
     return DeadRow(**named)
 
 
@@ -172,10 +176,10 @@ class SpoolReader:
 
     def waiting(self, sink: str | None = None) -> int:
         where, params = _where({"sink = ?": sink})
-        return int(self._one(f"SELECT count(*) FROM rows{where}", params))
+        return int(self._one(f"SELECT {_RECORDS} FROM rows{where}", params))
 
     def waiting_by_sink(self) -> dict[str, int]:
-        return dict(self._all("SELECT sink, count(*) FROM rows GROUP BY sink"))
+        return dict(self._all(f"SELECT sink, {_RECORDS} FROM rows GROUP BY sink"))
 
     def waiting_rows(self, sink: str | None = None) -> list[SpoolRow]:
         """In id order, bodies as stored; `attempts` counts the attempts that ended (a lease adds the one under way)."""
@@ -183,9 +187,9 @@ class SpoolReader:
         return [SpoolRow(*found) for found in self._all(f"SELECT {_WAITING} FROM rows{where} ORDER BY id", params)]
 
     def retrying(self, now: float, sink: str | None = None) -> int:
-        """Rows backing off: not to be sent before some time after `now`."""
+        """Records backing off: not to be sent before some time after `now`."""
         where, params = _where({"next_attempt_at > ?": now, "sink = ?": sink})
-        return int(self._one(f"SELECT count(*) FROM rows{where}", params))
+        return int(self._one(f"SELECT {_RECORDS} FROM rows{where}", params))
 
     def attempts(self, sink: str | None = None) -> int:
         """Attempts that ended, summed over the waiting rows."""
@@ -201,10 +205,10 @@ class SpoolReader:
         return dict(self._all("SELECT id, until FROM leases"))
 
     def queue_counts(self, now: float) -> dict[str, QueueCounts]:
-        """Per sink holding rows; a lease counts while it runs."""
+        """Records per sink holding rows; a lease counts while it runs."""
         found = self._all(
-            "SELECT sink, count(*), sum(EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id AND l.until > ?)),"
-            " sum(next_attempt_at > ?), min(created_at) FROM rows AS r GROUP BY sink",
+            "SELECT sink, sum(records), sum(records * EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id"
+            " AND l.until > ?)), sum(records * (next_attempt_at > ?)), min(created_at) FROM rows AS r GROUP BY sink",
             (now, now),
         )
         return {
@@ -223,10 +227,10 @@ class SpoolReader:
 
     def dead_count(self, sink: str | None = None) -> int:
         where, params = _where({"sink = ?": sink})
-        return int(self._one(f"SELECT count(*) FROM dead_letters{where}", params))
+        return int(self._one(f"SELECT {_RECORDS} FROM dead_letters{where}", params))
 
     def dead_by_sink(self) -> dict[str, int]:
-        return dict(self._all("SELECT sink, count(*) FROM dead_letters GROUP BY sink"))
+        return dict(self._all(f"SELECT sink, {_RECORDS} FROM dead_letters GROUP BY sink"))
 
     def dead_letter_sinks(
         self, sink: str | None = None, since: float | None = None, ids: Sequence[int] = ()

@@ -26,6 +26,8 @@ CHUNK = 256
 ROW_FIELDS = ("id", *sql.REQUEUED)
 # Where each read holds its credential id, renumbered for the new file.
 ROW_CREDENTIAL, DEAD_CREDENTIAL = ROW_FIELDS.index("credential_id"), sql.DEAD_LETTER.index("credential_id")
+# Where a re-queued row (REQUEUED) holds how many records it carries: the file's record count adds them.
+RECORDS, DEAD_RECORDS = sql.REQUEUED.index("records"), sql.DEAD_LETTER.index("records")
 
 
 @dataclass(slots=True)
@@ -99,8 +101,11 @@ def salvage(old_path: Path, spool_path: Path, progress: Callable[[str, int], Non
 def _flush(new: sqlite3.Connection, insert: str, chunk: list[tuple[Any, ...]]) -> None:
     """Queue a chunk of rows, and count them in the file's row count as every writer does."""
     new.execute("BEGIN IMMEDIATE")
-    new.executemany(insert, chunk)
-    new.execute(sql.COUNT_ROWS, (len(chunk),))
+    for row in chunk:
+        cursor = new.execute(insert, row)
+        if row[RECORDS] > 1:
+            new.execute(sql.RESERVE_BUNDLE_IDS, (cursor.lastrowid,))
+    new.execute(sql.COUNT_ROWS, (sum(row[RECORDS] for row in chunk),))
     new.execute("COMMIT")
 
 
@@ -144,8 +149,11 @@ def _keep_dead(
     if not rows:
         return
     new.execute("BEGIN IMMEDIATE")
-    first = _reserve_ids(new, len(rows))
-    values = [(first + n, *_rekeyed(row, DEAD_CREDENTIAL, credentials)[1:]) for n, row in enumerate(rows)]
+    next_id = _reserve_ids(new, sum(row[DEAD_RECORDS] for row in rows))
+    values = []
+    for row in rows:  # a dead bundle takes an id for each of its records, as in the queue
+        values.append((next_id, *_rekeyed(row, DEAD_CREDENTIAL, credentials)[1:]))
+        next_id += row[DEAD_RECORDS]
     new.executemany(insert, values)
     new.execute("COMMIT")
     report.dead_letters = len(rows)

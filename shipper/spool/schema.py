@@ -115,6 +115,15 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     INSERT INTO tallies (name, value) SELECT 'rows', count(*) FROM rows;
     """,
+    # 8: bundles. Where no ordering needs them apart, one row carries a request's records for one batching sink,
+    # their bodies joined by newlines, so the writer inserts, leases and deletes once per bundle, not per record.
+    # A bundle of n records takes ids id..id+n-1 (every path that inserts one moves the sequence past them: a
+    # trigger cannot, as SQLite writes the sequence after the statement's triggers), so each record keeps an id of
+    # its own and a bundle split back into its records needs no new ids. The row count in `tallies` counts records.
+    """
+    ALTER TABLE rows ADD COLUMN records INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE dead_letters ADD COLUMN records INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 # The columns, named once. What a record asks for (the request to replay, with what orders it); what the queue adds
 # (id, when, attempts); what a dead letter adds. Every statement here, in dlq.py and in salvage.py is built from them.
-REQUEST = ("sink", "key", "method", "path", "query", "body", "scope", "after", "kind", "credential_id")
+REQUEST = ("sink", "key", "method", "path", "query", "body", "scope", "after", "kind", "credential_id", "records")
 # In SpoolRow's order: a lease builds SpoolRows straight from these (a test keeps the two equal).
 ROW = ("id", "sink", "key", "method", "path", "query", "body", "created_at", "attempts", "scope", "after", "kind",
-       "credential_id")  # fmt: skip
+       "credential_id", "records")  # fmt: skip
 OUTCOME = ("failed_at", "status", "response", "reason")
 # Every SpoolRow field: what a reader hands back of a waiting row.
 SPOOL_ROW = (*ROW, "unanswered")
@@ -37,6 +37,10 @@ DEAD_ON_ARRIVAL = f"INSERT INTO dead_letters ({COLUMNS}, failed_at, reason) VALU
 LAST_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'rows'"
 # Ids come from the rows table's sequence; a row dead on arrival never enters it, so move the sequence past it.
 BUMP_SEQUENCE = "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'rows'"
+# After a bundle went in under a new id (a replay, a salvage): its later records' ids are taken too (schema 8).
+RESERVE_BUNDLE_IDS = (
+    "UPDATE sqlite_sequence SET seq = max(seq, (SELECT id + records - 1 FROM rows WHERE id = ?)) WHERE name = 'rows'"
+)
 REMEMBER_SCOPE = f"INSERT OR IGNORE INTO entity_scopes ({names(ENTITY_SCOPE)}) VALUES ({marks(ENTITY_SCOPE)})"
 LEARN_ID = f"INSERT OR REPLACE INTO id_map ({names(LEARNT_ID)}) VALUES ({marks(LEARNT_ID)})"
 STORE_CREDENTIAL = "INSERT OR IGNORE INTO credentials (digest, value) VALUES (?, ?)"
@@ -44,10 +48,9 @@ CREDENTIAL_ID = "SELECT id FROM credentials WHERE digest = ?"
 DEAD_CREATE_FOR = (
     "SELECT id, key FROM dead_letters WHERE sink = ? AND kind = 'create' AND key IN (?, ?) ORDER BY id LIMIT 1"
 )
-DROP_OLDEST = """
-DELETE FROM rows WHERE id IN (
-    SELECT id FROM rows AS r WHERE NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id) ORDER BY id LIMIT ?
-) RETURNING sink
+# The oldest rows no one sends, for `when_full = drop_oldest`: read in id order until they hold enough records.
+OLDEST = """
+SELECT id, records FROM rows AS r WHERE NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.id = r.id) ORDER BY id LIMIT ?
 """
 OLDER = "SELECT 1 FROM rows AS p WHERE p.sink = r.sink AND p.id < r.id AND"
 # Eligible rows in id order, streamed: the writer stops reading once the batch reaches its byte budget.
@@ -62,6 +65,7 @@ ORDER BY id LIMIT :limit
 TAKE_LEASE = "INSERT OR REPLACE INTO leases (id, until, owner) VALUES (?, ?, ?)"
 NEXT_DUE = "SELECT min(next_attempt_at) FROM rows WHERE sink = ? AND next_attempt_at > ?"
 IDS = "SELECT value FROM json_each(?)"
+DROP = f"DELETE FROM rows WHERE id IN ({IDS}) RETURNING sink, records"
 DEAD = f"""
 INSERT INTO dead_letters ({COLUMNS}, {names(OUTCOME)})
 SELECT {COLUMNS}, {marks(OUTCOME)} FROM rows WHERE id = ?
@@ -73,3 +77,15 @@ ROW_COUNT = "SELECT value FROM tallies WHERE name = 'rows'"
 COUNT_ROWS = "UPDATE tallies SET value = value + ? WHERE name = 'rows'"
 # Of some ids, those whose lease `owner` holds: a settlement of a lease another process took over changes nothing.
 HELD = f"SELECT id FROM leases WHERE owner = ? AND id IN ({IDS})"
+# Rows leave `rows`: how many records went with them (a bundle counts all of its records).
+DELETE_ROWS = f"DELETE FROM rows WHERE id IN ({IDS}) RETURNING records"
+# A bundle split back into its records, in place: record i keeps the bundle's everything but its id (id + i, kept
+# free for it since the append) and its body (the i-th line).
+_KEPT_WHOLE = (*ROW, "next_attempt_at", "last_error", "unanswered")
+_UNBUNDLED = tuple(c for c in _KEPT_WHOLE if c not in ("id", "body", "records"))
+UNBUNDLE_RECORD = f"""
+INSERT INTO rows (id, body, records, {names(_UNBUNDLED)})
+SELECT ?, ?, 1, {names(_UNBUNDLED)} FROM rows WHERE id = ?
+"""
+UNBUNDLE_FIRST = "UPDATE rows SET body = ?, records = 1 WHERE id = ?"
+BUNDLES = f"SELECT id, body, records FROM rows WHERE records > 1 AND id IN ({IDS})"

@@ -174,8 +174,8 @@ class Spool:
         result: list[int] = await self._submit(Op(self._future(), append=rows))
         return result
 
-    async def lease(self, sink: str, limit: int, max_bytes: int = 1 << 62) -> Lease:
-        result: Lease = await self._submit(Op(self._future(), lease=(sink, limit, max_bytes)))
+    async def lease(self, sink: str, limit: int, max_bytes: int = 1 << 62, bundles: bool = False) -> Lease:
+        result: Lease = await self._submit(Op(self._future(), lease=(sink, limit, max_bytes, bundles)))
         return result
 
     async def settle(
@@ -185,8 +185,11 @@ class Spool:
         dead: Iterable[DeadLetter] = (),
         released: Iterable[int] = (),
         learned: Iterable[tuple[str, str, str]] = (),
+        unbundled: Iterable[int] = (),
     ) -> None:
-        settlement = Settlement(list(delivered), list(retry), list(dead), list(released), list(learned))
+        settlement = Settlement(
+            list(delivered), list(retry), list(dead), list(released), list(learned), list(unbundled)
+        )
         await self._submit(Op(self._future(), settle=settlement))
 
     async def credential(self, credential_id: int) -> str | None:
@@ -325,7 +328,8 @@ class Spool:
                 continue
             op.future.set_result(result)
             if op.append:
-                added.update(row.sink for row in op.append)
+                for row in op.append:
+                    added[row.sink] += row.records
         if added:
             self.disk_full = None
         if added:

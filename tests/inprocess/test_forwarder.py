@@ -232,6 +232,74 @@ async def test_a_batch_refused_for_one_bad_row_is_split_until_only_that_row_is_d
     assert (fw.counters.delivered, fw.counters.dead_lettered) == (3, 1)
 
 
+def bundle(numbers: range) -> NewRow:
+    """A bundle as sinks/bundling.py makes it: loose records' bodies joined by newlines, in one row."""
+    body = b"\n".join(orjson.dumps({"n": n, "key": None}) for n in numbers)
+    return NewRow(SINK, "POST", "/records", None, body, None, records=len(numbers))
+
+
+async def test_bundles_go_whole_in_batches_counted_as_their_records(
+    remote: FakeRemote, queue: MemoryQueue, clock: VirtualClock
+) -> None:
+    settings = config(remote, batch=True, batch_max_records=10, batch_timeout=0)
+    async with forwarding(queue, settings, clock) as fw:
+        ids = await queue.append([bundle(range(4)), bundle(range(4, 8)), record(8)])
+        await until(lambda: not queue.rows, clock, idle(fw))
+    assert ids == list(range(1, 10))  # one id per record, in order
+    assert [body["n"] for body in remote.bodies()] == list(range(9))
+    assert len(remote.received) == 1  # two bundles and a row in one NDJSON batch
+    assert fw.counters.delivered == 9
+
+
+async def test_a_bundle_refused_whole_goes_back_as_its_records_and_only_the_bad_one_is_dead_lettered(
+    remote: FakeRemote, queue: MemoryQueue, clock: VirtualClock
+) -> None:
+    def poisoned(request: web.Request, body: bytes) -> web.Response | None:
+        return web.Response(status=400, text="bad record 2") if b'"n":2' in body else None
+
+    remote.behaviour = poisoned
+    async with forwarding(queue, config(remote, batch=True, batch_max_records=4, batch_timeout=0), clock) as fw:
+        ids = await queue.append([bundle(range(4))])
+        await until(lambda: not queue.rows, clock, idle(fw))
+    assert list(queue.dead) == [ids[2]]  # the bad record alone, under its own id
+    assert queue.dead[ids[2]].row.body == b'{"n":2,"key":null}'
+    assert sorted(body["n"] for body in remote.bodies()) == [0, 1, 3]
+    assert (fw.counters.delivered, fw.counters.dead_lettered) == (3, 1)
+
+
+async def test_a_413_for_a_bundle_splits_it_and_later_bundles_are_split_to_the_smaller_batch(
+    remote: FakeRemote, queue: MemoryQueue, clock: VirtualClock
+) -> None:
+    lines: list[int] = []
+
+    def too_large(request: web.Request, body: bytes) -> web.Response | None:
+        lines.append(body.count(b"\n"))
+        return web.Response(status=413) if lines[-1] > 2 else None
+
+    remote.behaviour = too_large
+    async with forwarding(queue, config(remote, batch=True, batch_max_records=8, batch_timeout=0), clock) as fw:
+        await queue.append([bundle(range(8))])
+        await until(lambda: not queue.rows, clock, idle(fw))
+        first_round = len(lines)
+        await queue.append([bundle(range(8, 16))])
+        await until(lambda: not queue.rows, clock, idle(fw))
+    assert lines[0] == 8 and max(lines[first_round:]) <= 2  # the next bundle never went out whole
+    assert sorted(body["n"] for body in remote.bodies()) == list(range(16))
+    assert (fw.counters.delivered, fw.counters.dead_lettered) == (16, 0)
+
+
+async def test_a_replaying_sink_given_a_bundle_sends_each_record_as_its_own_request(
+    remote: FakeRemote, queue: MemoryQueue, clock: VirtualClock
+) -> None:
+    """A reload may turn a batching sink into a replaying one while bundles wait: the lease splits them."""
+    async with forwarding(queue, config(remote), clock) as fw:
+        ids = await queue.append([bundle(range(3))])
+        await until(lambda: not queue.rows, clock, idle(fw))
+    assert ids == [1, 2, 3]
+    assert sorted(body["n"] for body in remote.bodies()) == [0, 1, 2]
+    assert len(remote.received) == 3 and fw.counters.delivered == 3
+
+
 async def test_rows_of_one_key_go_one_at_a_time_in_order_while_keys_flow_in_parallel(
     remote: FakeRemote, queue: MemoryQueue, clock: VirtualClock
 ) -> None:

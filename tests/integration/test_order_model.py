@@ -1,7 +1,8 @@
 """The ordering rule has one statement (shipper/core/order.py) and two implementations that must agree.
 
-Random histories (appends with keys, scopes, `after` and kinds; leases; deliveries; retries now or later; dead
-letters; releases; restarts) run through the in-memory queue, which calls the pure rule, and through the real
+Random histories (appends with keys, scopes, `after` and kinds, and bundles of loose records; leases by senders
+that take bundles whole or not; deliveries; retries now or later; dead letters; releases; bundles refused whole;
+restarts) run through the in-memory queue, which calls the pure rule, and through the real
 SQLite spool, whose SQL implements it. At every lease both hand out the same rows (ids, attempts, inherited scopes),
 and at the end both hold the same queue and the same dead letters with the same reasons.
 """
@@ -38,10 +39,17 @@ class Spec:
     scope: str | None
     after: str | None
     kind: str | None
+    records: int = 1  # a bundle's, where the spec is loose (no key, scope, after or kind)
+
+    @property
+    def size(self) -> int:
+        loose = self.key is None and self.scope is None and self.after is None and self.kind is None
+        return self.records if loose else 1
 
     def row(self, n: int) -> NewRow:
-        body = orjson.dumps({"n": n})
-        return NewRow(self.sink, "POST", "/x", None, body, self.key, self.scope, self.after, self.kind)
+        """The record(s) numbered n, n+1, ...: a bundle's bodies joined by newlines, as sinks/bundling.py makes it."""
+        body = b"\n".join(orjson.dumps({"n": n + i}) for i in range(self.size))
+        return NewRow(self.sink, "POST", "/x", None, body, self.key, self.scope, self.after, self.kind, None, self.size)
 
 
 specs = st.builds(
@@ -51,15 +59,17 @@ specs = st.builds(
     st.sampled_from((*SCOPES, None)),
     st.sampled_from((*KEYS, *SCOPES, None, None, None)),
     st.sampled_from(("create", "update", None)),
+    st.sampled_from((1, 1, 2, 3)),
 )
 picks = st.lists(st.integers(0, 7), min_size=1, max_size=4)
 appends = st.tuples(st.just("append"), st.lists(specs, min_size=1, max_size=6))
-leases = st.tuples(st.just("lease"), st.sampled_from(SINKS), st.integers(1, 6))
+leases = st.tuples(st.just("lease"), st.sampled_from(SINKS), st.integers(1, 6), st.booleans())
 settlements = st.one_of(
     st.tuples(st.just("dead"), picks),
     st.tuples(st.just("deliver"), picks),
     st.tuples(st.just("retry"), picks, st.booleans()),
     st.tuples(st.just("release"), picks),
+    st.tuples(st.just("unbundle"), picks),
 )
 # A history is rounds of what the daemon does (append, lease, settle), now and then a restart, so that rows
 # often reach each state before younger kin arrive.
@@ -69,8 +79,8 @@ histories = st.lists(rounds, min_size=2, max_size=14).map(lambda rs: [op for r i
 
 def view(row: SpoolRow) -> tuple[Any, ...]:
     """What both must agree on (created_at is each one's own clock reading)."""
-    body = orjson.loads(row.body)["n"]
-    return (row.id, row.sink, row.key, row.scope, row.after, row.kind, row.attempts, row.unanswered, body)
+    body = [orjson.loads(line)["n"] for line in row.body.split(b"\n")]
+    return (row.id, row.sink, row.key, row.scope, row.after, row.kind, row.attempts, row.unanswered, row.records, body)
 
 
 class Both:
@@ -93,12 +103,12 @@ class Both:
         if kind == "append":
             rows = []
             for spec in op[1]:
-                self.n += 1
-                rows.append(spec.row(self.n))
+                rows.append(spec.row(self.n + 1))
+                self.n += spec.size
             assert await self.spool.append(rows) == await self.memory.append(rows)
         elif kind == "lease":
-            spooled = await self.spool.lease(op[1], op[2])
-            modelled = await self.memory.lease(op[1], op[2])
+            spooled = await self.spool.lease(op[1], op[2], bundles=op[3])
+            modelled = await self.memory.lease(op[1], op[2], bundles=op[3])
             assert [view(r) for r in spooled.rows] == [view(r) for r in modelled.rows], op
             self.leased += [r.id for r in spooled.rows]
         elif kind == "restart":
@@ -119,16 +129,19 @@ class Both:
             arguments = {"retry": [Retry(i, 0.0 if op[2] else LATER, "timeout", unanswered=op[2]) for i in ids]}
         elif kind == "dead":
             arguments = {"dead": [DeadLetter(i, 400, "bad", "rejected by the remote: HTTP 400") for i in ids]}
+        elif kind == "unbundle":
+            arguments = {"unbundled": ids}
         else:
             arguments = {"released": ids}
         await self.spool.settle(**arguments)
         await self.memory.settle(**arguments)
 
     def compare_final(self) -> None:
-        sql = "SELECT id, sink, key, scope, after, kind, attempts, unanswered FROM rows ORDER BY id"
+        sql = "SELECT id, sink, key, scope, after, kind, attempts, unanswered, records, body FROM rows ORDER BY id"
         queued = query_spool(self.path, sql)
         modelled = [
-            (r.id, r.sink, r.key, r.scope, r.after, r.kind, r.attempts, r.unanswered) for r in self.memory.rows.values()
+            (r.id, r.sink, r.key, r.scope, r.after, r.kind, r.attempts, r.unanswered, r.records, r.body)
+            for r in self.memory.rows.values()
         ]
         assert queued == modelled
         sql = "SELECT id, sink, key, scope, kind, attempts, status, reason FROM dead_letters ORDER BY id"
@@ -148,7 +161,7 @@ async def run_history(history: list[tuple[Any, ...]]) -> None:
             for op in history:
                 await both.apply(op)
             for sink in SINKS:  # a last look at what each would hand out now
-                await both.apply(("lease", sink, 100))
+                await both.apply(("lease", sink, 100, True))
         finally:
             await both.spool.close()
         both.compare_final()
@@ -158,13 +171,13 @@ async def run_history(history: list[tuple[Any, ...]]) -> None:
 TWO_CREATES_ONE_KEY = [
     ("append", [Spec("a", "k1", "s1", None, "create"), Spec("a", "k1", "s2", None, "create")]),
     ("append", [Spec("a", "k1", None, None, "update")]),
-    ("lease", "a", 1),
+    ("lease", "a", 1, False),
 ]
 
 # And: a create dead on arrival was not yet dead for the rows after it in the same batch.
 DEAD_ON_ARRIVAL_IN_ONE_BATCH = [
     ("append", [Spec("b", "k2", None, None, "create")]),
-    ("lease", "b", 1),
+    ("lease", "b", 1, False),
     ("dead", [0]),
     ("append", [Spec("b", "k1", None, "k2", "create"), Spec("b", None, None, "k1", None)]),
 ]
