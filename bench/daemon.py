@@ -176,5 +176,6 @@ def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
         print("--profile: py-spy is not installed (pip install py-spy); not profiling", file=sys.stderr)
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
-    command = [exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking", "-o", str(out)]
+    command = [exe, "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--rate", "200", "--nonblocking"]
+    command += ["-o", str(out)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -54,8 +54,11 @@ class Delivery:
         self.last_error_at: float | None = None  # epoch seconds, so `status` can say how old the error is
         self._c = context
 
-    async def deliver(self, rows: Sequence[SpoolRow], generation: int) -> None:
-        """Send, decide what came of it, apply that: split and send again, or settle."""
+    async def deliver(
+        self, rows: Sequence[SpoolRow], generation: int, answered: Callable[[], None] | None = None
+    ) -> None:
+        """Send, decide what came of it, apply that: split and send again, or settle. `answered` is told when the
+        remote is done with this delivery and only the settlement is left (a split keeps it busy until the end)."""
         c = self._c
         outcome = await self._send(rows)
         decision = decide(rows, outcome, c.policy, c.clock.time(), c.rng)
@@ -68,6 +71,8 @@ class Delivery:
         if decision.settlement.unbundled and outcome.status == 413:
             self._shrink(rows)
         await self._tell_breaker(decision, outcome, generation)
+        if answered is not None:
+            answered()
         if await self._record(decision.settlement):
             c.report.settled(rows, decision.settlement, decision.reason)
 

@@ -60,6 +60,7 @@ class Forwarder:
         self._announced = Announced()
         self._backlog = True  # rows may be waiting from before a restart
         self._inflight: dict[asyncio.Task[None], Sequence[SpoolRow]] = {}
+        self._answered: set[asyncio.Task[None]] = set()  # of those, the ones sent and answered, settling now
         self._ready: deque[SpoolRow] = deque()  # leased ahead, not sent yet (replay mode)
         rules = Policy(policy.retry_initial_backoff, policy.retry_max_backoff, policy.max_attempts, policy.max_age)
         context = Context(spool, sink, rules, self.backoff, self.adaptive, self.report, self._clock,
@@ -146,9 +147,19 @@ class Forwarder:
         self._wake.clear()
         await self._clock.wait(self._wake, timeout)
 
+    def _free_slots(self) -> int:
+        """Requests the remote may be sent now. A slot frees when its answer comes, not when the queue has recorded
+        it (a commit waits its turn behind ingest's): else the commit's latency caps the rate, which on the vendor
+        path, one request per record, it did. Sends still settling are bounded too, by as many again, so a crash
+        repeats at most twice the concurrency of sends (their answers not recorded), as a send not yet answered
+        would be repeated anyway."""
+        limit = self.concurrency_limit
+        sending = len(self._inflight) - len(self._answered)
+        return min(limit - sending, 2 * limit - len(self._inflight))
+
     async def _step(self) -> None:
         paused = self.backoff.paused_until - self._clock.time()
-        free = self.concurrency_limit - len(self._inflight)
+        free = self._free_slots()
         if paused > 0 or free <= 0:
             await self._wait(paused if paused > 0 else None)
         elif self._mode is Mode.REPLAY and self._ready:
@@ -183,12 +194,21 @@ class Forwarder:
             self._ready.extend(lease.rows)
 
     def _spawn(self, rows: Sequence[SpoolRow]) -> None:
-        task = asyncio.create_task(self._delivery.deliver(rows, self.backoff.generation))
+        spawned: list[asyncio.Task[None]] = []
+
+        def answered() -> None:
+            if spawned and spawned[0] in self._inflight:
+                self._answered.add(spawned[0])
+                self._wake.set()
+
+        task = asyncio.create_task(self._delivery.deliver(rows, self.backoff.generation, answered))
+        spawned.append(task)
         self._inflight[task] = rows
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
+        self._answered.discard(task)
         self._backlog = True  # its rows' successors (same key) may be free now, and failed rows may be due
         self._wake.set()
         if not task.cancelled() and task.exception() is not None:
