@@ -22,6 +22,7 @@ from shipper.errors import ShipperError
 from shipper.logs import rfc3339, setup_logging
 from shipper.sinks import check_secrets
 from shipper.spool import dlq
+from shipper.spool.reader import DeadRow
 from shipper.spool.salvage import salvage
 from shipper.status import gather, render_table
 
@@ -181,6 +182,11 @@ def _middle_cut(text: str, width: int) -> str:
     return f"{text[:head]}...{text[len(text) - (width - 3 - head) :]}"
 
 
+def _request(row: DeadRow) -> str:
+    """What a dead letter asked for; a bundle (several records in one dead letter) says how many it holds."""
+    return f"{row.method} {row.path}" + (f" ({row.records} records)" if row.records > 1 else "")
+
+
 def _dlq_list(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
     since = dlq.parse_since(args.since) if args.since else None
     _check_sink(config, args)
@@ -188,7 +194,7 @@ def _dlq_list(config: Config, source: ConfigSource, args: argparse.Namespace) ->
     if args.json:
         print(orjson.dumps([{k: v for k, v in r.to_dict().items() if k != "body"} for r in rows]).decode())
         return 0
-    requests = [_middle_cut(f"{r.method} {r.path}", REQUEST_WIDTH) for r in rows]
+    requests = [_middle_cut(_request(r), REQUEST_WIDTH) for r in rows]
     width = max(map(len, ["REQUEST", *requests]))
     print(f"{'ID':>8}  {'SINK':<12} {'FAILED':<20}  {'STATUS':>6}  {'REQUEST':<{width}}  REASON")
     for r, request in zip(rows, requests, strict=True):

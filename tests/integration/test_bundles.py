@@ -18,6 +18,7 @@ from shipper.spool import Spool, dlq
 from shipper.spool.bounds import Bounds
 from shipper.spool.reader import SpoolReader, read
 from shipper.spool.salvage import salvage
+from tests.support import run_cli, write_config
 
 SINK = "remote"
 
@@ -96,7 +97,9 @@ async def test_a_bundle_refused_whole_comes_back_as_its_records_only_for_its_hol
     assert [(r.id, r.records) for r in lease.rows] == [(1, 1), (2, 1), (3, 1)]
 
 
-async def test_a_dead_bundle_counts_its_records_shows_them_and_replays_whole_under_new_ids(spool: Spool) -> None:
+async def test_a_dead_bundle_counts_its_records_shows_them_and_replays_whole_under_new_ids(
+    spool: Spool, tmp_path: Path
+) -> None:
     first = (await spool.append([bundle(range(3))]))[0]
     await spool.lease(SINK, 3, bundles=True)
     await spool.settle(dead=[DeadLetter(first, 400, "no", "rejected by the remote: HTTP 400: no")])
@@ -104,6 +107,9 @@ async def test_a_dead_bundle_counts_its_records_shows_them_and_replays_whole_und
     assert read(spool.path, SpoolReader.dead_count) == 3
     shown = dlq.show_dead(spool.path, first)
     assert (shown.records, shown.body) == (3, [{"n": 0}, {"n": 1}, {"n": 2}])
+    config = write_config(tmp_path, f'[sinks.{SINK}]\ntype = "http"\nbase_url = "http://127.0.0.1:9"\n')
+    code, out, _ = run_cli("dlq", "list", "--config", str(config))
+    assert code == 0 and "POST /in (3 records)" in out and "1 dead letter(s)" in out
     assert dlq.replay(spool.path) == [(1, 4)]  # the new row takes ids 4, 5, 6
     assert read(spool.path, SpoolReader.waiting) == 3
     assert await spool.append([record(9)]) == [7]
