@@ -1,5 +1,6 @@
-"""The benchmark's running order: SQLite ceiling, then (a) ingest, (b) single records, (c) end to end, (d) RSS,
-(e) RSS as deployed (vendor sinks forwarding, token counting on).
+"""The benchmark's running order: SQLite ceiling, then (a) ingest, (b) single records, (c) end to end, (e) vendor sinks
+forwarding, token counting on and then off (the runs (d), peak RSS per process and in total, is read from), (p) the
+vendor path.
 
 Each scenario gets a fresh daemon and an empty spool; the fake remote runs in its own process for the whole run.
 """
@@ -65,10 +66,10 @@ class Bench:
         self.scenarios: dict[str, dict[str, Any]] = {}
 
     @contextlib.asynccontextmanager
-    async def _daemon(self, name: str, durability: str, sink: str) -> AsyncIterator[daemon.Daemon]:
+    async def _daemon(self, name: str, durability: str, sink: str, tokens: bool = True) -> AsyncIterator[daemon.Daemon]:
         self.quiet_budget = await usage.wait_for_quiet(self.quiet_budget)
         profile = self.profile / f"{name}.txt" if self.profile else None
-        async with daemon.running(durability, sink, self.remote.url, self.src, profile) as d:
+        async with daemon.running(durability, sink, self.remote.url, self.src, profile, tokens) as d:
             yield d
 
     def _pids(self, d: daemon.Daemon) -> dict[str, list[int]]:
@@ -142,10 +143,13 @@ class Bench:
                 "peak_rss_mb": d.peak_rss_mb(),
             }
 
-    async def vendors(self, total: int) -> None:
-        """(e) vendor drop-in calls, counted and priced, until the remote holds them all: peak RSS as deployed."""
+    async def vendors(self, total: int, tokens: bool) -> None:
+        """(e) vendor drop-in calls, counted and priced, until the remote holds them all: peak RSS as deployed. With
+        `tokens` off, the same calls with `[enrich] tokens = false`: what the processes hold without token counting
+        (and so without pricing, which needs the counts), the other half of (d)."""
         calls = VendorCalls()
-        async with self._daemon("e.vendors", "fsync", "vendors") as d:
+        name = "e.vendors" if tokens else "e.vendors.tokens_off"
+        async with self._daemon(name, "fsync", "vendors", tokens) as d:
             base = self.remote.records
             start = now()
             sent = await load.fixed_count(d.unix, calls.request, total, SINGLE_CONNECTIONS)
@@ -153,7 +157,7 @@ class Bench:
             while self.remote.records - base < total and now() - start < self.plan.e2e_deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             received = self.remote.records - base
-            self.scenarios["e.vendors"] = {
+            self.scenarios[name] = {
                 **sent,
                 "records": total,
                 "received": received,
@@ -161,6 +165,9 @@ class Bench:
                 "seconds": now() - start,
                 "records_per_s": received / (now() - start),
                 "peak_rss_mb": d.peak_rss_mb(),
+                "peak_rss_mb_by_process": d.peak_rss_by_process(),
+                "rss_mb_at_end": d.rss_mb(),
+                "pss_mb_at_end": d.pss_mb(),
             }
 
     async def vendor_path(self) -> None:
@@ -205,7 +212,8 @@ class Bench:
                 await self.end_to_end("batch", self.plan.e2e_batch_records)
                 await self.end_to_end("replay", self.plan.e2e_replay_records)
             if "e" in only:
-                await self.vendors(self.plan.vendor_calls)
+                for tokens in (True, False):
+                    await self.vendors(self.plan.vendor_calls, tokens)
             if "p" in only:
                 await self.vendor_path()
         finally:
@@ -258,7 +266,9 @@ def _cpu_model() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer records (~1 minute)")
-    parser.add_argument("--only", default="abcep", help="scenarios to run, any of a, b, c, e, p (default: abcep)")
+    parser.add_argument(
+        "--only", default="abcep", help="scenarios to run, any of a, b, c, e, p (default: abcep; e's two runs give (d))"
+    )
     parser.add_argument("--profile", type=Path, help="sample each daemon with py-spy into DIR/<scenario>.txt")
     parser.add_argument("--shipper-src", type=Path, default=daemon.REPO, help="run shipper from this source tree")
     parser.add_argument(
