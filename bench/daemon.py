@@ -37,8 +37,18 @@ _SINKS = {
 }
 
 
-def config_text(workdir: Path, http_port: int, durability: str, sink: str, remote_url: str, tokens: bool = True) -> str:
-    """`tokens`: `[enrich] tokens`, token counting for the vendor sinks (on, as by default, or off)."""
+def config_text(
+    workdir: Path,
+    http_port: int,
+    durability: str,
+    sink: str,
+    remote_url: str,
+    tokens: bool = True,
+    workers: tuple[int, int] | None = None,
+) -> str:
+    """`tokens`: `[enrich] tokens`, token counting for the vendor sinks (on, as by default, or off); `workers`:
+    `[daemon] ingest_workers` and `delivery_workers` (None: "auto", the default)."""
+    processes = "" if workers is None else f"ingest_workers = {workers[0]}\ndelivery_workers = {workers[1]}\n"
     if sink == "vendors":
         sinks = vendors.sinks_toml(workdir, remote_url)
     elif sink == "freeplay":
@@ -48,7 +58,7 @@ def config_text(workdir: Path, http_port: int, durability: str, sink: str, remot
     return f"""[daemon]
 drain_timeout = 5
 log_level = "warning"
-
+{processes}
 [ingest]
 http = "127.0.0.1:{http_port}"
 unix = "{workdir / "shipper.sock"}"
@@ -153,7 +163,13 @@ async def _stop(daemon: Daemon) -> None:
 
 @contextlib.asynccontextmanager
 async def running(
-    durability: str, sink: str, remote_url: str, src: Path = REPO, profile: Path | None = None, tokens: bool = True
+    durability: str,
+    sink: str,
+    remote_url: str,
+    src: Path = REPO,
+    profile: Path | None = None,
+    tokens: bool = True,
+    workers: tuple[int, int] | None = None,
 ) -> AsyncIterator[Daemon]:
     """A fresh daemon with an empty spool; the scratch directory goes when it stops.
 
@@ -163,7 +179,7 @@ async def running(
     workdir = Path(tempfile.mkdtemp(prefix=f"{sink}-{durability}-", dir=SCRATCH))
     port = free_port()
     config = workdir / "shipper.toml"
-    config.write_text(config_text(workdir, port, durability, sink, remote_url, tokens))
+    config.write_text(config_text(workdir, port, durability, sink, remote_url, tokens, workers))
     log = workdir / "shipper.log"
     daemon = Daemon(_spawn(config, log, src), f"127.0.0.1:{port}", f"unix:{workdir / 'shipper.sock'}", log)
     spy = None

@@ -1,6 +1,6 @@
 """The benchmark's running order: SQLite ceiling, then (a) ingest, (b) single records, (c) end to end, (e) vendor sinks
 forwarding, token counting on and then off (the runs (d), peak RSS per process and in total, is read from), (p) the
-vendor path.
+vendor path, (f) the vendor path with one or two ingest and delivery processes.
 
 Each scenario gets a fresh daemon and an empty spool; the fake remote runs in its own process for the whole run.
 """
@@ -34,7 +34,9 @@ INGEST_BATCH = 100  # records per NDJSON request: ~110 KB, what a client flushin
 INGEST_CONNECTIONS = 8  # enough concurrent clients to keep the spool writer's groups full
 VENDOR_PATH_CONNECTIONS = 64  # the SDKs' keep-alive clients of a busy app
 SINGLE_CONNECTIONS = 16  # "several concurrent keep-alive clients" for the single-record maximum
-LATENCY_RATE = 1000.0
+LATENCY_RATE = 2000.0  # issue 12's ack p99 target is at this rate
+# (f): the vendor path with one ingest and one delivery process (what "auto" gives on 2 cores), then two of each kind.
+SCALING = ((1, 1), (1, 2), (2, 1))
 LATENCY_CONNECTIONS = 32
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -66,10 +68,12 @@ class Bench:
         self.scenarios: dict[str, dict[str, Any]] = {}
 
     @contextlib.asynccontextmanager
-    async def _daemon(self, name: str, durability: str, sink: str, tokens: bool = True) -> AsyncIterator[daemon.Daemon]:
+    async def _daemon(
+        self, name: str, durability: str, sink: str, tokens: bool = True, workers: tuple[int, int] | None = None
+    ) -> AsyncIterator[daemon.Daemon]:
         self.quiet_budget = await usage.wait_for_quiet(self.quiet_budget)
         profile = self.profile / f"{name}.txt" if self.profile else None
-        async with daemon.running(durability, sink, self.remote.url, self.src, profile, tokens) as d:
+        async with daemon.running(durability, sink, self.remote.url, self.src, profile, tokens, workers) as d:
             yield d
 
     def _pids(self, d: daemon.Daemon) -> dict[str, list[int]]:
@@ -170,12 +174,13 @@ class Bench:
                 "pss_mb_at_end": d.pss_mb(),
             }
 
-    async def vendor_path(self) -> None:
+    async def vendor_path(self, name: str = "p.vendor_path", workers: tuple[int, int] | None = None) -> None:
         """(p) the vendor path: Freeplay completion creates, one per request over TCP from 64 keep-alive clients,
         forwarded one request per record (replay mode). Delivered per second beside acknowledged per second in the
-        same window: where delivery is below, the backlog grows by the difference."""
+        same window: where delivery is below, the backlog grows by the difference. With `workers` (ingest,
+        delivery processes), (f): how the same figures move with the processes."""
         calls = VendorCalls(vendors=("freeplay",))
-        async with self._daemon("p.vendor_path", "fsync", "freeplay") as d:
+        async with self._daemon(name, "fsync", "freeplay", workers=workers) as d:
             start = now() + self.plan.warmup
             end = start + self.plan.window
 
@@ -189,7 +194,7 @@ class Bench:
             result, forwarded = await asyncio.gather(self._measured(d, start, end, work), delivered())
             result["delivered_per_s"] = forwarded / (end - start)
             result["backlog_growth_per_s"] = result["records_per_s"] - result["delivered_per_s"]
-            self.scenarios["p.vendor_path"] = result
+            self.scenarios[name] = result
 
     async def run(self, only: set[str]) -> dict[str, Any]:
         scratch = daemon.SCRATCH
@@ -216,6 +221,9 @@ class Bench:
                     await self.vendors(self.plan.vendor_calls, tokens)
             if "p" in only:
                 await self.vendor_path()
+            if "f" in only:
+                for ingest, delivery in SCALING:
+                    await self.vendor_path(f"f.vendor_path.{ingest}i{delivery}d", (ingest, delivery))
         finally:
             self.remote.stop()
         return {"ceiling": ceilings, "scenarios": self.scenarios}
@@ -267,7 +275,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer records (~1 minute)")
     parser.add_argument(
-        "--only", default="abcep", help="scenarios to run, any of a, b, c, e, p (default: abcep; e's two runs give (d))"
+        "--only",
+        default="abcepf",
+        help="scenarios to run, any of a, b, c, e, p, f (default: all; e gives (d); f is p with 1 or 2 processes)",
     )
     parser.add_argument("--profile", type=Path, help="sample each daemon with py-spy into DIR/<scenario>.txt")
     parser.add_argument("--shipper-src", type=Path, default=daemon.REPO, help="run shipper from this source tree")
