@@ -101,6 +101,6 @@ async def dropin(request: web.Request) -> web.StreamResponse:
             except ValueError as exc:
                 raise BadInput("invalid_path", f"cannot proxy {plan.path!r}: path {exc}", field="path") from None
             return await proxy(request, sink, plan, raw)
-        ids = await commit(request, [plan.row(sink.name, credential_for(sink, request.headers))])
-        return ids if isinstance(ids, web.Response) else json_response(plan.answer, plan.status)
+        await commit(request, [plan.row(sink.name, credential_for(sink, request.headers))])
+        return json_response(plan.answer, plan.status)
     raise BadInput("not_found", f"{request.method} {request.path}: no such route")

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from aiohttp import web
 from pydantic import SecretStr
@@ -33,7 +32,7 @@ from shipper.records import NewRow
 from shipper.sinks.routing import Routing
 from shipper.sinks.vendor import VendorSink
 from shipper.vendors import VENDORS
-from tests.e2e.fuzz_wire import Answer, Endpoint, build_request, exchange
+from tests.e2e.fuzz_wire import Answer, Endpoint, build_request, exchange, parse_answer
 
 TOKEN = "edge-token-0123456789"
 LIMIT = 4096
@@ -94,6 +93,10 @@ async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def operations(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+
+
 @pytest.fixture
 async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
     intake, counters = Intake(), IngestCounters()
@@ -107,8 +110,9 @@ async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
         token=SecretStr(TOKEN),
         max_body_bytes=LIMIT,
         max_concurrent_requests=1,
+        client_timeout=1.0,
     )
-    app = build_app(intake, routing, counters, config, operations=lambda app: app.router.add_get("/healthz", healthz))
+    app = build_app(intake, routing, counters, config, operations=operations)
     server = IngestServer(app, config, Listeners())
     await server.start()
     try:
@@ -263,3 +267,35 @@ async def test_past_the_cap_in_flight_a_request_gets_503_too_busy_and_a_probe_st
     assert (await edge.send(edge.tcp, post(b"/v1/records", [GOOD]))).status == 202
     assert edge.counters.rejected["too_busy"] == 1
     assert edge.observed() == {("/v1/records", "503"): 1.0, ("/healthz", "200"): 1.0, ("/v1/records", "202"): 2.0}
+
+
+async def send_in_two(edge: Edge, raw: bytes, cut: int, rest: bool) -> Answer:
+    """Send `raw` up to `cut`, then (if `rest`) the remainder a little later: a body that is not all there when the
+    route starts to read it."""
+    host, port = edge.tcp.address
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(raw[:cut])
+        await writer.drain()
+        if rest:
+            await asyncio.sleep(0.05)
+            writer.write(raw[cut:])
+            await writer.drain()
+        return parse_answer(await reader.read())
+    finally:
+        writer.close()
+
+
+async def test_a_body_that_arrives_after_its_headers_is_waited_for(edge: Edge) -> None:
+    raw = post(b"/v1/records", [GOOD])
+    answer = await send_in_two(edge, raw, len(raw) - 10, rest=True)
+    assert answer.status == 202 and answer.json() == {"accepted": 1, "ids": [1]}
+
+
+async def test_a_body_that_stops_arriving_gets_408_client_timeout(edge: Edge) -> None:
+    raw = post(b"/v1/records", [GOOD])
+    answer = await send_in_two(edge, raw, len(raw) - 10, rest=False)
+    assert answer.status == 408 and answer.json()["error"] == "client_timeout"
+    assert edge.counters.rejected["client_timeout"] == 1
+    assert edge.observed() == {("/v1/records", "408"): 1.0}
+    assert edge.intake.spool.rows == {}
