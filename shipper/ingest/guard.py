@@ -78,16 +78,17 @@ def admit(request: web.Request) -> InFlight | None:
 
     Otherwise the request is counted in flight, and the InFlight it entered is returned for the caller to leave once
     it is answered; a liveness probe is neither refused for being busy nor counted (None)."""
-    if request.app[DRAINING_KEY].stopping and request.path not in OPERATIONS:
-        request.app[COUNTERS_KEY].rejected["stopping"] += 1
+    app = request.app  # once: each `request.app` is a property lookup, on every request
+    if app[DRAINING_KEY].stopping and request.path not in OPERATIONS:
+        app[COUNTERS_KEY].rejected["stopping"] += 1
         response = error_response(503, "stopping", "shipper is shutting down; send to its successor")
         response.headers["Retry-After"] = "1"
         raise Refused(response)
     if request.path in OPEN_PATHS:  # a liveness probe must not fail because the daemon is busy
         return None
-    in_flight = request.app[IN_FLIGHT_KEY]
-    if in_flight.count >= request.app[INGEST_KEY].max_concurrent_requests:
-        request.app[COUNTERS_KEY].rejected["too_busy"] += 1
+    in_flight = app[IN_FLIGHT_KEY]
+    if in_flight.count >= app[INGEST_KEY].max_concurrent_requests:
+        app[COUNTERS_KEY].rejected["too_busy"] += 1
         response = error_response(503, "too_busy", "too many requests in flight; retry shortly")
         response.headers["Retry-After"] = "1"
         raise Refused(response)

@@ -58,21 +58,22 @@ async def _read_in_time(request: web.Request, timeout: float) -> bytes:
 async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int]:
     """Redact, append and wait for the commit; a spool failure is the daemon's problem, said as 503 with Retry-After
     (Refused)."""
-    redactor = request.app[REDACTOR_KEY]
+    app = request.app  # once: each `request.app` is a property lookup, on every request
+    redactor = app[REDACTOR_KEY]
     if redactor.active:  # before the append: what redaction removes must never reach the disk
-        vendors = {name: sink.adapter.type for name, sink in request.app[ROUTING_KEY].vendors.items()}
+        vendors = {name: sink.adapter.type for name, sink in app[ROUTING_KEY].vendors.items()}
         rows = redactor.redact_rows(list(rows), vendors)
     try:
-        ids = await request.app[SPOOL_KEY].append(rows)
+        ids = await app[SPOOL_KEY].append(rows)
     except SpoolError as exc:
         status, code = SPOOL_FAILURES.get(type(exc), (503, "spool_unavailable"))
         response = error_response(status, code, str(exc))
         if status != 413:  # the others pass; this request will never fit as it is
             response.headers["Retry-After"] = "1"
-        request.app[COUNTERS_KEY].rejected[code] += 1
+        app[COUNTERS_KEY].rejected[code] += 1
         raise Refused(response) from None
     note_committed(request)
-    received = request.app[COUNTERS_KEY].received
+    received = app[COUNTERS_KEY].received
     for row in rows:  # not Counter.update, whose Mapping check (an ABC's) costs more than one row's count
         received[row.sink] += 1
     return ids

@@ -36,8 +36,9 @@ from shipper.sinks.routing import Routing
 
 async def post_records(request: web.Request) -> web.Response:
     raw = await read_body(request)
-    routing = request.app[ROUTING_KEY]
-    rows = parse_records(raw, request.content_type, routing.sinks, request.app[LIMITS_KEY])
+    app = request.app  # once: each `request.app` is a property lookup, on every request
+    routing = app[ROUTING_KEY]
+    rows = parse_records(raw, request.content_type, routing.sinks, app[LIMITS_KEY])
     vendors = routing.vendors
     answers: list[Any] | None = None
     if vendors and any(row.sink in vendors for row in rows):
