@@ -233,7 +233,12 @@ async def test_the_key_sent_with_a_dropin_call_is_stored_and_the_token_is_not(ed
     ],
 )
 async def test_a_failing_append_is_answered_in_json_and_timed(
-    edge: Edge, failure: BaseException, status: int, error: str, retry_after: str | None
+    edge: Edge,
+    caplog: pytest.LogCaptureFixture,
+    failure: BaseException,
+    status: int,
+    error: str,
+    retry_after: str | None,
 ) -> None:
     edge.intake.spool.refuse = failure
     answer = await edge.send(edge.tcp, post(b"/v1/records", [GOOD]))
@@ -241,6 +246,9 @@ async def test_a_failing_append_is_answered_in_json_and_timed(
     assert answer.headers.get("retry-after") == retry_after
     assert edge.counters.rejected[error] == 1
     assert edge.observed() == {("/v1/records", str(status)): 1.0}
+    # Only the unexpected is logged, with its traceback; a spool failure is the answer's to tell.
+    logged = [r for r in caplog.records if r.message.startswith("unexpected error while handling POST /v1/records")]
+    assert [r.exc_info is not None and r.exc_info[1] is failure for r in logged] == ([True] if status == 500 else [])
 
 
 async def test_once_shutdown_begins_records_get_503_and_operations_are_still_answered(edge: Edge) -> None:
