@@ -54,7 +54,7 @@ class Refused(ShipperError):
     taken tests for nothing (an isinstance against aiohttp's response types is an ABC check, slow on a miss)."""
 
     def __init__(self, response: web.Response) -> None:
-        super().__init__(response.status)
+        super().__init__(f"answered {response.status} at the edge")
         self.response = response
 
 
