@@ -9,6 +9,7 @@ Not responsible for building sinks or reading their secrets (shipper/sinks/).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +79,9 @@ class HttpSinkConfig(_SinkBase):
         return self
 
 
+# A project id is a path segment of every Freeplay call: nothing that could alter the URL.
+PROJECT_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+
 VENDOR_BASE_URLS = {
     # Freeplay's API lives under each organisation's own host (https://<org>.freeplay.ai/api): no default.
     "humanloop": "https://api.humanloop.com/v5",
@@ -109,6 +113,8 @@ class VendorSinkConfig(_SinkBase):
     ca_file: Path | None = None
     # Serve this vendor's SDK paths on the ingest listeners; at most one sink per vendor may.
     dropin: bool = True
+    # Freeplay only: the project that LLM spans received over OTLP are recorded in (a drop-in call names its own).
+    project_id: str = ""
 
     @model_validator(mode="after")
     def _check(self) -> VendorSinkConfig:
@@ -120,4 +126,15 @@ class VendorSinkConfig(_SinkBase):
         if not base_url:
             raise ValueError(f"base_url is required for {self.type} (e.g. https://<org>.freeplay.ai/api)")
         object.__setattr__(self, "base_url", check_base_url(base_url))
+        if self.project_id and (self.type != "freeplay" or not re.fullmatch(PROJECT_ID, self.project_id)):
+            raise ValueError("project_id is a Freeplay project's id (letters, digits, '_', '.', ':', '-')")
         return self
+
+    def cannot_record_spans(self) -> str | None:
+        """Why this sink cannot be in `[otlp] route`, or None: an exporter sends one set of headers for every vendor,
+        so spans travel with the sink's own key; and a Freeplay completion's path names its project."""
+        if not (self.api_key_env or self.api_key_file):
+            return "needs its own key (api_key_env or api_key_file) to record spans"
+        if self.type == "freeplay" and not self.project_id:
+            return "needs project_id to record spans"
+        return None

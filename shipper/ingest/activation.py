@@ -39,6 +39,7 @@ class Listeners:
     http: tuple[socket.socket, ...] = ()
     unix: tuple[socket.socket, ...] = ()
     admin: tuple[socket.socket, ...] = ()  # only from a supervisor (supervisor.py), never from systemd
+    otlp: tuple[socket.socket, ...] = ()  # the same
 
 
 def listen_fds(

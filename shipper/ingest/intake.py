@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
@@ -42,8 +43,22 @@ async def read_body(request: web.Request) -> bytes:
     return decode_body(raw, request.headers.get(hdrs.CONTENT_ENCODING), limit)
 
 
-async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | web.Response:
-    """Redact, append and wait for the commit; a spool failure is the daemon's problem, said as 503 with Retry-After."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Nothing from the request was spooled: the spool's failure, for each route to answer in its own format."""
+
+    status: int
+    code: str
+    message: str
+
+    @property
+    def retry_later(self) -> bool:
+        """Every failure but 413 passes; that request will never fit as it is."""
+        return self.status != 413
+
+
+async def committed(request: web.Request, rows: Sequence[NewRow]) -> list[int] | Refusal:
+    """Redact, append and wait for the commit; a spool failure is the daemon's problem, counted and returned."""
     redactor = request.app[REDACTOR_KEY]
     routing = request.app[ROUTING_KEY]
     if redactor.active:  # before the append: what redaction removes must never reach the disk
@@ -53,11 +68,19 @@ async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | we
         ids = await request.app[SPOOL_KEY].append(bundled(rows, routing.bundles) if routing.bundles else rows)
     except SpoolError as exc:
         status, code = SPOOL_FAILURES.get(type(exc), (503, "spool_unavailable"))
-        response = error_response(status, code, str(exc))
-        if status != 413:  # the others pass; this request will never fit as it is
-            response.headers["Retry-After"] = "1"
         request.app[COUNTERS_KEY].rejected[code] += 1
-        return response
+        return Refusal(status, code, str(exc))
     note_committed(request)
     request.app[COUNTERS_KEY].received.update(row.sink for row in rows)
     return ids
+
+
+async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int] | web.Response:
+    """As `committed`, a refusal said as JSON with Retry-After (503; 413 without)."""
+    result = await committed(request, rows)
+    if not isinstance(result, Refusal):
+        return result
+    response = error_response(result.status, result.code, result.message)
+    if result.retry_later:
+        response.headers["Retry-After"] = "1"
+    return response

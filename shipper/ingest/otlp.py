@@ -1,0 +1,167 @@
+"""The OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/logs` on a listener of its own (`[otlp] http`).
+
+An app instrumented with OpenTelemetry points its exporter here (`OTEL_EXPORTER_OTLP_ENDPOINT`) and its LLM spans
+become vendor records (shipper/otlp/plan.py), committed to the spool like every other ingest route before the
+answer (intake.py): an acknowledged span survives a crash. The answers are what OTLP exporters act on: 200 with an
+`Export…ServiceResponse` in the request's encoding (`partial_success` counts what was refused, which the exporter
+must not send again); 400 for a body that does not parse; 503 with Retry-After when the spool cannot take the rows
+now (the exporters retry only 429, 502, 503 and 504, so a full disk is said as 503 too); every failure body a
+`google.rpc.Status`. The body limit, client timeout, token and requests in flight are `[ingest]`'s, shared with the
+ingest listeners (the same in-flight count, so a shutdown drains both). The logs signal is parsed and answered,
+and its records refused in `partial_success`: joining message content carried on logs to its span is not built.
+Not responsible for what a span means (shipper/otlp/) or for binding the listener (server.py, binding.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from shipper.config.listeners import IngestConfig
+from shipper.config.otlp import OtlpConfig
+from shipper.enrich.redact import Redactor
+from shipper.ingest.activation import Listeners
+from shipper.ingest.counters import IngestCounters
+from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight, admission, token_check
+from shipper.ingest.headers import header_check
+from shipper.ingest.intake import Refusal, committed, read_body
+from shipper.ingest.keys import (
+    COUNTERS_KEY,
+    DRAINING_KEY,
+    INGEST_KEY,
+    REDACTOR_KEY,
+    ROUTING_KEY,
+    SPOOL_KEY,
+    TIMERS_KEY,
+    Intake,
+)
+from shipper.ingest.responses import Handler, status_of
+from shipper.ingest.server import IngestServer
+from shipper.ingest.timing import timed
+from shipper.otlp import wire
+from shipper.otlp.plan import plan_spans
+from shipper.records import BadInput
+from shipper.sinks.routing import Routing
+
+log = logging.getLogger(__name__)
+
+OTLP_KEY = web.AppKey("otlp", OtlpConfig)
+LOGS_NOT_MAPPED = "shipper does not map the logs signal yet; send GenAI message content as span attributes"
+
+
+def _encoding(request: web.Request) -> str:
+    """The encoding to answer in: the request's, protobuf when it named neither."""
+    return wire.JSON if request.content_type == wire.JSON else wire.PROTOBUF
+
+
+def _answer(request: web.Request, message: Message) -> web.Response:
+    encoding = _encoding(request)
+    return web.Response(body=wire.encode(message, encoding), content_type=encoding)
+
+
+def _failure(request: web.Request, status: int, code: int, text: str, retry_after: bool = False) -> web.Response:
+    encoding = _encoding(request)
+    response = web.Response(status=status, body=wire.status(code, text, encoding), content_type=encoding)
+    if retry_after:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+def _refused(request: web.Request, refusal: Refusal) -> web.Response:
+    if not refusal.retry_later:
+        return _failure(request, 413, wire.RESOURCE_EXHAUSTED, refusal.message)
+    return _failure(request, 503, wire.UNAVAILABLE, f"{refusal.code}: {refusal.message}", retry_after=True)
+
+
+async def post_traces(request: web.Request) -> web.Response:
+    export = wire.decode(await read_body(request), request.content_type, ExportTraceServiceRequest)
+    routing = request.app[ROUTING_KEY]
+    sinks = [routing.vendors[name] for name in request.app[OTLP_KEY].route if name in routing.vendors]
+    plan = plan_spans(export, sinks)
+    if plan.calls:  # the sink's own key: an exporter's one set of headers cannot carry one per vendor
+        result = await committed(request, [spooled.row(sink.name, None) for sink, spooled in plan.calls])
+        if isinstance(result, Refusal):
+            return _refused(request, result)
+    counted = request.app[COUNTERS_KEY].otlp
+    for outcome, count in (("mapped", plan.mapped), ("passed_over", plan.passed_over), ("refused", plan.refused)):
+        if count:
+            counted["traces", outcome] += count
+    response = ExportTraceServiceResponse()
+    if plan.refused:
+        response.partial_success.rejected_spans = plan.refused
+        response.partial_success.error_message = f"{plan.refused} span(s) refused; the first: {plan.reason}"
+    return _answer(request, response)
+
+
+async def post_logs(request: web.Request) -> web.Response:
+    export = wire.decode(await read_body(request), request.content_type, ExportLogsServiceRequest)
+    records = sum(len(scope.log_records) for resource in export.resource_logs for scope in resource.scope_logs)
+    response = ExportLogsServiceResponse()
+    if records:
+        request.app[COUNTERS_KEY].otlp["logs", "refused"] += records
+        response.partial_success.rejected_log_records = records
+        response.partial_success.error_message = LOGS_NOT_MAPPED
+    return _answer(request, response)
+
+
+async def _elsewhere(request: web.Request) -> web.Response:
+    if request.path in ("/v1/traces", "/v1/logs"):
+        response = _failure(request, 405, wire.INVALID_ARGUMENT, f"{request.method} {request.path}: only POST")
+        response.headers["Allow"] = "POST"
+        return response
+    return _failure(
+        request, 404, wire.INVALID_ARGUMENT, f"{request.path}: the OTLP receiver serves /v1/traces, /v1/logs"
+    )
+
+
+@web.middleware
+async def otlp_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal as a google.rpc.Status in the request's encoding, counted by reason like ingest's."""
+    try:
+        return await handler(request)
+    except BadInput as exc:
+        request.app[COUNTERS_KEY].rejected[exc.code] += 1
+        return _failure(request, status_of(exc), wire.INVALID_ARGUMENT, str(exc))
+    except Exception:
+        log.exception("unexpected error while handling OTLP %s %s", request.method, request.path)
+        request.app[COUNTERS_KEY].rejected["internal_error"] += 1
+        return _failure(request, 500, wire.INTERNAL, "shipper failed to handle this request; see its log")
+
+
+def otlp_server(app: web.Application, ingest: IngestConfig, otlp: OtlpConfig, inherited: Listeners) -> IngestServer:
+    """Served as the ingest listeners are (server.py), on `[otlp] http` or the socket a supervisor bound for it."""
+    return IngestServer(app, ingest.model_copy(update={"http": otlp.http, "unix": ""}), inherited, section="otlp")
+
+
+def build_otlp_app(
+    live: Intake,
+    routing: Routing,
+    counters: IngestCounters,
+    ingest: IngestConfig,
+    otlp: OtlpConfig,
+    redactor: Redactor,
+    in_flight: InFlight,
+) -> web.Application:
+    """`in_flight`: the ingest application's, so a shutdown waits for OTLP requests as for the others."""
+    middlewares = [timed, otlp_errors, header_check, token_check, admission]
+    app = web.Application(client_max_size=ingest.max_body_bytes, middlewares=middlewares)
+    app[REDACTOR_KEY] = redactor
+    app[SPOOL_KEY] = live.spool
+    app[DRAINING_KEY] = live
+    app[TIMERS_KEY] = live.timers
+    app[ROUTING_KEY] = routing
+    app[COUNTERS_KEY] = counters
+    app[INGEST_KEY] = ingest
+    app[OTLP_KEY] = otlp
+    app[IN_FLIGHT_KEY] = in_flight
+    app.router.add_post("/v1/traces", post_traces)
+    app.router.add_post("/v1/logs", post_logs)
+    app.router.add_route("*", "/{tail:.*}", _elsewhere)
+    return app

@@ -1,0 +1,172 @@
+"""An app instrumented with the real OpenTelemetry SDK exports GenAI spans (set by hand, with the conventions' real
+attribute names) through the real OTLP/HTTP protobuf exporter to shipper (a subprocess, in its default shape: a
+supervisor binding the OTLP listener, an ingest and a delivery process), and the strict fake Freeplay, Humanloop and
+Keywords AI receive each LLM call as their own record, with its messages, model, tokens and timing. A span
+acknowledged is never lost: shipper killed with -9 before any vendor was reachable still delivers it after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tests.fakes.rig import FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY, Rig, vendor_rig
+from tests.otlp_spans import NEW_GENERATION, OLD_GENERATION, OPENINFERENCE
+from tests.support import free_port, metric, scrape, wait_for
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.supervised]
+
+PROJECT = "11111111-2222-3333-4444-555555555555"
+ASKED = [{"role": "system", "content": "Be terse"}, {"role": "user", "content": "What is 2+2?"}]
+REPLY = {"role": "assistant", "content": "4"}
+CONVENTIONS = {"new": NEW_GENERATION, "old": OLD_GENERATION, "openinference": OPENINFERENCE}
+
+
+@dataclass
+class Otlp:
+    rig: Rig
+    endpoint: str
+
+
+@pytest.fixture
+async def otlp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Otlp]:
+    endpoint = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("SHIPPER__SINKS__FP__PROJECT_ID", PROJECT)  # the rig writes the sinks; the project comes here
+    extra = f'[otlp]\nhttp = "{endpoint}"\nroute = ["fp", "hl", "kw"]\n'
+    async with vendor_rig(tmp_path, start_fakes=False, extra=extra) as rig:
+        yield Otlp(rig, endpoint)
+
+
+def app_spans() -> Sequence[ReadableSpan]:
+    """What an instrumented app records: an agent span, and inside it one chat span per convention."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "calc-app"}))
+    recorded = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    tracer = provider.get_tracer("calc-app")
+    with tracer.start_as_current_span("invoke_agent calc", attributes={"gen_ai.operation.name": "invoke_agent"}):
+        for convention, attrs in CONVENTIONS.items():
+            with tracer.start_as_current_span(f"chat {convention}", kind=SpanKind.CLIENT, attributes=attrs):
+                pass
+        with tracer.start_as_current_span("chat failed", kind=SpanKind.CLIENT, attributes=NEW_GENERATION) as failed:
+            failed.set_status(Status(StatusCode.ERROR, "rate limited"))
+    provider.shutdown()
+    return recorded.get_finished_spans()
+
+
+async def export(endpoint: str, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    """The SDK's own exporter (protobuf, gzip), off the event loop: it blocks on `requests`."""
+    exporter = OTLPSpanExporter(endpoint=f"http://{endpoint}/v1/traces", compression=Compression.Gzip, timeout=10)
+    try:
+        return await asyncio.to_thread(exporter.export, spans)
+    finally:
+        exporter.shutdown()
+
+
+def by_span(spans: Sequence[ReadableSpan]) -> dict[str, ReadableSpan]:
+    return {span.name: span for span in spans}
+
+
+def check_timing(span: ReadableSpan, start: float, end: float) -> None:
+    assert span.start_time is not None and span.end_time is not None
+    assert abs(start - span.start_time / 1e9) < 1e-5 and abs(end - span.end_time / 1e9) < 1e-5
+
+
+def keywords_log(rig: Rig, span: ReadableSpan) -> Mapping[str, Any]:
+    span_id = format(span.context.span_id, "016x")
+    (seen,) = [s for s in rig.kw.accepted("POST", "/api/request-logs/create/") if s.body["span_unique_id"] == span_id]
+    assert seen.headers["Authorization"] == f"Bearer {KW_SINK_KEY}"
+    return dict(seen.body)
+
+
+async def delivered(rig: Rig, count: int) -> None:
+    await wait_for(lambda: all(len(fake.accepted("POST")) >= count for fake in rig.fakes), timeout=60)
+
+
+async def test_an_apps_llm_spans_reach_every_vendor_as_its_own_record(otlp: Otlp) -> None:
+    rig = otlp.rig
+    for fake in rig.fakes:
+        await fake.start()
+    spans = app_spans()
+    assert await export(otlp.endpoint, spans) == SpanExportResult.SUCCESS
+    await delivered(rig, 4)
+    named = by_span(spans)
+    agent = named["invoke_agent calc"]
+    for convention in CONVENTIONS:
+        span = named[f"chat {convention}"]
+        log = keywords_log(rig, span)
+        assert (log["prompt_messages"], log["completion_message"]) == (ASKED, REPLY)
+        assert (log["model"], log["prompt_tokens"], log["completion_tokens"]) == ("gpt-4o-mini-2024-07-18", 12, 1)
+        assert log["trace_unique_id"] == format(span.context.trace_id, "032x")
+        assert log["span_parent_id"] == format(agent.context.span_id, "016x")
+        assert log["status_code"] == 200
+    assert keywords_log(rig, named["chat failed"])["error_message"] == "rate limited"
+
+    completions = rig.fp.accepted("POST", re.compile(rf"/api/v2/projects/{PROJECT}/sessions/[0-9a-f-]+/completions"))
+    assert len(completions) == 4 and all(s.headers["Authorization"] == f"Bearer {FP_SINK_KEY}" for s in completions)
+    for seen in completions:
+        assert seen.body["messages"] == [*ASKED, REPLY]
+        call = seen.body["call_info"]
+        assert (call["model"], call["provider"], call["usage"]) == (
+            "gpt-4o-mini-2024-07-18", "openai", {"prompt_tokens": 12, "completion_tokens": 1},
+        )  # fmt: skip
+        span = next(
+            s for s in spans if format(s.context.span_id, "016x") == seen.body["custom_metadata"]["otel_span_id"]
+        )
+        check_timing(span, call["start_time"], call["end_time"])
+        assert uuid.UUID(seen.body["completion_id"])
+
+    logs = rig.hl.accepted("POST", "/v5/prompts/log")
+    assert len(logs) == 4 and all(s.headers["X-API-KEY"] == HL_SINK_KEY for s in logs)
+    for seen in logs:
+        body = seen.body
+        assert (body["messages"], body["output_message"]) == (ASKED, REPLY)
+        assert (body["prompt"]["model"], body["prompt_tokens"], body["output_tokens"]) == (
+            "gpt-4o-mini-2024-07-18",
+            12,
+            1,
+        )
+        assert body["path"].startswith("calc-app/chat ")
+
+    async with aiohttp.ClientSession() as session:
+        _, samples = await scrape(session, f"http://{rig.host}")
+    assert metric(samples, "shipper_otlp_items_total", signal="traces", outcome="mapped") == 4
+    assert metric(samples, "shipper_otlp_items_total", signal="traces", outcome="passed_over") == 1
+
+
+async def test_an_acknowledged_export_survives_a_kill_9_before_any_vendor_was_reachable(otlp: Otlp) -> None:
+    rig = otlp.rig
+    spans = app_spans()
+    assert await export(otlp.endpoint, spans) == SpanExportResult.SUCCESS  # the vendors are all down
+    await rig.daemon.kill9()
+    for fake in rig.fakes:
+        await fake.start()
+    await rig.restart()
+    await delivered(rig, 4)
+    assert {keywords_log(rig, span)["span_name"] for span in spans if span.name.startswith("chat")} == {
+        "chat new", "chat old", "chat openinference", "chat failed",
+    }  # fmt: skip
+    assert all(len(fake.accepted("POST")) == 4 for fake in rig.fakes)  # and nothing twice
+
+
+async def test_an_export_that_does_not_parse_is_a_400_without_retry_after_on_the_supervised_listener(
+    otlp: Otlp,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        headers = {"Content-Type": "application/x-protobuf"}
+        async with session.post(f"http://{otlp.endpoint}/v1/traces", data=b"\x0a\xff", headers=headers) as response:
+            assert response.status == 400 and "Retry-After" not in response.headers
