@@ -11,6 +11,8 @@ import orjson
 import pytest
 
 from shipper.config.sinks import VendorSinkConfig
+from shipper.config.transform import EnrichConfig
+from shipper.enrich.usage import Enricher
 from shipper.otlp.genai import llm_call
 from shipper.otlp.plan import plan_spans
 from shipper.vendors import VENDORS
@@ -145,3 +147,12 @@ def test_a_refusal_names_the_span_and_the_sink() -> None:
     plan = plan_spans(request, [routed("keywordsai"), routed("freeplay")])
     assert plan.calls == [] and plan.refused == 1
     assert plan.reason == "span 'empty': sink fr: messages must be a non-empty list"
+
+
+@pytest.mark.parametrize("vendor", sorted(VENDORS))
+def test_a_record_from_a_span_without_usage_is_counted_by_enrichment_as_a_drop_in_record_is(vendor: str) -> None:
+    attrs = {k: v for k, v in NEW_GENERATION.items() if "usage" not in k}
+    row = planned(vendor, call_of(attrs)).row("s", None)
+    enriched = orjson.loads(Enricher(EnrichConfig(cost=False)).apply(vendor, row.method, row.path, row.body))
+    usage = enriched["call_info"]["usage"] if vendor == "freeplay" else enriched
+    assert usage["prompt_tokens"] > 0
