@@ -28,6 +28,10 @@ def any_value(item: Any) -> AnyValue:
         out = AnyValue()
         out.array_value.values.extend(any_value(v) for v in item)
         return out
+    if isinstance(item, dict):
+        out = AnyValue()
+        out.kvlist_value.values.extend(pairs(item))
+        return out
     return AnyValue(string_value=str(item))
 
 

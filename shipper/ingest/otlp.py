@@ -85,8 +85,8 @@ async def post_traces(request: web.Request) -> web.Response:
     routing = request.app[ROUTING_KEY]
     sinks = [routing.vendors[name] for name in request.app[OTLP_KEY].route if name in routing.vendors]
     plan = plan_spans(export, sinks)
-    if plan.calls:  # the sink's own key: an exporter's one set of headers cannot carry one per vendor
-        result = await committed(request, [spooled.row(sink.name, None) for sink, spooled in plan.calls])
+    if plan.rows:  # with the sink's own key: an exporter's one set of headers cannot carry one per vendor
+        result = await committed(request, plan.rows)
         if isinstance(result, Refusal):
             return _refused(request, result)
     counted = request.app[COUNTERS_KEY].otlp

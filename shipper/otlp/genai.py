@@ -13,6 +13,7 @@ embedding) is None: passed over. Not responsible for decoding the export request
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -58,14 +59,15 @@ def attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
 
 
 def is_llm(attrs: Mapping[str, Any]) -> bool:
+    """Any attribute may hold any type (a list where a name belongs): only the expected text counts."""
     operation = attrs.get("gen_ai.operation.name")
     if operation is not None:
-        return operation in LLM_OPERATIONS
+        return isinstance(operation, str) and operation in LLM_OPERATIONS
     kind = attrs.get("openinference.span.kind")
     if kind is not None:
-        return str(kind).upper() == "LLM"
+        return isinstance(kind, str) and kind.upper() == "LLM"
     if "llm.request.type" in attrs:
-        return attrs["llm.request.type"] in OPENLLMETRY_LLM_TYPES
+        return isinstance(attrs["llm.request.type"], str) and attrs["llm.request.type"] in OPENLLMETRY_LLM_TYPES
     return _first(attrs, "gen_ai.provider.name", "gen_ai.system") is not None and "gen_ai.request.model" in attrs
 
 
@@ -119,7 +121,7 @@ def _text(found: Any) -> str | None:
 def _count(found: Any) -> int | None:
     if isinstance(found, bool):
         return None
-    if isinstance(found, int | float) and found >= 0:
+    if isinstance(found, int | float) and math.isfinite(found) and found >= 0:
         return int(found)
     return int(found) if isinstance(found, str) and found.isdigit() else None
 

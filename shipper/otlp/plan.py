@@ -18,7 +18,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from shipper.config.sinks import VendorSinkConfig
 from shipper.otlp.genai import Unmappable, attributes, llm_call
-from shipper.records import BadInput
+from shipper.records import BadInput, NewRow
 from shipper.vendors.base import Adapter, Spooled
 from shipper.vendors.llm import LlmCall
 
@@ -41,7 +41,7 @@ class VendorSink(Protocol):
 
 @dataclass(slots=True)
 class SpanPlan:
-    calls: list[tuple[VendorSink, Spooled]] = field(default_factory=list)
+    rows: list[NewRow] = field(default_factory=list)  # for the sink's own key (credential None): see ingest/otlp.py
     mapped: int = 0  # LLM spans planned for every routed sink
     passed_over: int = 0  # spans that are no LLM call
     refused: int = 0  # LLM spans no row was planned for
@@ -67,7 +67,7 @@ def plan_spans(request: ExportTraceServiceRequest, sinks: Sequence[VendorSink]) 
         if isinstance(planned, str):
             plan.refuse(f"span {span.name!r}: {planned}")
             continue
-        plan.calls.extend(planned)
+        plan.rows.extend(planned)
         plan.mapped += 1
     return plan
 
@@ -81,16 +81,16 @@ def _spans(request: ExportTraceServiceRequest) -> Iterator[tuple[str, Span]]:
                 yield service if isinstance(service, str) and service else UNKNOWN_SERVICE, span
 
 
-def _for_every_sink(call: LlmCall, sinks: Sequence[VendorSink]) -> list[tuple[VendorSink, Spooled]] | str:
-    """The call planned for each sink, or why one of them refused it."""
-    planned: list[tuple[VendorSink, Spooled]] = []
+def _for_every_sink(call: LlmCall, sinks: Sequence[VendorSink]) -> list[NewRow] | str:
+    """The call's row for each sink, or why one of them refused it (its adapter; or a body JSON cannot hold)."""
+    planned: list[NewRow] = []
     for sink in sinks:
         request = sink.adapter.from_call(call, sink.config)
         try:
             spooled = sink.adapter.plan(request.method, request.path, {}, request.body)
+            if not isinstance(spooled, Spooled):  # every from_call names one of its vendor's log routes
+                return f"sink {sink.name}: {request.method} {request.path} is not a log route"
+            planned.append(spooled.row(sink.name, None))
         except BadInput as exc:
             return f"sink {sink.name}: {exc}"
-        if not isinstance(spooled, Spooled):  # every from_call names one of its vendor's log routes
-            return f"sink {sink.name}: {request.method} {request.path} is not a log route"
-        planned.append((sink, spooled))
     return planned

@@ -1,7 +1,9 @@
-"""An app instrumented with the real OpenTelemetry SDK exports GenAI spans (set by hand, with the conventions' real
-attribute names) through the real OTLP/HTTP protobuf exporter to shipper (a subprocess, in its default shape: a
-supervisor binding the OTLP listener, an ingest and a delivery process), and the strict fake Freeplay, Humanloop and
-Keywords AI receive each LLM call as their own record, with its messages, model, tokens and timing. A span
+"""An app instrumented with the real OpenTelemetry SDK exports GenAI spans through the real OTLP/HTTP protobuf
+exporter to shipper (a subprocess, in its default shape: a supervisor binding the OTLP listener, an ingest and a
+delivery process), and the strict fake Freeplay, Humanloop and Keywords AI receive each LLM call as their own record,
+with its messages, model, tokens and timing. The spans are set by hand (with each convention's real attribute names)
+or made by the real instrumentations (the official `opentelemetry-instrumentation-openai-v2` and OpenLLMetry's
+`opentelemetry-instrumentation-openai`) around the real `openai` client calling a local fake OpenAI. A span
 acknowledged is never lost: shipper killed with -9 before any vendor was reachable still delivers it after a restart.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,10 +24,11 @@ from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from tests.fakes.openai import MODEL, OpenAIFake
 from tests.fakes.rig import FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY, Rig, vendor_rig
 from tests.otlp_spans import NEW_GENERATION, OLD_GENERATION, OPENINFERENCE
 from tests.support import free_port, metric, scrape, wait_for
@@ -170,3 +174,57 @@ async def test_an_export_that_does_not_parse_is_a_400_without_retry_after_on_the
         headers = {"Content-Type": "application/x-protobuf"}
         async with session.post(f"http://{otlp.endpoint}/v1/traces", data=b"\x0a\xff", headers=headers) as response:
             assert response.status == 400 and "Retry-After" not in response.headers
+
+
+def instrumented_call(instrumentation: str, base_url: str, endpoint: str) -> bool:
+    """An app as its instrumentation's docs set it up: a BatchSpanProcessor with the OTLP exporter, the
+    instrumentor, one chat completion; True when the processor flushed (every export answered 200)."""
+    import openai
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor as OpenLLMetry
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OpenAIV2
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "calc-app"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"http://{endpoint}/v1/traces")))
+    instrumentor = OpenAIV2() if instrumentation == "openai-v2" else OpenLLMetry()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        client = openai.OpenAI(api_key="sk-test", base_url=base_url, max_retries=0)
+        with client:
+            reply = client.chat.completions.create(model="gpt-4o-mini", messages=ASKED, temperature=0.2)
+        assert reply.choices[0].message.content == "4"
+        return provider.force_flush(10_000)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+
+
+@pytest.mark.parametrize("instrumentation", ["openai-v2", "openllmetry"])
+async def test_a_chat_completion_an_instrumented_app_makes_reaches_every_vendor(
+    otlp: Otlp, instrumentation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # openai-v2 puts message content on its span only in the new convention, and only when asked to.
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
+    rig = otlp.rig
+    for fake in rig.fakes:
+        await fake.start()
+    async with OpenAIFake() as openai_fake:
+        started = time.time()
+        assert await asyncio.to_thread(instrumented_call, instrumentation, openai_fake.base_url, otlp.endpoint)
+        ended = time.time()
+    assert openai_fake.requests[0]["messages"] == ASKED
+    await delivered(rig, 1)
+    (log,) = [seen.body for seen in rig.kw.accepted("POST", "/api/request-logs/create/")]
+    assert (log["prompt_messages"], log["completion_message"]) == (ASKED, REPLY)
+    assert (log["model"], log["prompt_tokens"], log["completion_tokens"]) == (MODEL, 12, 1)
+    assert "span_parent_id" not in log and len(log["trace_unique_id"]) == 32
+    (completion,) = [seen.body for seen in rig.fp.accepted("POST")]
+    assert completion["messages"] == [*ASKED, REPLY]
+    call = completion["call_info"]
+    assert (call["model"], call["provider"], call["usage"]) == (
+        MODEL, "openai", {"prompt_tokens": 12, "completion_tokens": 1},
+    )  # fmt: skip
+    assert started <= call["start_time"] <= call["end_time"] <= ended
+    assert call["llm_parameters"] == {"temperature": 0.2}
+    (prompt_log,) = [seen.body for seen in rig.hl.accepted("POST", "/v5/prompts/log")]
+    assert (prompt_log["messages"], prompt_log["output"], prompt_log["output_tokens"]) == (ASKED, "4", 1)

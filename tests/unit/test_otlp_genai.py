@@ -160,3 +160,16 @@ def test_an_llm_span_with_ids_of_the_wrong_length_is_unmappable(ids: dict[str, b
 def test_a_root_span_has_no_parent() -> None:
     call = llm_call(span(NEW_GENERATION, parent=b""), "app")
     assert call is not None and call.parent_id is None
+
+
+ODD_VALUES = [["a", "list"], 7, float("inf"), -1, True, {"a": {"kv": "list"}}, "", "not json ["]
+
+
+@pytest.mark.parametrize("odd", ODD_VALUES, ids=repr)
+@pytest.mark.parametrize("convention", [NEW_GENERATION, OLD_GENERATION, OPENINFERENCE], ids=["new", "old", "oi"])
+def test_any_known_attribute_holding_any_type_is_read_or_ignored_never_a_crash(
+    convention: dict[str, Any], odd: Any
+) -> None:
+    for name in convention:
+        call = llm_call(span({**convention, name: odd}), "app")
+        assert call is None or isinstance(call.messages, list)

@@ -135,17 +135,17 @@ def test_an_export_request_is_planned_for_every_routed_sink_and_the_rest_is_coun
     plan = plan_spans(request, sinks)
     assert (plan.mapped, plan.passed_over, plan.refused) == (2, 1, 2)
     assert "16 and 8 bytes" in plan.reason
-    assert [(sink.name, spooled.path.rstrip("/").split("/")[-1]) for sink, spooled in plan.calls] == [
+    assert [(row.sink, row.path.rstrip("/").split("/")[-1]) for row in plan.rows] == [
         ("fr", "completions"), ("hu", "log"), ("ke", "create"),
     ] * 2  # fmt: skip
-    rows = [spooled.row(sink.name, None) for sink, spooled in plan.calls]
-    assert all(orjson.loads(row.body)["metadata" if row.sink != "fr" else "custom_metadata"] for row in rows)
+    assert all(row.credential is None for row in plan.rows)  # the sink's own key
+    assert all(orjson.loads(row.body)["metadata" if row.sink != "fr" else "custom_metadata"] for row in plan.rows)
 
 
 def test_a_refusal_names_the_span_and_the_sink() -> None:
     request = export(span({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, name="empty"))
     plan = plan_spans(request, [routed("keywordsai"), routed("freeplay")])
-    assert plan.calls == [] and plan.refused == 1
+    assert plan.rows == [] and plan.refused == 1
     assert plan.reason == "span 'empty': sink fr: messages must be a non-empty list"
 
 
@@ -156,3 +156,11 @@ def test_a_record_from_a_span_without_usage_is_counted_by_enrichment_as_a_drop_i
     enriched = orjson.loads(Enricher(EnrichConfig(cost=False)).apply(vendor, row.method, row.path, row.body))
     usage = enriched["call_info"]["usage"] if vendor == "freeplay" else enriched
     assert usage["prompt_tokens"] > 0
+
+
+def test_a_body_json_cannot_hold_refuses_the_span_not_the_request() -> None:
+    deep = '[{"role": "user", "content": ' + "[" * 300 + '"x"' + "]" * 300 + "}]"  # past what orjson writes
+    attrs = {**NEW_GENERATION, "gen_ai.input.messages": deep}
+    plan = plan_spans(export(span(attrs), span(NEW_GENERATION, span_id=bytes(7) + b"\x01")), [routed("keywordsai")])
+    assert (plan.mapped, plan.refused, len(plan.rows)) == (1, 1, 1)
+    assert "cannot be stored as JSON" in plan.reason
