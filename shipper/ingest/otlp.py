@@ -80,8 +80,19 @@ def _refused(request: web.Request, refusal: Refusal) -> web.Response:
     return _failure(request, 503, wire.UNAVAILABLE, f"{refusal.code}: {refusal.message}", retry_after=True)
 
 
+def _bounded(request: web.Request, items: int, what: str) -> None:
+    """`[ingest] max_items` bounds the work one request makes the writer do, here as for native records."""
+    limit = request.app[INGEST_KEY].max_items
+    if items > limit:
+        message = (
+            f"more than {limit} {what} in one request; lower the exporter's batch size (OTEL_BSP_MAX_EXPORT_BATCH_SIZE)"
+        )
+        raise BadInput("too_many_items", message, limit=limit)
+
+
 async def post_traces(request: web.Request) -> web.Response:
     export = wire.decode(await read_body(request), request.content_type, ExportTraceServiceRequest)
+    _bounded(request, sum(len(scope.spans) for spans in export.resource_spans for scope in spans.scope_spans), "spans")
     routing = request.app[ROUTING_KEY]
     sinks = [routing.vendors[name] for name in request.app[OTLP_KEY].route if name in routing.vendors]
     plan = plan_spans(export, sinks)
@@ -103,6 +114,7 @@ async def post_traces(request: web.Request) -> web.Response:
 async def post_logs(request: web.Request) -> web.Response:
     export = wire.decode(await read_body(request), request.content_type, ExportLogsServiceRequest)
     records = sum(len(scope.log_records) for resource in export.resource_logs for scope in resource.scope_logs)
+    _bounded(request, records, "log records")
     response = ExportLogsServiceResponse()
     if records:
         request.app[COUNTERS_KEY].otlp["logs", "refused"] += records

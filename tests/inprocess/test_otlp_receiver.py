@@ -35,6 +35,7 @@ from tests.otlp_spans import NEW_GENERATION, OPENINFERENCE, SPAN, TRACE, export,
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
 LIMIT = 64 * 1024
+MAX_SPANS = 5
 SINKS = {"fp": "freeplay", "hl": "humanloop", "kw": "keywordsai"}
 
 
@@ -74,7 +75,7 @@ async def served() -> AsyncIterator[Served]:
     intake, counters = Intake(), IngestCounters()
     vendors = {name: vendor_sink(name, vendor, intake.spool) for name, vendor in SINKS.items()}
     routing = Routing(frozenset(SINKS), vendors=vendors)
-    ingest = IngestConfig(http="127.0.0.1:0", unix="", max_body_bytes=LIMIT)
+    ingest = IngestConfig(http="127.0.0.1:0", unix="", max_body_bytes=LIMIT, max_items=MAX_SPANS)
     otlp = OtlpConfig(http="127.0.0.1:0", route=tuple(SINKS))
     app = build_otlp_app(intake, routing, counters, ingest, otlp, Redactor(), InFlight())
     server = TestServer(app, host="127.0.0.1")
@@ -198,3 +199,15 @@ async def test_once_shutdown_begins_exports_get_503_with_retry_after(served: Ser
     response = await served.client.post("/v1/traces", data=two_spans(), headers=PROTOBUF)
     assert response.status == 503 and response.headers["Retry-After"] == "1"
     assert served.intake.spool.rows == {}
+
+
+async def test_more_spans_than_max_items_in_one_request_is_a_413_and_nothing_is_spooled(served: Served) -> None:
+    at_limit = export(*(span(NEW_GENERATION, span_id=bytes([0] * 7 + [n + 1])) for n in range(MAX_SPANS)))
+    response = await served.client.post("/v1/traces", data=at_limit.SerializeToString(), headers=PROTOBUF)
+    assert response.status == 200 and len(served.intake.spool.rows) == 3 * MAX_SPANS
+    over = export(*(span(NEW_GENERATION) for _ in range(MAX_SPANS + 1)))
+    response = await served.client.post("/v1/traces", data=over.SerializeToString(), headers=PROTOBUF)
+    assert (
+        response.status == 413 and "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" in Status.FromString(await response.read()).message
+    )
+    assert len(served.intake.spool.rows) == 3 * MAX_SPANS and served.counters.rejected == {"too_many_items": 1}
