@@ -22,14 +22,14 @@ from shipper.config.listeners import AdminConfig, IngestConfig, is_loopback, par
 from shipper.config.otlp import OtlpConfig
 from shipper.config.process import DaemonConfig, SpoolConfig
 from shipper.config.section import Section
-from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, VendorSinkConfig
+from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, OtlpSinkConfig, VendorSinkConfig
 from shipper.config.transform import EnrichConfig, RedactConfig
 from shipper.configfile import apply_env, resolve_paths
 from shipper.configtext import Origin, describe, read_toml
 from shipper.errors import ConfigError
 
 # A `[sinks.NAME]` table is one of these kinds, told apart by its `type`.
-SinkConfig = Annotated[FileSinkConfig | HttpSinkConfig | VendorSinkConfig, Field(discriminator="type")]
+SinkConfig = Annotated[FileSinkConfig | HttpSinkConfig | VendorSinkConfig | OtlpSinkConfig, Field(discriminator="type")]
 
 
 def _default_sinks() -> dict[str, SinkConfig]:
@@ -84,8 +84,10 @@ class Config(Section):
             raise ValueError(f"otlp.http = {otlp.http!r} is not loopback: set [ingest] token so strangers cannot write")
         for name in otlp.route:
             sink = self.sinks.get(name)
+            if isinstance(sink, OtlpSinkConfig):
+                continue
             if not isinstance(sink, VendorSinkConfig):
-                raise ValueError(f"otlp.route: {name!r} is not a vendor sink ([sinks.{name}] with a vendor type)")
+                raise ValueError(f"otlp.route: {name!r} is neither a vendor sink nor an otlp sink")
             problem = sink.cannot_record_spans()
             if problem is not None:
                 raise ValueError(f"otlp.route: sink {name} {problem}")

@@ -82,6 +82,35 @@ class HttpSinkConfig(_SinkBase):
 # A project id is a path segment of every Freeplay call: nothing that could alter the URL.
 PROJECT_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 
+
+class OtlpSinkConfig(_SinkBase):
+    """An OpenTelemetry endpoint (a Collector, or a vendor's own OTLP intake): every export request the OTLP
+    receiver took, forwarded whole, in the encoding the endpoint wants."""
+
+    type: Literal["otlp"]
+    # As OTEL_EXPORTER_OTLP_ENDPOINT: /v1/traces and /v1/logs are appended (Keywords AI: https://api.keywordsai.co/api).
+    base_url: str
+    encoding: Literal["protobuf", "json"] = "protobuf"
+    timeout: float = Field(30.0, gt=0)
+    ca_file: Path | None = None
+    auth_header: str = "Authorization"
+    # The header's whole value (e.g. "Bearer abc") comes from this environment variable or file; never the config.
+    auth_env: str | None = None
+    auth_file: Path | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return check_base_url(value)
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> OtlpSinkConfig:
+        if self.auth_env and self.auth_file:
+            raise ValueError("set auth_env or auth_file, not both")
+        return self
+
+
 VENDOR_BASE_URLS = {
     # Freeplay's API lives under each organisation's own host (https://<org>.freeplay.ai/api): no default.
     "humanloop": "https://api.humanloop.com/v5",

@@ -7,8 +7,9 @@ answer (intake.py): an acknowledged span survives a crash. The answers are what 
 must not send again); 400 for a body that does not parse; 503 with Retry-After when the spool cannot take the rows
 now (the exporters retry only 429, 502, 503 and 504, so a full disk is said as 503 too); every failure body a
 `google.rpc.Status`. The body limit, client timeout, token and requests in flight are `[ingest]`'s, shared with the
-ingest listeners (the same in-flight count, so a shutdown drains both). The logs signal is parsed and answered,
-and its records refused in `partial_success`: joining message content carried on logs to its span is not built.
+ingest listeners (the same in-flight count, so a shutdown drains both). Routed otlp sinks get each export request
+whole (traces and logs). No vendor record is made from the logs signal yet (joining message content carried on logs
+to its span is not built): with no otlp sink routed, log records are refused in `partial_success`.
 Not responsible for what a span means (shipper/otlp/) or for binding the listener (server.py, binding.py).
 """
 
@@ -46,14 +47,17 @@ from shipper.ingest.responses import Handler, status_of
 from shipper.ingest.server import IngestServer
 from shipper.ingest.timing import timed
 from shipper.otlp import wire
-from shipper.otlp.plan import plan_spans
-from shipper.records import BadInput
+from shipper.otlp.plan import SpanPlan, plan_spans
+from shipper.records import BadInput, NewRow
 from shipper.sinks.routing import Routing
+from shipper.sinks.vendor import VendorSink
 
 log = logging.getLogger(__name__)
 
 OTLP_KEY = web.AppKey("otlp", OtlpConfig)
-LOGS_NOT_MAPPED = "shipper does not map the logs signal yet; send GenAI message content as span attributes"
+LOGS_NOT_MAPPED = (
+    "shipper does not map the logs signal to vendor records yet; send GenAI message content as span attributes"
+)
 
 
 def _encoding(request: web.Request) -> str:
@@ -90,20 +94,34 @@ def _bounded(request: web.Request, items: int, what: str) -> None:
         raise BadInput("too_many_items", message, limit=limit)
 
 
+def _routed(request: web.Request) -> tuple[list[VendorSink], list[str]]:
+    """The routed vendor sinks (which get records), and the other routed sinks: otlp sinks (which get the export
+    request whole), as the configuration's checks guarantee."""
+    routing = request.app[ROUTING_KEY]
+    route = request.app[OTLP_KEY].route
+    vendors = [routing.vendors[name] for name in route if name in routing.vendors]
+    return vendors, [name for name in route if name not in routing.vendors and name in routing.sinks]
+
+
+def _forwarded(names: list[str], path: str, export: Message) -> list[NewRow]:
+    """The export request for each otlp sink, as OTLP/JSON (sinks/otlp.py sends it in the encoding it wants)."""
+    body = wire.to_json(export) if names else b""
+    return [NewRow(name, "POST", path, None, body, None) for name in names]
+
+
 async def post_traces(request: web.Request) -> web.Response:
     export = wire.decode(await read_body(request), request.content_type, ExportTraceServiceRequest)
-    _bounded(request, sum(len(scope.spans) for spans in export.resource_spans for scope in spans.scope_spans), "spans")
-    routing = request.app[ROUTING_KEY]
-    sinks = [routing.vendors[name] for name in request.app[OTLP_KEY].route if name in routing.vendors]
-    plan = plan_spans(export, sinks)
-    if plan.rows:  # with the sink's own key: an exporter's one set of headers cannot carry one per vendor
-        result = await committed(request, plan.rows)
+    spans = sum(len(scope.spans) for resource in export.resource_spans for scope in resource.scope_spans)
+    _bounded(request, spans, "spans")
+    vendors, forwarding = _routed(request)
+    plan = plan_spans(export, vendors) if vendors else SpanPlan()
+    rows = [*plan.rows, *_forwarded(forwarding if spans else [], "/v1/traces", export)]
+    if rows:  # vendor rows travel with the sink's own key: an exporter's one set of headers cannot carry one each
+        result = await committed(request, rows)
         if isinstance(result, Refusal):
             return _refused(request, result)
-    counted = request.app[COUNTERS_KEY].otlp
-    for outcome, count in (("mapped", plan.mapped), ("passed_over", plan.passed_over), ("refused", plan.refused)):
-        if count:
-            counted["traces", outcome] += count
+    outcomes = {"mapped": plan.mapped, "passed_over": plan.passed_over, "refused": plan.refused}
+    _count(request, "traces", {**outcomes, "forwarded": spans if forwarding else 0})
     response = ExportTraceServiceResponse()
     if plan.refused:
         response.partial_success.rejected_spans = plan.refused
@@ -112,15 +130,29 @@ async def post_traces(request: web.Request) -> web.Response:
 
 
 async def post_logs(request: web.Request) -> web.Response:
+    """Log records go whole to the routed otlp sinks; with none, they are refused: no vendor mapping reads them yet."""
     export = wire.decode(await read_body(request), request.content_type, ExportLogsServiceRequest)
     records = sum(len(scope.log_records) for resource in export.resource_logs for scope in resource.scope_logs)
     _bounded(request, records, "log records")
+    _, forwarding = _routed(request)
     response = ExportLogsServiceResponse()
-    if records:
-        request.app[COUNTERS_KEY].otlp["logs", "refused"] += records
+    if records and forwarding:
+        result = await committed(request, _forwarded(forwarding, "/v1/logs", export))
+        if isinstance(result, Refusal):
+            return _refused(request, result)
+        _count(request, "logs", {"forwarded": records})
+    elif records:
+        _count(request, "logs", {"refused": records})
         response.partial_success.rejected_log_records = records
         response.partial_success.error_message = LOGS_NOT_MAPPED
     return _answer(request, response)
+
+
+def _count(request: web.Request, signal: str, outcomes: dict[str, int]) -> None:
+    counted = request.app[COUNTERS_KEY].otlp
+    for outcome, count in outcomes.items():
+        if count:
+            counted[signal, outcome] += count
 
 
 async def _elsewhere(request: web.Request) -> web.Response:

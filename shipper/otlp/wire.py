@@ -13,6 +13,7 @@ a `google.rpc.Status`. Not responsible for HTTP (shipper/ingest/otlp.py) or for 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from typing import Any, TypeVar
 
 import orjson
@@ -63,14 +64,29 @@ def decode(raw: bytes, content_type: str, message: type[M]) -> M:
     raise BadInput("unsupported_media_type", f"send {PROTOBUF} or {JSON}, not {content_type or 'no Content-Type'}")
 
 
+def to_json(message: Message) -> bytes:
+    """OTLP/JSON of an export request, as an exporter writes it: hex ids, enums as integers, int64s as strings."""
+    data = json_format.MessageToDict(message, use_integers_for_enums=True)
+    for item in _items(data):
+        for name in ID_BYTES:
+            if isinstance(item.get(name), str):
+                item[name] = base64.b64decode(item[name]).hex()
+    return orjson.dumps(data)
+
+
 def _ids_to_base64(data: dict[str, Any]) -> None:
+    for item in _items(data):
+        _fix(item)
+
+
+def _items(data: dict[str, Any]) -> Iterator[Any]:
+    """Every object that holds ids: spans, their links, log records."""
     for outer, outer_, middle, middle_, inner, inner_ in _CONTAINERS:
         for resource in _list(data, outer, outer_):
             for scope in _list(resource, middle, middle_):
                 for item in _list(scope, inner, inner_):
-                    _fix(item)
-                    for link in _list(item, "links", "links"):
-                        _fix(link)
+                    yield item
+                    yield from _list(item, "links", "links")
 
 
 def _list(data: Any, name: str, other: str) -> list[Any]:

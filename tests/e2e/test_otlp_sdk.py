@@ -5,6 +5,7 @@ with its messages, model, tokens and timing. The spans are set by hand (with eac
 or made by the real instrumentations (the official `opentelemetry-instrumentation-openai-v2` and OpenLLMetry's
 `opentelemetry-instrumentation-openai`) around the real `openai` client calling a local fake OpenAI. A span
 acknowledged is never lost: shipper killed with -9 before any vendor was reachable still delivers it after a restart.
+An `otlp` sink gets the exporter's requests whole, retried until the collector takes them.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
@@ -31,7 +34,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from tests.fakes.openai import MODEL, OpenAIFake
 from tests.fakes.rig import FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY, Rig, vendor_rig
 from tests.otlp_spans import NEW_GENERATION, OLD_GENERATION, OPENINFERENCE
-from tests.support import free_port, metric, scrape, wait_for
+from tests.support import FakeRemote, free_port, metric, scrape, wait_for
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.supervised]
 
@@ -228,3 +231,33 @@ async def test_a_chat_completion_an_instrumented_app_makes_reaches_every_vendor(
     assert call["llm_parameters"] == {"temperature": 0.2}
     (prompt_log,) = [seen.body for seen in rig.hl.accepted("POST", "/v5/prompts/log")]
     assert (prompt_log["messages"], prompt_log["output"], prompt_log["output_tokens"]) == (ASKED, "4", 1)
+
+
+async def test_an_otlp_sink_gets_the_export_request_whole_and_retries_until_the_collector_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint = f"127.0.0.1:{free_port()}"
+    collector = FakeRemote()
+    refusals = iter([web.json_response({}, status=503, headers={"Retry-After": "0"})])
+    collector.behaviour = lambda request, body: next(refusals, None)
+    await collector.start()
+    monkeypatch.setenv("COLLECTOR_AUTH", "Bearer col-key")
+    extra = (
+        f'[otlp]\nhttp = "{endpoint}"\nroute = ["col"]\n'
+        f'[sinks.col]\ntype = "otlp"\nbase_url = "{collector.url}/otlp"\nauth_env = "COLLECTOR_AUTH"\n'
+        "retry_initial_backoff = 0.05\n"
+    )
+    try:
+        async with vendor_rig(tmp_path, start_fakes=False, extra=extra):
+            spans = app_spans()
+            assert await export(endpoint, spans) == SpanExportResult.SUCCESS
+            await wait_for(lambda: len(collector.received) == 1, timeout=30)
+    finally:
+        await collector.stop()
+    (got,) = collector.received
+    assert (got.path, got.headers["Content-Type"], got.headers["Authorization"]) == (
+        "/otlp/v1/traces", "application/x-protobuf", "Bearer col-key",
+    )  # fmt: skip
+    received = ExportTraceServiceRequest.FromString(got.body).resource_spans[0].scope_spans[0].spans
+    assert [(s.name, s.span_id) for s in received] == [(s.name, s.context.span_id.to_bytes(8, "big")) for s in spans]
+    assert collector.attempts == 2

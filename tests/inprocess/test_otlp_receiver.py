@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import orjson
@@ -14,7 +15,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 
 from shipper.config.listeners import IngestConfig
 from shipper.config.otlp import OtlpConfig
@@ -25,6 +29,7 @@ from shipper.ingest.counters import IngestCounters
 from shipper.ingest.guard import InFlight
 from shipper.ingest.otlp import build_otlp_app
 from shipper.latency import IngestTimers
+from shipper.otlp import wire
 from shipper.queue.memory import MemoryQueue
 from shipper.records import NewRow
 from shipper.sinks.routing import Routing
@@ -70,18 +75,25 @@ def vendor_sink(name: str, vendor: str, queue: MemoryQueue) -> VendorSink:
     return VendorSink(name, VENDORS[vendor], config, queue, {"SINK_KEY": f"{name}-sink-key"})
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[Served]:
+@asynccontextmanager
+async def serving(vendors: dict[str, str], forwarding: tuple[str, ...] = ()) -> AsyncIterator[Served]:
+    """The receiver routing to these vendor sinks (name: vendor) and these otlp sinks."""
     intake, counters = Intake(), IngestCounters()
-    vendors = {name: vendor_sink(name, vendor, intake.spool) for name, vendor in SINKS.items()}
-    routing = Routing(frozenset(SINKS), vendors=vendors)
+    running = {name: vendor_sink(name, vendor, intake.spool) for name, vendor in vendors.items()}
+    routing = Routing(frozenset([*vendors, *forwarding]), vendors=running)
     ingest = IngestConfig(http="127.0.0.1:0", unix="", max_body_bytes=LIMIT, max_items=MAX_SPANS)
-    otlp = OtlpConfig(http="127.0.0.1:0", route=tuple(SINKS))
+    otlp = OtlpConfig(http="127.0.0.1:0", route=(*vendors, *forwarding))
     app = build_otlp_app(intake, routing, counters, ingest, otlp, Redactor(), InFlight())
     server = TestServer(app, host="127.0.0.1")
     await server.start_server(auto_decompress=False)
     async with TestClient(server) as client:
         yield Served(client, intake, counters)
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    async with serving(SINKS) as running:
+        yield running
 
 
 def two_spans() -> bytes:
@@ -211,3 +223,36 @@ async def test_more_spans_than_max_items_in_one_request_is_a_413_and_nothing_is_
         response.status == 413 and "OTEL_BSP_MAX_EXPORT_BATCH_SIZE" in Status.FromString(await response.read()).message
     )
     assert len(served.intake.spool.rows) == 3 * MAX_SPANS and served.counters.rejected == {"too_many_items": 1}
+
+
+async def test_an_otlp_sink_gets_the_export_request_whole_beside_the_vendor_records() -> None:
+    async with serving({"kw": "keywordsai"}, ("col",)) as served:
+        response = await served.client.post("/v1/traces", data=two_spans(), headers=PROTOBUF)
+        assert response.status == 200
+        kw, col = served.intake.spool.rows.values()
+        assert (kw.sink, col.sink, col.path, col.key) == ("kw", "col", "/v1/traces", None)
+        assert wire.decode(col.body, wire.JSON, ExportTraceServiceRequest).SerializeToString() == two_spans()
+        assert served.counters.otlp == {
+            ("traces", "mapped"): 1, ("traces", "passed_over"): 1, ("traces", "forwarded"): 2,
+        }  # fmt: skip
+
+
+async def test_with_only_otlp_sinks_every_span_is_forwarded_and_none_is_mapped_or_refused() -> None:
+    async with serving({}, ("col",)) as served:
+        empty = span({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, name="empty")
+        response = await served.client.post("/v1/traces", data=export(empty).SerializeToString(), headers=PROTOBUF)
+        assert ExportTraceServiceResponse.FromString(await response.read()) == ExportTraceServiceResponse()
+        assert [row.sink for row in served.intake.spool.rows.values()] == ["col"]
+        assert served.counters.otlp == {("traces", "forwarded"): 1}
+
+
+async def test_log_records_go_whole_to_an_otlp_sink_and_are_not_refused() -> None:
+    logs = ExportLogsServiceRequest()
+    logs.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "hi"
+    async with serving({"kw": "keywordsai"}, ("col",)) as served:
+        response = await served.client.post("/v1/logs", data=logs.SerializeToString(), headers=PROTOBUF)
+        assert ExportLogsServiceResponse.FromString(await response.read()) == ExportLogsServiceResponse()
+        (row,) = served.intake.spool.rows.values()
+        assert (row.sink, row.path) == ("col", "/v1/logs")
+        assert wire.decode(row.body, wire.JSON, ExportLogsServiceRequest) == logs
+        assert served.counters.otlp == {("logs", "forwarded"): 1}

@@ -375,8 +375,8 @@ def test_the_otlp_receiver_is_off_by_default_and_routes_spans_to_the_named_vendo
         ('http = "127.0.0.1:4318"', OTLP_SINKS, "otlp.route: empty while otlp.http listens"),
         ('http = "nope"\nroute = ["kw"]', OTLP_SINKS, "otlp.http: expected host:port, got 'nope'"),
         ('http = "0.0.0.0:4318"\nroute = ["kw"]', OTLP_SINKS, "is not loopback: set [ingest] token"),
-        ('route = ["nope"]', OTLP_SINKS, "otlp.route: 'nope' is not a vendor sink"),
-        ('route = ["remote"]', HTTP_SINK, "otlp.route: 'remote' is not a vendor sink"),
+        ('route = ["nope"]', OTLP_SINKS, "otlp.route: 'nope' is neither a vendor sink nor an otlp sink"),
+        ('route = ["remote"]', HTTP_SINK, "otlp.route: 'remote' is neither a vendor sink nor an otlp sink"),
         (
             'route = ["kw"]',
             '[sinks.kw]\ntype = "keywordsai"\n',

@@ -109,3 +109,12 @@ def test_a_failure_is_a_google_rpc_status_in_either_encoding(text: str) -> None:
     parsed = Status.FromString(wire.status(wire.INVALID_ARGUMENT, text, wire.PROTOBUF))
     assert (parsed.code, parsed.message) == (3, text)
     assert orjson.loads(wire.status(wire.UNAVAILABLE, text, wire.JSON)) == {"code": 14, "message": text}
+
+
+def test_to_json_writes_otlp_json_that_decodes_to_the_same_request() -> None:
+    sent = export(span(NEW_GENERATION))
+    written = orjson.loads(wire.to_json(sent))
+    one = written["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert (one["traceId"], one["spanId"], one["kind"]) == (TRACE.hex(), SPAN.hex(), 3)  # hex ids, integer enums
+    assert one["startTimeUnixNano"] == str(START_NS)
+    assert wire.decode(wire.to_json(sent), wire.JSON, ExportTraceServiceRequest) == sent
