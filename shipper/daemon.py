@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import signal
+import socket
 import time
 from collections import Counter
 from contextlib import AsyncExitStack
@@ -33,7 +34,7 @@ from shipper.enrich.usage import Enricher
 from shipper.errors import ConfigError
 from shipper.forward.fleet import Fleet
 from shipper.forward.forwarder import Forwarder
-from shipper.ingest.activation import Listeners
+from shipper.ingest.activation import Listeners, inherited_listeners
 from shipper.ingest.counters import IngestCounters
 from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
 from shipper.ingest.otlp import build_otlp_app, otlp_server
@@ -169,12 +170,14 @@ class Daemon:
         """Ingest, then the admin listener (the stack stops it right after ingest); one line says what serves."""
         operations = functools.partial(add_routes, live=self)
         app = build_app(self, self.routing, self.counters, self.config.ingest, self.redactor, operations)
-        server = IngestServer(app, self.config.ingest, self._listeners)
+        # The supervisor's sockets, or (alone) the service manager's: read once, for every listener.
+        listeners = self._listeners if self._listeners is not None else inherited_listeners()
+        server = IngestServer(app, self.config.ingest, listeners)
         await server.start()
         stack.push_async_callback(server.stop)
-        if self.config.otlp.http:
-            await self._serve_otlp(app[IN_FLIGHT_KEY], stack)
-        admin = AdminServer(self, self.config.admin, self._listeners.admin if self._listeners else ())
+        if self.config.otlp.http or listeners.otlp:
+            await self._serve_otlp(app[IN_FLIGHT_KEY], listeners.otlp, stack)
+        admin = AdminServer(self, self.config.admin, listeners.admin)
         stack.push_async_callback(admin.stop)
         await admin.start()
         log.log(
@@ -190,12 +193,15 @@ class Daemon:
         )
         return server, app
 
-    async def _serve_otlp(self, in_flight: InFlight, stack: AsyncExitStack) -> None:
+    async def _serve_otlp(
+        self, in_flight: InFlight, inherited: tuple[socket.socket, ...], stack: AsyncExitStack
+    ) -> None:
         """The OTLP receiver, beside ingest and sharing its requests in flight (so the drain waits for both)."""
         config = self.config
+        if not config.otlp.route:  # a socket named otlp was passed, but nothing says where spans go
+            raise ConfigError("otlp.route: empty, yet an otlp listener was inherited: name the sinks spans go to")
         app = build_otlp_app(self, self.routing, self.counters, config.ingest, config.otlp, self.redactor, in_flight)
-        inherited = Listeners(http=self._listeners.otlp if self._listeners else ())
-        self._otlp = otlp_server(app, config.ingest, config.otlp, inherited)
+        self._otlp = otlp_server(app, config.ingest, config.otlp, Listeners(http=inherited))
         await self._otlp.start()
         stack.push_async_callback(self._otlp.stop)
 

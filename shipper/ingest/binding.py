@@ -103,7 +103,7 @@ def bind_listeners(config: Config, inherited: Listeners) -> Bound:
         bound.listeners = Listeners(http=http, unix=unix)
         admin = (_tcp("admin.http", config.admin.http),) if config.admin.http else ()
         bound.listeners = Listeners(http=http, unix=unix, admin=admin)
-        otlp = (_tcp("otlp.http", config.otlp.http),) if config.otlp.http else ()
+        otlp = inherited.otlp or ((_tcp("otlp.http", config.otlp.http),) if config.otlp.http else ())
         bound.listeners = Listeners(http=http, unix=unix, admin=admin, otlp=otlp)
     except BaseException:
         bound.__exit__(None, None, None)
