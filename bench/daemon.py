@@ -2,8 +2,9 @@
 
 Sink set-ups: `batch` and `replay` forward to the fake remote; `down` points at a port nobody listens on and backs
 off for an hour after the first refusal, so ingest runs with the forwarder idle (what an outage looks like);
-`vendors` is one sink per vendor (bench/vendors.py), forwarding to the fake remote with enrichment on; `freeplay` is
-the Freeplay sink alone (the vendor path: one request per record, replay mode).
+`vendors` is one sink per vendor (bench/vendors.py), forwarding to the fake remote with enrichment on (token counting
+may be turned off: `tokens`); `freeplay` is the Freeplay sink alone (the vendor path: one request per record, replay
+mode).
 """
 
 from __future__ import annotations
@@ -36,7 +37,18 @@ _SINKS = {
 }
 
 
-def config_text(workdir: Path, http_port: int, durability: str, sink: str, remote_url: str) -> str:
+def config_text(
+    workdir: Path,
+    http_port: int,
+    durability: str,
+    sink: str,
+    remote_url: str,
+    tokens: bool = True,
+    workers: tuple[int, int] | None = None,
+) -> str:
+    """`tokens`: `[enrich] tokens`, token counting for the vendor sinks (on, as by default, or off); `workers`:
+    `[daemon] ingest_workers` and `delivery_workers` (None: "auto", the default)."""
+    processes = "" if workers is None else f"ingest_workers = {workers[0]}\ndelivery_workers = {workers[1]}\n"
     if sink == "vendors":
         sinks = vendors.sinks_toml(workdir, remote_url)
     elif sink == "freeplay":
@@ -46,7 +58,7 @@ def config_text(workdir: Path, http_port: int, durability: str, sink: str, remot
     return f"""[daemon]
 drain_timeout = 5
 log_level = "warning"
-
+{processes}
 [ingest]
 http = "127.0.0.1:{http_port}"
 unix = "{workdir / "shipper.sock"}"
@@ -54,6 +66,9 @@ unix = "{workdir / "shipper.sock"}"
 [spool]
 path = "{workdir / "spool.db"}"
 durability = "{durability}"
+
+[enrich]
+tokens = {"true" if tokens else "false"}
 
 {sinks}"""
 
@@ -81,17 +96,32 @@ class Daemon:
     def peak_rss_by_process(self) -> dict[str, float]:
         """VmHWM per process, named by its role (`supervisor` for a daemon with children, else `daemon`)."""
         family = self.family()
-        return {_role(pid, len(family)): _hwm_mb(pid) for pid in family}
+        return {_role(pid, len(family)): _status_mb(pid, "VmHWM:") for pid in family}
+
+    def rss_mb(self) -> float:
+        """VmRSS of every process, added up: what they hold now, past the peaks of building things (an encoding)."""
+        return sum(_status_mb(pid, "VmRSS:") for pid in self.family())
+
+    def pss_mb(self) -> float:
+        """Proportional set size of every process, added up, now: resident memory with each shared page (the
+        interpreter, the C extensions and libraries the processes all map) counted once in all, not once in each
+        as VmRSS counts it. What the processes hold together, at the time of asking."""
+        total = 0
+        for pid in self.family():
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+        return total / 1024
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
 
-def _hwm_mb(pid: int) -> float:
+def _status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc status")
+    raise RuntimeError(f"no {field} in /proc status")
 
 
 def _role(pid: int, processes: int) -> str:
@@ -133,7 +163,13 @@ async def _stop(daemon: Daemon) -> None:
 
 @contextlib.asynccontextmanager
 async def running(
-    durability: str, sink: str, remote_url: str, src: Path = REPO, profile: Path | None = None
+    durability: str,
+    sink: str,
+    remote_url: str,
+    src: Path = REPO,
+    profile: Path | None = None,
+    tokens: bool = True,
+    workers: tuple[int, int] | None = None,
 ) -> AsyncIterator[Daemon]:
     """A fresh daemon with an empty spool; the scratch directory goes when it stops.
 
@@ -143,7 +179,7 @@ async def running(
     workdir = Path(tempfile.mkdtemp(prefix=f"{sink}-{durability}-", dir=SCRATCH))
     port = free_port()
     config = workdir / "shipper.toml"
-    config.write_text(config_text(workdir, port, durability, sink, remote_url))
+    config.write_text(config_text(workdir, port, durability, sink, remote_url, tokens, workers))
     log = workdir / "shipper.log"
     daemon = Daemon(_spawn(config, log, src), f"127.0.0.1:{port}", f"unix:{workdir / 'shipper.sock'}", log)
     spy = None

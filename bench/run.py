@@ -1,5 +1,6 @@
-"""The benchmark's running order: SQLite ceiling, then (a) ingest, (b) single records, (c) end to end, (d) RSS,
-(e) RSS as deployed (vendor sinks forwarding, token counting on).
+"""The benchmark's running order: SQLite ceiling, then (a) ingest, (b) single records, (c) end to end, (e) vendor sinks
+forwarding, token counting on and then off (the runs (d), peak RSS per process and in total, is read from), (p) the
+vendor path, (f) the vendor path with one or two ingest and delivery processes.
 
 Each scenario gets a fresh daemon and an empty spool; the fake remote runs in its own process for the whole run.
 """
@@ -33,7 +34,9 @@ INGEST_BATCH = 100  # records per NDJSON request: ~110 KB, what a client flushin
 INGEST_CONNECTIONS = 8  # enough concurrent clients to keep the spool writer's groups full
 VENDOR_PATH_CONNECTIONS = 64  # the SDKs' keep-alive clients of a busy app
 SINGLE_CONNECTIONS = 16  # "several concurrent keep-alive clients" for the single-record maximum
-LATENCY_RATE = 1000.0
+LATENCY_RATE = 2000.0  # issue 12's ack p99 target is at this rate
+# (f): the vendor path with one ingest and one delivery process (what "auto" gives on 2 cores), then two of each kind.
+SCALING = ((1, 1), (1, 2), (2, 1))
 LATENCY_CONNECTIONS = 32
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -65,10 +68,12 @@ class Bench:
         self.scenarios: dict[str, dict[str, Any]] = {}
 
     @contextlib.asynccontextmanager
-    async def _daemon(self, name: str, durability: str, sink: str) -> AsyncIterator[daemon.Daemon]:
+    async def _daemon(
+        self, name: str, durability: str, sink: str, tokens: bool = True, workers: tuple[int, int] | None = None
+    ) -> AsyncIterator[daemon.Daemon]:
         self.quiet_budget = await usage.wait_for_quiet(self.quiet_budget)
         profile = self.profile / f"{name}.txt" if self.profile else None
-        async with daemon.running(durability, sink, self.remote.url, self.src, profile) as d:
+        async with daemon.running(durability, sink, self.remote.url, self.src, profile, tokens, workers) as d:
             yield d
 
     def _pids(self, d: daemon.Daemon) -> dict[str, list[int]]:
@@ -142,10 +147,13 @@ class Bench:
                 "peak_rss_mb": d.peak_rss_mb(),
             }
 
-    async def vendors(self, total: int) -> None:
-        """(e) vendor drop-in calls, counted and priced, until the remote holds them all: peak RSS as deployed."""
+    async def vendors(self, total: int, tokens: bool) -> None:
+        """(e) vendor drop-in calls, counted and priced, until the remote holds them all: peak RSS as deployed. With
+        `tokens` off, the same calls with `[enrich] tokens = false`: what the processes hold without token counting
+        (and so without pricing, which needs the counts), the other half of (d)."""
         calls = VendorCalls()
-        async with self._daemon("e.vendors", "fsync", "vendors") as d:
+        name = "e.vendors" if tokens else "e.vendors.tokens_off"
+        async with self._daemon(name, "fsync", "vendors", tokens) as d:
             base = self.remote.records
             start = now()
             sent = await load.fixed_count(d.unix, calls.request, total, SINGLE_CONNECTIONS)
@@ -153,7 +161,7 @@ class Bench:
             while self.remote.records - base < total and now() - start < self.plan.e2e_deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             received = self.remote.records - base
-            self.scenarios["e.vendors"] = {
+            self.scenarios[name] = {
                 **sent,
                 "records": total,
                 "received": received,
@@ -161,14 +169,18 @@ class Bench:
                 "seconds": now() - start,
                 "records_per_s": received / (now() - start),
                 "peak_rss_mb": d.peak_rss_mb(),
+                "peak_rss_mb_by_process": d.peak_rss_by_process(),
+                "rss_mb_at_end": d.rss_mb(),
+                "pss_mb_at_end": d.pss_mb(),
             }
 
-    async def vendor_path(self) -> None:
+    async def vendor_path(self, name: str = "p.vendor_path", workers: tuple[int, int] | None = None) -> None:
         """(p) the vendor path: Freeplay completion creates, one per request over TCP from 64 keep-alive clients,
         forwarded one request per record (replay mode). Delivered per second beside acknowledged per second in the
-        same window: where delivery is below, the backlog grows by the difference."""
+        same window: where delivery is below, the backlog grows by the difference. With `workers` (ingest,
+        delivery processes), (f): how the same figures move with the processes."""
         calls = VendorCalls(vendors=("freeplay",))
-        async with self._daemon("p.vendor_path", "fsync", "freeplay") as d:
+        async with self._daemon(name, "fsync", "freeplay", workers=workers) as d:
             start = now() + self.plan.warmup
             end = start + self.plan.window
 
@@ -182,7 +194,7 @@ class Bench:
             result, forwarded = await asyncio.gather(self._measured(d, start, end, work), delivered())
             result["delivered_per_s"] = forwarded / (end - start)
             result["backlog_growth_per_s"] = result["records_per_s"] - result["delivered_per_s"]
-            self.scenarios["p.vendor_path"] = result
+            self.scenarios[name] = result
 
     async def run(self, only: set[str]) -> dict[str, Any]:
         scratch = daemon.SCRATCH
@@ -205,9 +217,13 @@ class Bench:
                 await self.end_to_end("batch", self.plan.e2e_batch_records)
                 await self.end_to_end("replay", self.plan.e2e_replay_records)
             if "e" in only:
-                await self.vendors(self.plan.vendor_calls)
+                for tokens in (True, False):
+                    await self.vendors(self.plan.vendor_calls, tokens)
             if "p" in only:
                 await self.vendor_path()
+            if "f" in only:
+                for ingest, delivery in SCALING:
+                    await self.vendor_path(f"f.vendor_path.{ingest}i{delivery}d", (ingest, delivery))
         finally:
             self.remote.stop()
         return {"ceiling": ceilings, "scenarios": self.scenarios}
@@ -258,7 +274,11 @@ def _cpu_model() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer records (~1 minute)")
-    parser.add_argument("--only", default="abcep", help="scenarios to run, any of a, b, c, e, p (default: abcep)")
+    parser.add_argument(
+        "--only",
+        default="abcepf",
+        help="scenarios to run, any of a, b, c, e, p, f (default: all; e gives (d); f is p with 1 or 2 processes)",
+    )
     parser.add_argument("--profile", type=Path, help="sample each daemon with py-spy into DIR/<scenario>.txt")
     parser.add_argument("--shipper-src", type=Path, default=daemon.REPO, help="run shipper from this source tree")
     parser.add_argument(

@@ -1,4 +1,9 @@
-"""Command line: parse arguments, load the config, call into the daemon or the spool views. No logic of its own."""
+"""Command line: parse arguments, load the config, call into the daemon or the spool views. No logic of its own.
+
+Every process of a shipper starts here (`shipper run`, and the supervisor's `shipper run --role ...`), so what
+only one command needs and costs memory is imported by that command: the status view (its client brings aiohttp,
+~10 MB, which the supervisor otherwise never loads) and the sinks' secret check (the sinks, aiohttp again).
+"""
 
 from __future__ import annotations
 
@@ -20,11 +25,9 @@ from shipper.configtext import effective_toml
 from shipper.cores import usable_cores
 from shipper.errors import ShipperError
 from shipper.logs import rfc3339, setup_logging
-from shipper.sinks import check_secrets
 from shipper.spool import dlq
 from shipper.spool.reader import DeadRow
 from shipper.spool.salvage import salvage
-from shipper.status import gather, render_table
 
 Command = Callable[[Config, ConfigSource, argparse.Namespace], int]
 # A refresh reads the spool and asks the daemon; more often than this is a busy loop, not a closer look.
@@ -134,6 +137,8 @@ def _run(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
 
 
 def _status(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
+    from shipper.status import gather, render_table
+
     try:
         while True:
             view = gather(config)
@@ -155,6 +160,8 @@ def _status(config: Config, source: ConfigSource, args: argparse.Namespace) -> i
 
 
 def _check_config(config: Config, source: ConfigSource, args: argparse.Namespace) -> int:
+    from shipper.sinks import check_secrets
+
     check_secrets(config.sinks, os.environ)
     if args.print:
         print(

@@ -25,6 +25,17 @@ def rfc3339(created: float, timespec: str = "milliseconds") -> str:
     return datetime.fromtimestamp(created, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
+def human_age(seconds: float | None) -> str:
+    """`42s`, `17m`, `3.5h`: an age or a duration as the status table and the stop line say it."""
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
     """What the call passed in `extra`: every attribute a bare LogRecord does not have."""
     return {k: v for k, v in vars(record).items() if k not in _STANDARD}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import unquote
 
 import msgspec
@@ -38,9 +38,11 @@ class BadInput(ShipperError):
         return {"error": self.code, "message": str(self), **self.detail}
 
 
-@dataclass(frozen=True, slots=True)
-class NewRow:
-    """A validated record, ready to append: what the forwarder will replay against the sink."""
+class NewRow(NamedTuple):
+    """A validated record, ready to append: what the forwarder will replay against the sink.
+
+    A NamedTuple, not a frozen dataclass: one is built per record on the ingest path, and a frozen dataclass's
+    `__init__` (one `object.__setattr__` per field) took 1.6 µs of it, a tuple 0.3 µs."""
 
     sink: str
     method: str
@@ -51,8 +53,13 @@ class NewRow:
     scope: str | None = None
     after: str | None = None
     kind: str | None = None
-    credential: str | None = field(default=None, repr=False)  # the remote's API key; stored once, never logged
+    credential: str | None = None  # the remote's API key; stored once, never logged (not in the repr)
     records: int = 1  # more than one: a bundle, whose body is its records' bodies joined by newlines
+
+    def __repr__(self) -> str:
+        shown = self._asdict()
+        del shown["credential"]
+        return "NewRow(" + ", ".join(f"{name}={value!r}" for name, value in shown.items()) + ")"
 
 
 @functools.lru_cache(maxsize=4096)

@@ -22,6 +22,7 @@ from shipper.client import UnixConnection
 from shipper.config import Config
 from shipper.config.listeners import parse_host_port
 from shipper.errors import SpoolError
+from shipper.logs import human_age
 from shipper.spool.stats import SpoolStats, read_stats
 
 LIVE_TIMEOUT = 1.0
@@ -97,16 +98,6 @@ def human_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{size} B"
-
-
-def human_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 def _rate(value: float | None) -> str:

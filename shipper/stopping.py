@@ -11,8 +11,8 @@ from typing import Any
 
 from shipper.config import Config
 from shipper.errors import SpoolError
+from shipper.logs import human_age
 from shipper.spool.stats import queued_by_sink
-from shipper.status import human_age
 
 log = logging.getLogger("shipper.daemon")
 

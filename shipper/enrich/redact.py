@@ -19,7 +19,6 @@ is not part of the body.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -80,7 +79,7 @@ class Redactor:
 
     def redact_row(self, row: NewRow, vendor: str | None) -> NewRow:
         body = self.redact_body(row.body, vendor, row.method, row.path)
-        return row if body is row.body else dataclasses.replace(row, body=body)
+        return row if body is row.body else row._replace(body=body)
 
     def redact_body(self, raw: bytes, vendor: str | None, method: str, path: str) -> bytes:
         """The same bytes object when nothing changed."""

@@ -80,12 +80,13 @@ def _decode(raw: bytes) -> Any:
 
 async def dropin(request: web.Request) -> web.StreamResponse:
     """Catch-all: the first vendor whose adapter claims the path handles the call."""
-    vendors = request.app[ROUTING_KEY].vendors
+    app = request.app  # once: each `request.app` is a property lookup, on every request
+    vendors = app[ROUTING_KEY].vendors
     raw = await read_body(request)
     body = _decode(raw)
-    check_depth(raw, body, request.app[LIMITS_KEY])
+    check_depth(raw, body, app[LIMITS_KEY])
     path = request.rel_url.raw_path
-    native = request.app[NATIVE_KEY].get(normalize_path(path))
+    native = app[NATIVE_KEY].get(normalize_path(path))
     if native is not None:
         raise web.HTTPMethodNotAllowed(request.method, native)
     for sink in vendors.values():
@@ -101,6 +102,6 @@ async def dropin(request: web.Request) -> web.StreamResponse:
             except ValueError as exc:
                 raise BadInput("invalid_path", f"cannot proxy {plan.path!r}: path {exc}", field="path") from None
             return await proxy(request, sink, plan, raw)
-        ids = await commit(request, [plan.row(sink.name, credential_for(sink, request.headers))])
-        return ids if isinstance(ids, web.Response) else json_response(plan.answer, plan.status)
+        await commit(request, [plan.row(sink.name, credential_for(sink, request.headers))])
+        return json_response(plan.answer, plan.status)
     raise BadInput("not_found", f"{request.method} {request.path}: no such route")

@@ -17,7 +17,7 @@ from multidict import CIMultiDict
 
 from shipper.ingest.headers import TOKEN_HEADER
 from shipper.ingest.keys import COUNTERS_KEY, DRAINING_KEY, INGEST_KEY
-from shipper.ingest.responses import Handler, error_response
+from shipper.ingest.responses import Refused, error_response
 
 OPEN_PATHS = frozenset({"/healthz"})
 # Still answered while shutting down, so probes and scrapers see the drain.
@@ -53,44 +53,44 @@ def _matches(offered: str | None, token: str) -> bool:
     return offered is not None and hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), token.encode())
 
 
-@web.middleware
-async def token_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+def authenticate(request: web.Request) -> web.Request:
+    """The request to hand on (a copy without Authorization when the token came in it); Refused with the 401."""
     secret = request.app[INGEST_KEY].token
     if secret is None or request.path in OPEN_PATHS or not _over_tcp(request):
-        return await handler(request)
+        return request
     token = secret.get_secret_value()
     authorization = request.headers.get(hdrs.AUTHORIZATION, "")
     in_authorization = authorization[:7].lower() == "bearer " and _matches(authorization[7:].strip(), token)
     if in_authorization:  # whichever header proved it, the token must never pass for a vendor's key
         headers = CIMultiDict(request.headers)
         del headers[hdrs.AUTHORIZATION]
-        return await handler(request.clone(headers=headers))
+        return request.clone(headers=headers)
     if _matches(request.headers.get(TOKEN_HEADER), token):
-        return await handler(request)
+        return request
     request.app[COUNTERS_KEY].rejected["invalid_token"] += 1
     response = error_response(401, "invalid_token", "send shipper's token as X-Shipper-Token or Authorization: Bearer")
     response.headers["WWW-Authenticate"] = 'Bearer realm="shipper"'
-    return response
+    raise Refused(response)
 
 
-@web.middleware
-async def admission(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse new work once shutdown begins, and past `max_concurrent_requests` in flight: 503 at once."""
-    if request.app[DRAINING_KEY].stopping and request.path not in OPERATIONS:
-        request.app[COUNTERS_KEY].rejected["stopping"] += 1
+def admit(request: web.Request) -> InFlight | None:
+    """Refuse new work once shutdown begins, and past `max_concurrent_requests` in flight: Refused with the 503.
+
+    Otherwise the request is counted in flight, and the InFlight it entered is returned for the caller to leave once
+    it is answered; a liveness probe is neither refused for being busy nor counted (None)."""
+    app = request.app  # once: each `request.app` is a property lookup, on every request
+    if app[DRAINING_KEY].stopping and request.path not in OPERATIONS:
+        app[COUNTERS_KEY].rejected["stopping"] += 1
         response = error_response(503, "stopping", "shipper is shutting down; send to its successor")
         response.headers["Retry-After"] = "1"
-        return response
-    in_flight = request.app[IN_FLIGHT_KEY]
+        raise Refused(response)
     if request.path in OPEN_PATHS:  # a liveness probe must not fail because the daemon is busy
-        return await handler(request)
-    if in_flight.count >= request.app[INGEST_KEY].max_concurrent_requests:
-        request.app[COUNTERS_KEY].rejected["too_busy"] += 1
+        return None
+    in_flight = app[IN_FLIGHT_KEY]
+    if in_flight.count >= app[INGEST_KEY].max_concurrent_requests:
+        app[COUNTERS_KEY].rejected["too_busy"] += 1
         response = error_response(503, "too_busy", "too many requests in flight; retry shortly")
         response.headers["Retry-After"] = "1"
-        return response
+        raise Refused(response)
     in_flight.enter()
-    try:
-        return await handler(request)
-    finally:
-        in_flight.leave()
+    return in_flight

@@ -13,7 +13,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from shipper.ingest.keys import COUNTERS_KEY
-from shipper.ingest.responses import Handler, error_response
+from shipper.ingest.responses import Refused, error_response
 from shipper.records import BadInput
 
 TOKEN_HEADER = "X-Shipper-Token"
@@ -36,8 +36,11 @@ def problem(name: str, value: str) -> str | None:
     return None
 
 
-@web.middleware
-async def header_check(request: web.Request, handler: Handler) -> web.StreamResponse:
+def check_headers(request: web.Request) -> None:
+    """Refuse a header value that is not usable: the 401 for shipper's token (Refused), BadInput for any other."""
+    values = "".join(request.headers.values())
+    if values.isascii() and values.isprintable():  # nearly every request: two C-speed scans of all values at once
+        return
     for name, value in request.headers.items():
         found = problem(name, value)
         if found is None:
@@ -46,6 +49,5 @@ async def header_check(request: web.Request, handler: Handler) -> web.StreamResp
             request.app[COUNTERS_KEY].rejected["invalid_token"] += 1
             response = error_response(401, "invalid_token", f"{TOKEN_HEADER} {found}", field=TOKEN_HEADER)
             response.headers["WWW-Authenticate"] = 'Bearer realm="shipper"'
-            return response
+            raise Refused(response)
         raise BadInput("invalid_header", f"header {name} {found}", field=name)
-    return await handler(request)

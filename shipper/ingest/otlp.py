@@ -6,8 +6,9 @@ answer (intake.py): an acknowledged span survives a crash. The answers are what 
 `Export…ServiceResponse` in the request's encoding (`partial_success` counts what was refused, which the exporter
 must not send again); 400 for a body that does not parse; 503 with Retry-After when the spool cannot take the rows
 now (the exporters retry only 429, 502, 503 and 504, so a full disk is said as 503 too); every failure body a
-`google.rpc.Status`. The body limit, client timeout, token and requests in flight are `[ingest]`'s, shared with the
-ingest listeners (the same in-flight count, so a shutdown drains both). Routed otlp sinks get each export request
+`google.rpc.Status` (ingest's own edge refuses, otlp_edge says it so). The body limit, client timeout, token and
+requests in flight are `[ingest]`'s, shared with the ingest listeners (the same in-flight count, so a shutdown drains
+both). Routed otlp sinks get each export request
 whole (traces and logs). No vendor record is made from the logs signal yet (joining message content carried on logs
 to its span is not built): with no otlp sink routed, log records are refused in `partial_success`.
 Not responsible for what a span means (shipper/otlp/) or for binding the listener (server.py, binding.py).
@@ -15,8 +16,7 @@ Not responsible for what a span means (shipper/otlp/) or for binding the listene
 
 from __future__ import annotations
 
-import logging
-
+import orjson
 from aiohttp import web
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest, ExportLogsServiceResponse
@@ -30,9 +30,9 @@ from shipper.config.otlp import OtlpConfig
 from shipper.enrich.redact import Redactor
 from shipper.ingest.activation import Listeners
 from shipper.ingest.counters import IngestCounters
-from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight, admission, token_check
-from shipper.ingest.headers import header_check
-from shipper.ingest.intake import Refusal, committed, read_body
+from shipper.ingest.edge import edge
+from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
+from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import (
     COUNTERS_KEY,
     DRAINING_KEY,
@@ -43,16 +43,13 @@ from shipper.ingest.keys import (
     TIMERS_KEY,
     Intake,
 )
-from shipper.ingest.responses import Handler, status_of
+from shipper.ingest.responses import Handler
 from shipper.ingest.server import IngestServer
-from shipper.ingest.timing import timed
 from shipper.otlp import wire
 from shipper.otlp.plan import SpanPlan, plan_spans
 from shipper.records import BadInput, NewRow
 from shipper.sinks.routing import Routing
 from shipper.sinks.vendor import VendorSink
-
-log = logging.getLogger(__name__)
 
 OTLP_KEY = web.AppKey("otlp", OtlpConfig)
 LOGS_NOT_MAPPED = (
@@ -70,18 +67,25 @@ def _answer(request: web.Request, message: Message) -> web.Response:
     return web.Response(body=wire.encode(message, encoding), content_type=encoding)
 
 
-def _failure(request: web.Request, status: int, code: int, text: str, retry_after: bool = False) -> web.Response:
+# gRPC codes for the statuses ingest refuses with; any other is INVALID_ARGUMENT.
+GRPC_CODES = {401: wire.UNAUTHENTICATED, 413: wire.RESOURCE_EXHAUSTED, 500: wire.INTERNAL, 503: wire.UNAVAILABLE}
+KEPT_HEADERS = ("Retry-After", "Allow", "WWW-Authenticate")
+
+
+def _in_otlp_encoding(request: web.Request, refusal: web.Response) -> web.Response:
+    """Ingest's JSON refusal (`{"error", "message"}`, counted by its reason already) as a google.rpc.Status in the
+    request's encoding. A full disk (507) is said as 503: the exporters retry only 429, 502, 503 and 504, and the
+    disk frees by itself."""
+    status = 503 if refusal.status == 507 else refusal.status
+    said = orjson.loads(refusal.body) if isinstance(refusal.body, bytes) else {}
+    text = f"{said.get('error', 'refused')}: {said.get('message', '')}"
     encoding = _encoding(request)
-    response = web.Response(status=status, body=wire.status(code, text, encoding), content_type=encoding)
-    if retry_after:
-        response.headers["Retry-After"] = "1"
-    return response
-
-
-def _refused(request: web.Request, refusal: Refusal) -> web.Response:
-    if not refusal.retry_later:
-        return _failure(request, 413, wire.RESOURCE_EXHAUSTED, refusal.message)
-    return _failure(request, 503, wire.UNAVAILABLE, f"{refusal.code}: {refusal.message}", retry_after=True)
+    code = GRPC_CODES.get(status, wire.INVALID_ARGUMENT)
+    answer = web.Response(status=status, body=wire.status(code, text, encoding), content_type=encoding)
+    for name in KEPT_HEADERS:
+        if name in refusal.headers:
+            answer.headers[name] = refusal.headers[name]
+    return answer
 
 
 def _bounded(request: web.Request, items: int, what: str) -> None:
@@ -117,9 +121,7 @@ async def post_traces(request: web.Request) -> web.Response:
     plan = plan_spans(export, vendors) if vendors else SpanPlan()
     rows = [*plan.rows, *_forwarded(forwarding if spans else [], "/v1/traces", export)]
     if rows:  # vendor rows travel with the sink's own key: an exporter's one set of headers cannot carry one each
-        result = await committed(request, rows)
-        if isinstance(result, Refusal):
-            return _refused(request, result)
+        await commit(request, rows)
     outcomes = {"mapped": plan.mapped, "passed_over": plan.passed_over, "refused": plan.refused}
     _count(request, "traces", {**outcomes, "forwarded": spans if forwarding else 0})
     response = ExportTraceServiceResponse()
@@ -137,9 +139,7 @@ async def post_logs(request: web.Request) -> web.Response:
     _, forwarding = _routed(request)
     response = ExportLogsServiceResponse()
     if records and forwarding:
-        result = await committed(request, _forwarded(forwarding, "/v1/logs", export))
-        if isinstance(result, Refusal):
-            return _refused(request, result)
+        await commit(request, _forwarded(forwarding, "/v1/logs", export))
         _count(request, "logs", {"forwarded": records})
     elif records:
         _count(request, "logs", {"refused": records})
@@ -157,26 +157,18 @@ def _count(request: web.Request, signal: str, outcomes: dict[str, int]) -> None:
 
 async def _elsewhere(request: web.Request) -> web.Response:
     if request.path in ("/v1/traces", "/v1/logs"):
-        response = _failure(request, 405, wire.INVALID_ARGUMENT, f"{request.method} {request.path}: only POST")
-        response.headers["Allow"] = "POST"
-        return response
-    return _failure(
-        request, 404, wire.INVALID_ARGUMENT, f"{request.path}: the OTLP receiver serves /v1/traces, /v1/logs"
-    )
+        raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+    raise web.HTTPNotFound(reason="Not Found: the OTLP receiver serves POST /v1/traces and /v1/logs")
 
 
 @web.middleware
-async def otlp_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every refusal as a google.rpc.Status in the request's encoding, counted by reason like ingest's."""
-    try:
-        return await handler(request)
-    except BadInput as exc:
-        request.app[COUNTERS_KEY].rejected[exc.code] += 1
-        return _failure(request, status_of(exc), wire.INVALID_ARGUMENT, str(exc))
-    except Exception:
-        log.exception("unexpected error while handling OTLP %s %s", request.method, request.path)
-        request.app[COUNTERS_KEY].rejected["internal_error"] += 1
-        return _failure(request, 500, wire.INTERNAL, "shipper failed to handle this request; see its log")
+async def otlp_edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Ingest's edge (timing, headers, token, admission, every failure answered and counted), each refusal then
+    said as OTLP says it; the receiver's own answers are all successes."""
+    response = await edge(request, handler)
+    if response.status >= 400 and isinstance(response, web.Response):
+        return _in_otlp_encoding(request, response)
+    return response
 
 
 def otlp_server(app: web.Application, ingest: IngestConfig, otlp: OtlpConfig, inherited: Listeners) -> IngestServer:
@@ -194,8 +186,7 @@ def build_otlp_app(
     in_flight: InFlight,
 ) -> web.Application:
     """`in_flight`: the ingest application's, so a shutdown waits for OTLP requests as for the others."""
-    middlewares = [timed, otlp_errors, header_check, token_check, admission]
-    app = web.Application(client_max_size=ingest.max_body_bytes, middlewares=middlewares)
+    app = web.Application(client_max_size=ingest.max_body_bytes, middlewares=[otlp_edge])
     app[REDACTOR_KEY] = redactor
     app[SPOOL_KEY] = live.spool
     app[DRAINING_KEY] = live

@@ -1,4 +1,4 @@
-"""JSON answers and the error middleware: every failure a client can cause gets a 4xx with a JSON body naming it.
+"""JSON answers, and the answer to every failure: each one a client can cause gets a 4xx with a JSON body naming it.
 
 Not responsible for deciding what is invalid (records.py does that).
 """
@@ -12,13 +12,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from shipper.errors import ShipperError
 from shipper.ingest.keys import COUNTERS_KEY, INGEST_KEY
 from shipper.records import BadInput
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 # The one place a refusal becomes an HTTP status: every BadInput code, by what the client should do about it.
 STATUS: dict[str, int] = {
@@ -50,6 +50,16 @@ STATUS: dict[str, int] = {
 }
 
 
+class Refused(ShipperError):
+    """A request answered instead of by its route, the answer ready and its reason already counted: a wrong token,
+    shutting down, too busy, a spool failure. Raised rather than returned, so that the path of a request that is
+    taken tests for nothing (an isinstance against aiohttp's response types is an ABC check, slow on a miss)."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(f"answered {response.status} at the edge")
+        self.response = response
+
+
 def status_of(exc: BadInput) -> int:
     return STATUS.get(exc.code, 400)
 
@@ -66,29 +76,25 @@ def _code_for(exc: web.HTTPException) -> str:
     return exc.reason.lower().replace(" ", "_") if exc.reason else f"http_{exc.status}"
 
 
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into a JSON answer and count it by reason (shipper_requests_rejected)."""
-    try:
-        return await handler(request)
-    except BadInput as exc:
+def failure_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON answer to a failure while handling `request`, counted by reason (shipper_requests_rejected): a
+    BadInput, an HTTPException of 400 or more (one below, a redirect, is no failure: the edge lets it through), or
+    anything unexpected, which is logged and said as 500."""
+    if isinstance(exc, BadInput):
         return _counted(request, json_response(exc.body(), status_of(exc)), exc.code)
-    except web.HTTPRequestEntityTooLarge:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         limit = request.app[INGEST_KEY].max_body_bytes
         message = f"request body is larger than {limit} bytes"
         return _counted(request, error_response(413, "body_too_large", message, limit=limit), "body_too_large")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    if isinstance(exc, web.HTTPException):
         code = _code_for(exc)
         response = error_response(exc.status, code, f"{request.method} {request.path}: {exc.reason}")
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return _counted(request, response, code)
-    except Exception:
-        log.exception("unexpected error while handling %s %s", request.method, request.path)
-        message = "shipper failed to handle this request; see its log"
-        return _counted(request, error_response(500, "internal_error", message), "internal_error")
+    log.error("unexpected error while handling %s %s", request.method, request.path, exc_info=exc)
+    message = "shipper failed to handle this request; see its log"
+    return _counted(request, error_response(500, "internal_error", message), "internal_error")
 
 
 def _counted(request: web.Request, response: web.Response, reason: str) -> web.Response:

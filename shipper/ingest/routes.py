@@ -15,8 +15,8 @@ from shipper.config.listeners import IngestConfig
 from shipper.enrich.redact import Redactor
 from shipper.ingest.counters import IngestCounters
 from shipper.ingest.dropin import dropin, plan_native, remember_native_routes
-from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight, admission, token_check
-from shipper.ingest.headers import header_check
+from shipper.ingest.edge import edge
+from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
 from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import (
     COUNTERS_KEY,
@@ -29,16 +29,16 @@ from shipper.ingest.keys import (
     TIMERS_KEY,
     Intake,
 )
-from shipper.ingest.responses import json_errors, json_response
-from shipper.ingest.timing import timed
+from shipper.ingest.responses import json_response
 from shipper.records import BadInput, Limits, parse_records
 from shipper.sinks.routing import Routing
 
 
 async def post_records(request: web.Request) -> web.Response:
     raw = await read_body(request)
-    routing = request.app[ROUTING_KEY]
-    rows = parse_records(raw, request.content_type, routing.sinks, request.app[LIMITS_KEY])
+    app = request.app  # once: each `request.app` is a property lookup, on every request
+    routing = app[ROUTING_KEY]
+    rows = parse_records(raw, request.content_type, routing.sinks, app[LIMITS_KEY])
     vendors = routing.vendors
     answers: list[Any] | None = None
     if vendors and any(row.sink in vendors for row in rows):
@@ -53,8 +53,6 @@ async def post_records(request: web.Request) -> web.Response:
                 rows[index] = planned.row
                 answers[index] = planned.answer
     ids = await commit(request, rows)
-    if isinstance(ids, web.Response):
-        return ids
     body: dict[str, Any] = {"accepted": len(ids), "ids": ids}
     if answers is not None:
         body["results"] = answers
@@ -70,8 +68,7 @@ def build_app(
     operations: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
     """`operations` adds the operations routes (health, metrics, status: ops/routes.py); ingest knows none of them."""
-    middlewares = [timed, json_errors, header_check, token_check, admission]  # timed outermost: sees every answer
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=middlewares)
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[edge])  # edge.py: every request's checks
     app[REDACTOR_KEY] = redactor or Redactor()  # no rules: rows pass through untouched
     app[SPOOL_KEY] = live.spool
     app[DRAINING_KEY] = live

@@ -1,6 +1,6 @@
 """Timing every ingest request: its duration by route and status, and its acknowledgement latency.
 
-The outermost middleware notes when a request arrived (its headers read) and, once it is answered, feeds
+The edge (edge.py), first thing, notes when a request arrived (its headers read) and, once it is answered, feeds
 `shipper_ingest_request_duration_seconds`; `commit` notes when the request's rows were committed, which feeds
 `shipper_ingest_ack_latency_seconds`; the drop-in handler names the vendor that took the call. The route label is
 a route template, `dropin:<vendor>` or `other`: never the raw path, which a client could vary without end.
@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from shipper.ingest.keys import TIMERS_KEY
-from shipper.ingest.responses import Handler
 
 # The drop-in catch-all (routes.py); a call it handles is labelled by vendor, anything else it answers is `other`.
 CATCH_ALL = "/{tail}"
@@ -28,7 +27,7 @@ class Timing:
     committed: float | None = None
 
 
-# A request's own state is copied when a middleware clones it (the token check does), so handlers write into one
+# A request's own state is copied when it is cloned (the token check does), so handlers write into one
 # shared object rather than into the request: what they note is seen whichever copy they were handed.
 _KEY: web.RequestKey[Timing] = web.RequestKey("shipper.timing", Timing)
 
@@ -60,22 +59,15 @@ def _route_label(request: web.Request, timing: Timing) -> str:
     return resource.canonical
 
 
-def _observe(request: web.Request, timing: Timing, status: int) -> None:
+def begin(request: web.Request) -> Timing:
+    """Start timing the request: first thing at the edge, so that every answer is timed, refusals included."""
+    timing = request[_KEY] = Timing(time.monotonic())
+    return timing
+
+
+def observe(request: web.Request, timing: Timing, status: int) -> None:
+    """The request is answered with `status`: feed its duration and, if its rows were committed, its ack latency."""
     timers = request.app[TIMERS_KEY]
     timers.observe_request(_route_label(request, timing), status, time.monotonic() - timing.arrived)
     if timing.committed is not None:
         timers.observe_ack(timing.committed - timing.arrived)
-
-
-@web.middleware
-async def timed(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost, so it sees the answer the client gets, errors included (the error middleware is inside it)."""
-    timing = Timing(time.monotonic())
-    request[_KEY] = timing
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:  # redirects and the like, which the error middleware lets through
-        _observe(request, timing, exc.status)
-        raise
-    _observe(request, timing, response.status)
-    return response

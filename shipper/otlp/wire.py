@@ -29,6 +29,7 @@ INVALID_ARGUMENT = 3
 RESOURCE_EXHAUSTED = 8
 INTERNAL = 13
 UNAVAILABLE = 14
+UNAUTHENTICATED = 16
 # Id fields by their length in bytes, in both spellings protobuf's JSON parser accepts.
 ID_BYTES = {"traceId": 16, "trace_id": 16, "spanId": 8, "span_id": 8, "parentSpanId": 8, "parent_span_id": 8}
 # Where ids sit: spans and their links (traces), log records (logs).

@@ -12,7 +12,6 @@ Not responsible for splitting bundles (the spool does, when a lease or a refusal
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -87,4 +86,4 @@ def bundled(rows: Sequence[NewRow], limits: Mapping[str, BundleLimit]) -> list[N
 def _bundle(run: list[NewRow]) -> NewRow:
     if len(run) == 1:
         return run[0]
-    return dataclasses.replace(run[0], body=b"\n".join(row.body for row in run), records=len(run))
+    return run[0]._replace(body=b"\n".join(row.body for row in run), records=len(run))

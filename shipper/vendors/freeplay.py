@@ -32,9 +32,11 @@ from shipper.vendors.base import (
     Route,
     Spooled,
     bearer,
+    is_id,
     normalize_path,
     plan_routes,
     route,
+    uuid4_text,
 )
 from shipper.vendors.base import success_for as _success_for
 from shipper.vendors.llm import LlmCall, Request
@@ -53,8 +55,8 @@ def _completion(m: re.Match[str], q: Mapping[str, str], body: Any) -> Spooled:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadInput("invalid_body", "messages must be a non-empty list", field="messages")
-    cid = body.get("completion_id") or str(uuid.uuid4())
-    if not isinstance(cid, str) or not re.fullmatch(ID, cid):
+    cid = body.get("completion_id") or uuid4_text()
+    if not is_id(cid):
         raise BadInput("invalid_body", "completion_id must be an id string", field="completion_id")
     return Spooled(
         "POST", m.group(0), {**body, "completion_id": cid}, 200, {"completion_id": cid},

@@ -37,7 +37,18 @@ import orjson
 from shipper.config.sinks import VendorSinkConfig
 from shipper.core.rows import SpoolRow
 from shipper.records import BadInput
-from shipper.vendors.base import ID, Builder, Plan, Proxied, Route, Spooled, normalize_path, plan_routes, route
+from shipper.vendors.base import (
+    ID,
+    Builder,
+    Plan,
+    Proxied,
+    Route,
+    Spooled,
+    is_id,
+    normalize_path,
+    plan_routes,
+    route,
+)
 from shipper.vendors.llm import LlmCall, Request, iso
 from shipper.vendors.sent import Sent, Usage, dict_at, obj, sent
 
@@ -200,7 +211,7 @@ class Humanloop:
             if not isinstance(body.get("path"), str) and not isinstance(body.get("id"), str):
                 raise BadInput("invalid_body", f"a {kind[:-1]} log needs `path` or `id`", field="path")
             log_id = body.get("log_id") or f"log_{uuid.uuid4().hex}"
-            if not isinstance(log_id, str) or not re.fullmatch(ID, log_id):
+            if not is_id(log_id):
                 raise BadInput("invalid_body", "log_id must be an id string", field="log_id")
             file_id, version_id = _file_ids(kind, body, query)
             self.recent.remember(log_id, file_facts(kind, file_id, version_id, body))

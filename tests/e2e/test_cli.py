@@ -214,7 +214,8 @@ def on_disk(spool: Path) -> int:
     """Every file beside the spool that holds its data: not the locks (the instance lock, the writers' turn) nor
     the directory of presence locks."""
     beside = spool.parent.glob(spool.name + "*")
-    return sum(p.stat().st_size for p in beside if p.is_file() and not p.name.endswith((".lock", "-writer")))
+    locks = (".lock", "-writer", "-writer-next")
+    return sum(p.stat().st_size for p in beside if p.is_file() and not p.name.endswith(locks))
 
 
 def poison_then_hold(release: asyncio.Event) -> Any:

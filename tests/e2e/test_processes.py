@@ -4,8 +4,9 @@ kill -9 of each kind of process while clients stream keyed records, and while ap
 nothing acknowledged is lost, every key's records (every entity's create and update) reach the remote in order (a
 repeat only ever of the record just sent), and the supervisor starts the dead role again; a delivery process that
 hangs (SIGSTOP) gets its leases taken over by the other at their deadline; the supervisor's own kill -9 takes every
-role with it; the operations routes answer for all processes at once; roles
-run alone (no supervisor) share a spool and refuse a whole shipper beside them.
+role with it; the operations routes answer for all processes at once; roles run alone (no supervisor) share a spool
+and refuse a whole shipper beside them; only the delivery process, which counts tokens, loads tiktoken, and the
+supervisor loads no aiohttp.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import aiohttp
 import orjson
 import pytest
 
+from tests.fakes import KeywordsAIFake
 from tests.fakes import snippets as sdk
 from tests.fakes.rig import Rig, vendor_rig
 from tests.support import Daemon, FakeRemote, metric, run_cli_async, scrape, wait_for, write_config
@@ -377,3 +379,43 @@ async def test_a_role_that_stops_answering_is_killed_and_started_again(tmp_path:
         await wait_for(lambda: len(remote.received) == 1, timeout=20)
     finally:
         assert await daemon.terminate() == 0
+
+
+def maps(pid: int, package: str) -> bool:
+    """Whether the process has a C extension of `package` mapped: what importing the package leaves behind."""
+    return any(f"/{package}/" in line for line in Path(f"/proc/{pid}/maps").read_text().splitlines())
+
+
+async def test_only_the_delivery_process_loads_tiktoken_and_the_supervisor_no_aiohttp(tmp_path: Path) -> None:
+    """Token counting is a delivery step: the ingest process the record went through and the supervisor never
+    import tiktoken (its encoding is ~75 MB once built), and the supervisor, which serves nothing, no aiohttp."""
+    kw = KeywordsAIFake(api_keys=(sdk.KW_KEY,))
+    await kw.start()
+    sink = f'[sinks.kw]\ntype = "keywordsai"\nbase_url = "{kw.url}"\n'
+    daemon = Daemon.from_config(write_config(tmp_path, sink, daemon_extra="ingest_workers = 1\ndelivery_workers = 1"))
+    await daemon.start()
+    try:
+        log = {
+            "model": "gpt-4o-mini",
+            "prompt_messages": [{"role": "user", "content": "How many tokens is this?"}],
+            "completion_message": {"role": "assistant", "content": "Six or so."},
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"http://{daemon.http}/request-logs/create", json=log, headers={"Authorization": f"Bearer {sdk.KW_KEY}"}
+            ) as response,
+        ):
+            assert response.status == 200, await response.text()
+        await wait_for(lambda: len(kw.received) == 1, timeout=20)
+        assert kw.received[0].body["metadata"]["shipper_estimated"] == "cost,usage"
+        assert daemon.proc is not None
+        supervisor, ingest, delivery = daemon.proc.pid, await pid_of(daemon, "ingest"), await pid_of(daemon, "delivery")
+        assert maps(delivery, "tiktoken")  # it counted: what the other two do not map is what they never imported
+        assert not maps(ingest, "tiktoken")
+        assert not maps(supervisor, "tiktoken")
+        assert maps(ingest, "aiohttp")
+        assert not maps(supervisor, "aiohttp")
+    finally:
+        assert await daemon.terminate() == 0
+        await kw.stop()

@@ -208,8 +208,9 @@ async def test_other_routes_are_refused(served: Served, method: str, path: str, 
 
 async def test_once_shutdown_begins_exports_get_503_with_retry_after(served: Served) -> None:
     served.intake.stopping = True
-    response = await served.client.post("/v1/traces", data=two_spans(), headers=PROTOBUF)
+    response = await served.client.post("/v1/traces", data=two_spans(), headers=JSON)
     assert response.status == 503 and response.headers["Retry-After"] == "1"
+    assert await response.json() == {"code": 14, "message": "stopping: shipper is shutting down; send to its successor"}
     assert served.intake.spool.rows == {}
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shipper.ingest.responses import status_of
-from shipper.records import BadInput, Limits, check_path, checked_rows, parse_records, quick_rows
+from shipper.records import BadInput, Limits, NewRow, check_path, checked_rows, parse_records, quick_rows
 
 SINKS = frozenset({"remote", "audit"})
 NDJSON = "application/x-ndjson"
@@ -375,3 +375,11 @@ def test_the_quick_way_leaves_every_doubtful_request_to_the_checked_way(raw: byt
     assert quick_rows(raw, ndjson, SINKS, Limits()) is None
     with pytest.raises(BadInput):
         parse_records(raw, NDJSON if ndjson else JSON, SINKS)
+
+
+def test_a_new_rows_repr_shows_everything_but_its_credential() -> None:
+    row = NewRow("remote", "POST", "/in", None, b"{}", "k", kind="create", credential="sk-secret-key")
+    shown = repr(row)
+    assert "sk-secret-key" not in shown and "credential" not in shown and str(row) == shown
+    assert shown.startswith("NewRow(sink='remote', method='POST', path='/in'") and "kind='create'" in shown
+    assert row._replace(body=b"[]").credential == "sk-secret-key"  # kept, only not shown

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from shipper.enrich.tokens import (
     TokenDataError,
     encoding_for_model,
     is_openai_model,
+    load_ranks,
 )
 from tests.offline import run_offline
 from tests.support import REPO
@@ -68,6 +72,36 @@ def test_counts_equal_tiktokens_own_encodings_with_the_network_unreachable(tmp_p
     assert ours == reference
     assert list(empty_cache.iterdir()) == []  # nothing cached, nothing downloaded
     assert list((tmp_path / "tmp").iterdir()) == []  # the temporary rank file and tiktoken's copy of it are gone
+
+
+def test_the_shipped_rank_files_parse_to_what_tiktokens_own_loader_makes_of_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tiktoken.load
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken's loader keeps no copy of what it reads
+    for name, (filename, pinned) in RANK_FILES.items():
+        data = gzip.decompress((DATA / filename).read_bytes())
+        (tmp_path / name).write_bytes(data)
+        assert load_ranks(data, pinned, name) == tiktoken.load.load_tiktoken_bpe(str(tmp_path / name), pinned)
+
+
+def test_a_built_encoding_keeps_no_python_copy_of_its_ranks() -> None:
+    """The Rust core holds the ranks; the ~26 MB dict o200k_base is built from goes once the core is built, so the
+    process grows by the core's ~45 MB, not ~75 MB (measured in a fresh interpreter: RSS is per process)."""
+    code = textwrap.dedent(
+        """
+        import tiktoken, tiktoken_ext.openai_public
+        from shipper.enrich.tokens import DEFAULT_ENCODINGS, O200K
+        def rss():
+            return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")) / 1024
+        before = rss()
+        assert DEFAULT_ENCODINGS.get(O200K).encode_ordinary("tiktoken is great!") == [83, 8251, 2488, 382, 2212, 0]
+        print(rss() - before)
+        """
+    )
+    grown = float(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True).stdout)
+    assert 30 < grown < 62, grown
 
 
 def test_known_token_ids_and_counts_from_tiktokens_documentation() -> None:

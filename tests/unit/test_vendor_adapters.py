@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import orjson
@@ -10,7 +11,7 @@ import pytest
 from shipper.core.rows import SpoolRow
 from shipper.ingest.responses import status_of
 from shipper.records import BadInput
-from shipper.vendors.base import Proxied, Spooled
+from shipper.vendors.base import Proxied, Spooled, normalize_path
 from shipper.vendors.freeplay import Freeplay
 from shipper.vendors.humanloop import PLACEHOLDER, Humanloop
 from shipper.vendors.keywordsai import KeywordsAI
@@ -181,3 +182,33 @@ def test_bearer_and_api_key_headers_are_read_per_vendor() -> None:
     assert Freeplay().key_from({"Authorization": "Basic x"}) is None
     assert Humanloop().key_from({"X-API-KEY": "hl-1"}) == "hl-1"
     assert KeywordsAI().auth_value("kw") == "Bearer kw"
+
+
+def test_a_completion_without_an_id_is_given_a_fresh_uuid4_in_its_row_and_its_answer() -> None:
+    plans = [spooled(Freeplay().plan("POST", f"{P}/sessions/{SID}/completions", {}, dict(MSGS))) for _ in range(200)]
+    minted = [plan.answer["completion_id"] for plan in plans]
+    assert len(set(minted)) == len(minted)
+    for plan, cid in zip(plans, minted, strict=True):
+        assert str(uuid.UUID(cid)) == cid and uuid.UUID(cid).version == 4 and uuid.UUID(cid).variant == uuid.RFC_4122
+        assert plan.body["completion_id"] == cid and plan.key == f"fp:c:{cid}"
+
+
+@pytest.mark.parametrize("cid", ["", None, 0])
+def test_an_empty_completion_id_is_minted_as_none_would_be(cid: Any) -> None:
+    plan = spooled(Freeplay().plan("POST", f"{P}/sessions/{SID}/completions", {}, {**MSGS, "completion_id": cid}))
+    assert uuid.UUID(plan.answer["completion_id"]).version == 4
+
+
+@pytest.mark.parametrize("cid", ["a/b", "../x", "x" * 129, 7, ["x"], "-leading-dash"])
+def test_a_completion_id_that_is_not_an_id_string_is_refused(cid: Any) -> None:
+    with pytest.raises(BadInput) as refused:
+        Freeplay().plan("POST", f"{P}/sessions/{SID}/completions", {}, {**MSGS, "completion_id": cid})
+    assert refused.value.code == "invalid_body" and refused.value.detail == {"field": "completion_id"}
+
+
+@pytest.mark.parametrize(
+    ("path", "normal"),
+    [("/a/b", "/a/b"), ("//a///b//", "/a/b"), ("/a/b/", "/a/b"), ("/", "/"), ("", "/"), ("///", "/")],
+)
+def test_a_path_is_normalized_whether_or_not_it_doubles_slashes(path: str, normal: str) -> None:
+    assert normalize_path(path) == normal
