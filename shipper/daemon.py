@@ -15,6 +15,7 @@ import functools
 import logging
 import os
 import signal
+import socket
 import time
 from collections import Counter
 from contextlib import AsyncExitStack
@@ -33,9 +34,10 @@ from shipper.enrich.usage import Enricher
 from shipper.errors import ConfigError
 from shipper.forward.fleet import Fleet
 from shipper.forward.forwarder import Forwarder
-from shipper.ingest.activation import Listeners
+from shipper.ingest.activation import Listeners, inherited_listeners
 from shipper.ingest.counters import IngestCounters
 from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
+from shipper.ingest.otlp import build_otlp_app, otlp_server
 from shipper.ingest.routes import build_app
 from shipper.ingest.server import IngestServer
 from shipper.latency import IngestTimers
@@ -54,7 +56,7 @@ from shipper.stopping import closing_time, queued, say_stopped
 log = logging.getLogger(__name__)
 
 # Sections a reload cannot apply to a running daemon: listeners, the spool file, and what ingest does to records.
-RESTART_SECTIONS = ("ingest", "admin", "spool", "redact", "enrich")
+RESTART_SECTIONS = ("ingest", "admin", "otlp", "spool", "redact", "enrich")
 
 
 class Daemon:
@@ -97,6 +99,7 @@ class Daemon:
         self._drop_log = Throttled(log)
         self._spool: Spool | None = None
         self._fleet: Fleet | None = None
+        self._otlp: IngestServer | None = None  # the OTLP receiver, when [otlp] http is set
 
     @property
     def spool(self) -> Spool:
@@ -167,10 +170,14 @@ class Daemon:
         """Ingest, then the admin listener (the stack stops it right after ingest); one line says what serves."""
         operations = functools.partial(add_routes, live=self)
         app = build_app(self, self.routing, self.counters, self.config.ingest, self.redactor, operations)
-        server = IngestServer(app, self.config.ingest, self._listeners)
+        # The supervisor's sockets, or (alone) the service manager's: read once, for every listener.
+        listeners = self._listeners if self._listeners is not None else inherited_listeners()
+        server = IngestServer(app, self.config.ingest, listeners)
         await server.start()
         stack.push_async_callback(server.stop)
-        admin = AdminServer(self, self.config.admin, self._listeners.admin if self._listeners else ())
+        if self.config.otlp.http or listeners.otlp:
+            await self._serve_otlp(app[IN_FLIGHT_KEY], listeners.otlp, stack)
+        admin = AdminServer(self, self.config.admin, listeners.admin)
         stack.push_async_callback(admin.stop)
         await admin.start()
         log.log(
@@ -179,11 +186,24 @@ class Daemon:
             extra={
                 "listen": server.addresses,
                 "admin": admin.addresses,
+                "otlp": self._otlp.addresses if self._otlp else [],
                 "sinks": list(self.config.sinks),
                 "config": str(self.config_path or "built-in defaults"),
             },
         )
         return server, app
+
+    async def _serve_otlp(
+        self, in_flight: InFlight, inherited: tuple[socket.socket, ...], stack: AsyncExitStack
+    ) -> None:
+        """The OTLP receiver, beside ingest and sharing its requests in flight (so the drain waits for both)."""
+        config = self.config
+        if not config.otlp.route:  # a socket named otlp was passed, but nothing says where spans go
+            raise ConfigError("otlp.route: empty, yet an otlp listener was inherited: name the sinks spans go to")
+        app = build_otlp_app(self, self.routing, self.counters, config.ingest, config.otlp, self.redactor, in_flight)
+        self._otlp = otlp_server(app, config.ingest, config.otlp, Listeners(http=inherited))
+        await self._otlp.start()
+        stack.push_async_callback(self._otlp.stop)
 
     async def _open_spool(self, stack: AsyncExitStack) -> None:
         spool = self.config.spool
@@ -276,6 +296,8 @@ class Daemon:
             await deliveries_done(self.config.spool.path, deadline)
         if server is not None:
             await server.stop(closing_time(budget) / 2)  # aiohttp may wait twice: for handlers, then for their cancel
+        if self._otlp is not None:
+            await self._otlp.stop(closing_time(budget) / 2)
         uptime, drained = time.monotonic() - self.started_at, time.monotonic() - started
         waiting = await asyncio.to_thread(queued, self.config)
         sinks = {name: asdict(counters) for name, counters in self.fleet.counters.items()}

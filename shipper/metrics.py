@@ -113,7 +113,14 @@ class ShipperCollector(Collector):
             "Damaged spools moved aside and replaced at start",
             value=self._ingest.spool_recoveries,
         )
-        yield from (received, rejected, dropped, recovered)
+        otlp = CounterMetricFamily(
+            "shipper_otlp_items",
+            "OTLP spans and log records received, by signal and outcome (mapped, passed_over, refused)",
+            labels=["signal", "outcome"],
+        )
+        for (signal, outcome), count in self._ingest.otlp.items():
+            otlp.add_metric([signal, outcome], count)
+        yield from (received, rejected, dropped, recovered, otlp)
 
     def _sink_metrics(self) -> Iterator[Metric]:
         families: dict[str, Any] = {

@@ -18,17 +18,18 @@ from typing import Annotated
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from shipper.config.listeners import AdminConfig, IngestConfig
+from shipper.config.listeners import AdminConfig, IngestConfig, is_loopback, parse_host_port
+from shipper.config.otlp import OtlpConfig
 from shipper.config.process import DaemonConfig, SpoolConfig
 from shipper.config.section import Section
-from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, VendorSinkConfig
+from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, OtlpSinkConfig, VendorSinkConfig
 from shipper.config.transform import EnrichConfig, RedactConfig
 from shipper.configfile import apply_env, resolve_paths
 from shipper.configtext import Origin, describe, read_toml
 from shipper.errors import ConfigError
 
 # A `[sinks.NAME]` table is one of these kinds, told apart by its `type`.
-SinkConfig = Annotated[FileSinkConfig | HttpSinkConfig | VendorSinkConfig, Field(discriminator="type")]
+SinkConfig = Annotated[FileSinkConfig | HttpSinkConfig | VendorSinkConfig | OtlpSinkConfig, Field(discriminator="type")]
 
 
 def _default_sinks() -> dict[str, SinkConfig]:
@@ -39,6 +40,7 @@ class Config(Section):
     daemon: DaemonConfig = DaemonConfig()
     ingest: IngestConfig = IngestConfig()
     admin: AdminConfig = AdminConfig()
+    otlp: OtlpConfig = OtlpConfig()
     spool: SpoolConfig = SpoolConfig()
     sinks: dict[str, SinkConfig] = Field(default_factory=_default_sinks)
     enrich: EnrichConfig = EnrichConfig()
@@ -71,6 +73,24 @@ class Config(Section):
     def _check_listeners(self) -> Config:
         if not self.ingest.http and not self.ingest.unix:
             raise ValueError("ingest.http and ingest.unix are both empty: nothing would listen")
+        return self
+
+    @model_validator(mode="after")
+    def _check_otlp(self) -> Config:
+        otlp = self.otlp
+        if otlp.http and not otlp.route:
+            raise ValueError("otlp.route: empty while otlp.http listens: name the vendor sinks that record spans")
+        if otlp.http and not is_loopback(parse_host_port(otlp.http)[0]) and not self.ingest.token:
+            raise ValueError(f"otlp.http = {otlp.http!r} is not loopback: set [ingest] token so strangers cannot write")
+        for name in otlp.route:
+            sink = self.sinks.get(name)
+            if isinstance(sink, OtlpSinkConfig):
+                continue
+            if not isinstance(sink, VendorSinkConfig):
+                raise ValueError(f"otlp.route: {name!r} is neither a vendor sink nor an otlp sink")
+            problem = sink.cannot_record_spans()
+            if problem is not None:
+                raise ValueError(f"otlp.route: sink {name} {problem}")
         return self
 
 

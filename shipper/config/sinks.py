@@ -9,6 +9,7 @@ Not responsible for building sinks or reading their secrets (shipper/sinks/).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -78,6 +79,38 @@ class HttpSinkConfig(_SinkBase):
         return self
 
 
+# A project id is a path segment of every Freeplay call: nothing that could alter the URL.
+PROJECT_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+
+
+class OtlpSinkConfig(_SinkBase):
+    """An OpenTelemetry endpoint (a Collector, or a vendor's own OTLP intake): every export request the OTLP
+    receiver took, forwarded whole, in the encoding the endpoint wants."""
+
+    type: Literal["otlp"]
+    # As OTEL_EXPORTER_OTLP_ENDPOINT: /v1/traces and /v1/logs are appended (Keywords AI: https://api.keywordsai.co/api).
+    base_url: str
+    encoding: Literal["protobuf", "json"] = "protobuf"
+    timeout: float = Field(30.0, gt=0)
+    ca_file: Path | None = None
+    auth_header: str = "Authorization"
+    # The header's whole value (e.g. "Bearer abc") comes from this environment variable or file; never the config.
+    auth_env: str | None = None
+    auth_file: Path | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return check_base_url(value)
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> OtlpSinkConfig:
+        if self.auth_env and self.auth_file:
+            raise ValueError("set auth_env or auth_file, not both")
+        return self
+
+
 VENDOR_BASE_URLS = {
     # Freeplay's API lives under each organisation's own host (https://<org>.freeplay.ai/api): no default.
     "humanloop": "https://api.humanloop.com/v5",
@@ -109,6 +142,8 @@ class VendorSinkConfig(_SinkBase):
     ca_file: Path | None = None
     # Serve this vendor's SDK paths on the ingest listeners; at most one sink per vendor may.
     dropin: bool = True
+    # Freeplay only: the project that LLM spans received over OTLP are recorded in (a drop-in call names its own).
+    project_id: str = ""
 
     @model_validator(mode="after")
     def _check(self) -> VendorSinkConfig:
@@ -120,4 +155,15 @@ class VendorSinkConfig(_SinkBase):
         if not base_url:
             raise ValueError(f"base_url is required for {self.type} (e.g. https://<org>.freeplay.ai/api)")
         object.__setattr__(self, "base_url", check_base_url(base_url))
+        if self.project_id and (self.type != "freeplay" or not re.fullmatch(PROJECT_ID, self.project_id)):
+            raise ValueError("project_id is a Freeplay project's id (letters, digits, '_', '.', ':', '-')")
         return self
+
+    def cannot_record_spans(self) -> str | None:
+        """Why this sink cannot be in `[otlp] route`, or None: an exporter sends one set of headers for every vendor,
+        so spans travel with the sink's own key; and a Freeplay completion's path names its project."""
+        if not (self.api_key_env or self.api_key_file):
+            return "needs its own key (api_key_env or api_key_file) to record spans"
+        if self.type == "freeplay" and not self.project_id:
+            return "needs project_id to record spans"
+        return None

@@ -6,8 +6,8 @@ are set by the unit, outside the daemon's sandbox.
 
 The protocol: `LISTEN_FDS=N` sockets start at fd 3, `LISTEN_PID` names the process they are for, and
 `LISTEN_FDNAMES` (colon-separated) names each one (`FileDescriptorName=`; by default the socket unit's name).
-A socket named `http` or `unix` takes that role; any other is placed by its family (AF_UNIX → unix,
-AF_INET/AF_INET6 → http), since one socket unit can give all its sockets only one name.
+A socket named `http`, `unix` or `otlp` (the OTLP receiver's TCP listener) takes that role; any other is placed by
+its family (AF_UNIX → unix, AF_INET/AF_INET6 → http), since one socket unit can give all its sockets only one name.
 Not responsible for serving the sockets (ingest/server.py).
 """
 
@@ -39,6 +39,7 @@ class Listeners:
     http: tuple[socket.socket, ...] = ()
     unix: tuple[socket.socket, ...] = ()
     admin: tuple[socket.socket, ...] = ()  # only from a supervisor (supervisor.py), never from systemd
+    otlp: tuple[socket.socket, ...] = ()  # the OTLP receiver's (shipper/ingest/otlp.py)
 
 
 def listen_fds(
@@ -77,8 +78,8 @@ def _role(fd_label: str, sock: socket.socket) -> str:
     if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
         raise ActivationError(f"{where} is not a listening stream socket (use ListenStream=)")
     by_family = _ROLE_BY_FAMILY.get(sock.family)
-    role = fd_label if fd_label in ("http", "unix") else by_family
-    if role is None or role != by_family:
+    role = fd_label if fd_label in ("http", "unix", "otlp") else by_family
+    if role is None or ("http" if role == "otlp" else role) != by_family:
         family = getattr(sock.family, "name", sock.family)
         raise ActivationError(f"{where} has family {family}, which cannot serve {role or 'ingest'}")
     return role
@@ -86,10 +87,10 @@ def _role(fd_label: str, sock: socket.socket) -> str:
 
 def classify(inherited: Sequence[tuple[str, socket.socket]]) -> Listeners:
     """Sort inherited sockets into roles, refusing any that shipper could not serve."""
-    roles: dict[str, list[socket.socket]] = {"http": [], "unix": []}
+    roles: dict[str, list[socket.socket]] = {"http": [], "unix": [], "otlp": []}
     for label, sock in inherited:
         roles[_role(label, sock)].append(sock)
-    return Listeners(http=tuple(roles["http"]), unix=tuple(roles["unix"]))
+    return Listeners(http=tuple(roles["http"]), unix=tuple(roles["unix"]), otlp=tuple(roles["otlp"]))
 
 
 def inherited_listeners(environ: MutableMapping[str, str] | None = None, pid: int | None = None) -> Listeners:

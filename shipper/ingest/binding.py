@@ -38,7 +38,7 @@ class Bound:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        for sock in [*self.listeners.http, *self.listeners.unix, *self.listeners.admin]:
+        for sock in [*self.listeners.http, *self.listeners.unix, *self.listeners.admin, *self.listeners.otlp]:
             sock.close()
         if self._socket_file is not None:
             with contextlib.suppress(FileNotFoundError):
@@ -103,14 +103,17 @@ def bind_listeners(config: Config, inherited: Listeners) -> Bound:
         bound.listeners = Listeners(http=http, unix=unix)
         admin = (_tcp("admin.http", config.admin.http),) if config.admin.http else ()
         bound.listeners = Listeners(http=http, unix=unix, admin=admin)
+        otlp = inherited.otlp or ((_tcp("otlp.http", config.otlp.http),) if config.otlp.http else ())
+        bound.listeners = Listeners(http=http, unix=unix, admin=admin, otlp=otlp)
     except BaseException:
         bound.__exit__(None, None, None)
         raise
-    for sock in [*http, *unix]:
+    for sock in [*http, *unix, *otlp]:
         sock.set_inheritable(True)
     bound.fds = {
         "http": [s.fileno() for s in http],
         "unix": [s.fileno() for s in unix],
         "admin": [s.fileno() for s in admin],
+        "otlp": [s.fileno() for s in otlp],
     }
     return bound

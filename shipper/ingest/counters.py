@@ -15,3 +15,4 @@ class IngestCounters:
     rejected: Counter[str] = field(default_factory=Counter)  # reason → requests refused
     dropped: Counter[tuple[str, str]] = field(default_factory=Counter)  # (sink, reason) → records dropped
     spool_recoveries: int = 0  # damaged spools moved aside at start
+    otlp: Counter[tuple[str, str]] = field(default_factory=Counter)  # (signal, outcome) → spans or log records

@@ -30,6 +30,8 @@ STATUS: dict[str, int] = {
     "invalid_path": 400,
     "invalid_header": 400,
     "invalid_encoding": 400,
+    "invalid_protobuf": 400,
+    "invalid_id": 400,
     "unencodable": 400,
     # Send a key.
     "missing_api_key": 401,

@@ -34,8 +34,11 @@ class IngestServer:
         app: web.Application,
         config: IngestConfig,
         listeners: Listeners | None = None,
+        section: str = "ingest",
     ) -> None:
-        """`listeners`: inherited sockets to serve; None reads them from the environment (LISTEN_FDS) at start."""
+        """`listeners`: inherited sockets to serve; None reads them from the environment (LISTEN_FDS) at start.
+        `section`: the config section an error binding `http` names (the OTLP receiver is served by this too)."""
+        self._section = section
         self._app = app
         self._config = config
         self._listeners = listeners
@@ -72,7 +75,7 @@ class IngestServer:
         elif self._config.http:
             host, port = parse_host_port(self._config.http)
             site = web.TCPSite(runner, host, port, backlog=BACKLOG, reuse_address=True)
-            await self._start_site(site, f"ingest.http: cannot listen on {self._config.http}")
+            await self._start_site(site, f"{self._section}.http: cannot listen on {self._config.http}")
         if listeners.unix:
             await self._serve_inherited(runner, listeners.unix)
         elif self._config.unix:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shipper.config import SinkConfig
-from shipper.config.sinks import FileSinkConfig, HttpSinkConfig
+from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, OtlpSinkConfig
 from shipper.enrich.usage import Enricher
 from shipper.errors import ConfigError
 from shipper.queue.base import Lookups
 from shipper.sinks.base import Sink
 from shipper.sinks.file import FileSink
 from shipper.sinks.http import HttpSink, read_secret
+from shipper.sinks.otlp import OtlpSink
 from shipper.sinks.transport import trust
 from shipper.sinks.vendor import VendorSink
 from shipper.vendors import VENDORS
@@ -24,6 +25,8 @@ def build_sink(
         return FileSink(name, config)
     if isinstance(config, HttpSinkConfig):
         return HttpSink(name, config, environ)
+    if isinstance(config, OtlpSinkConfig):
+        return OtlpSink(name, config, environ)
     return VendorSink(name, VENDORS[config.type], config, lookups, environ, enricher)
 
 
@@ -45,7 +48,7 @@ def check_secrets(sinks: Mapping[str, SinkConfig], environ: Mapping[str, str]) -
     for name, config in sinks.items():
         if isinstance(config, FileSinkConfig):
             continue
-        if isinstance(config, HttpSinkConfig):
+        if isinstance(config, HttpSinkConfig | OtlpSinkConfig):
             read_secret(name, config.auth_env, config.auth_file, environ)
         else:
             read_secret(name, config.api_key_env, config.api_key_file, environ, "api_key")

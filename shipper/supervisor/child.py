@@ -81,11 +81,13 @@ def supervised_listeners(environ: MutableMapping[str, str]) -> tuple[int, Listen
     raw, parent = environ.pop(LISTEN_ENV, None), environ.pop(PARENT_ENV, None)
     if raw is None or parent is None or not parent.isdigit():
         return None
-    found: dict[str, list[socket.socket]] = {"http": [], "unix": [], "admin": []}
+    found: dict[str, list[socket.socket]] = {"http": [], "unix": [], "admin": [], "otlp": []}
     for item in filter(None, raw.split(",")):
         kind, _, fd = item.partition("=")
         found[kind].append(socket.socket(fileno=int(fd)))
-    return int(parent), Listeners(http=tuple(found["http"]), unix=tuple(found["unix"]), admin=tuple(found["admin"]))
+    return int(parent), Listeners(
+        http=tuple(found["http"]), unix=tuple(found["unix"]), admin=tuple(found["admin"]), otlp=tuple(found["otlp"])
+    )
 
 
 def die_with_parent(supervisor: int) -> None:

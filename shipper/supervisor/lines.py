@@ -21,6 +21,7 @@ def started(config: Config, config_path: Path | None, listening: Listeners, chil
         extra={
             "listen": [_address(sock) for sock in (*listening.http, *listening.unix)],
             "admin": [_address(sock) for sock in listening.admin],
+            "otlp": [_address(sock) for sock in listening.otlp],
             "sinks": list(config.sinks),
             "config": str(config_path or "built-in defaults"),
             "roles": dict(Counter(c.role for c in children)),

@@ -18,8 +18,10 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
+from shipper.config.sinks import VendorSinkConfig
 from shipper.core.rows import SpoolRow
 from shipper.records import BadInput, NewRow
+from shipper.vendors.llm import LlmCall, Request
 from shipper.vendors.sent import Sent
 
 # Ids that arrive as path segments: uuids and vendor ids, nothing that could alter a URL.
@@ -132,6 +134,10 @@ class Adapter(Protocol):
         ...
 
     def key_from(self, headers: Mapping[str, str]) -> str | None: ...
+
+    def from_call(self, call: LlmCall, sink: VendorSinkConfig) -> Request:
+        """The drop-in call that records an LLM call read from a span (shipper/otlp/): planned like the SDK's own."""
+        ...
 
     def auth_value(self, key: str) -> str: ...
 

@@ -17,9 +17,11 @@ Redaction never touches `completion_id` or `parent_id`: they key the rows and th
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from shipper.config.sinks import VendorSinkConfig
 from shipper.core.rows import SpoolRow
 from shipper.records import BadInput
 from shipper.vendors.base import (
@@ -37,6 +39,7 @@ from shipper.vendors.base import (
     uuid4_text,
 )
 from shipper.vendors.base import success_for as _success_for
+from shipper.vendors.llm import LlmCall, Request
 from shipper.vendors.sent import Sent, Usage, dict_at, itself, obj, sent
 
 P = rf"/v2/projects/{ID}"
@@ -129,12 +132,42 @@ OUTBOUND: Sequence[Sent] = (
 )
 
 
+def _session_of(call: LlmCall) -> str:
+    """Freeplay's sessions are uuids: the span's conversation id when it is one, else a uuid derived from it (so a
+    conversation stays one session), else the trace's id read as a uuid."""
+    if not call.session:
+        return str(uuid.UUID(call.trace_id))
+    try:
+        return str(uuid.UUID(call.session))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"otel-conversation:{call.session}"))
+
+
+def from_call(call: LlmCall, sink: VendorSinkConfig) -> Request:
+    """A completion as `recordings.create` records it: all messages (the reply last), call info and usage. The
+    completion id is derived from the span, so a repeated export records the same completion. The span's ids go in
+    `custom_metadata`."""
+    session = _session_of(call)
+    call_info: dict[str, Any] = {
+        "start_time": call.start, "end_time": call.end, "model": call.model, "provider": call.provider,
+        "llm_parameters": dict(call.parameters) or None,
+    }  # fmt: skip
+    if call.input_tokens is not None and call.output_tokens is not None:
+        call_info["usage"] = {"prompt_tokens": call.input_tokens, "completion_tokens": call.output_tokens}
+    body = {
+        "messages": [*call.messages, *([call.output] if call.output is not None else [])],
+        "completion_id": call.derived_id("completion"), "call_info": call_info, "custom_metadata": call.otel_ids(),
+    }  # fmt: skip
+    return Request("POST", f"/v2/projects/{sink.project_id}/sessions/{session}/completions", body)
+
+
 class Freeplay(ClientIds):
     type = "freeplay"
     auth_header = "Authorization"
     routes = ROUTES
     outbound = OUTBOUND
     protected = frozenset({"completion_id", "parent_id"})
+    from_call = staticmethod(from_call)
 
     def plan(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Plan | None:
         path = normalize_path(path)

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from shipper.config.sinks import VendorSinkConfig
 from shipper.core.rows import SpoolRow
 from shipper.records import BadInput
 from shipper.vendors.base import (
@@ -48,6 +49,7 @@ from shipper.vendors.base import (
     plan_routes,
     route,
 )
+from shipper.vendors.llm import LlmCall, Request, iso
 from shipper.vendors.sent import Sent, Usage, dict_at, obj, sent
 
 # file type → (id field in answers, placeholder prefix for the file, placeholder prefix for its version)
@@ -164,6 +166,26 @@ def _file_ids(kind: str, body: dict[str, Any], query: Mapping[str, str]) -> tupl
     return file_id, version_id
 
 
+def from_call(call: LlmCall, sink: VendorSinkConfig) -> Request:
+    """A prompt log as `prompts.log` sends it. The Prompt file is `<service.name>/<span name>` (Humanloop versions it
+    by its kernel: model, provider and parameters); the log id is derived from the span, so a repeated export is the
+    same log. The span's ids go in `metadata`."""
+    prompt: dict[str, Any] = {"model": call.model or "", **call.parameters}
+    if call.provider:
+        prompt["provider"] = call.provider
+    body: dict[str, Any] = {
+        "path": f"{call.service}/{call.name}", "log_id": "log_" + call.derived_id("log").replace("-", ""),
+        "prompt": prompt, "messages": list(call.messages), "start_time": iso(call.start), "end_time": iso(call.end),
+        "metadata": call.otel_ids(), "log_status": "complete",
+    }  # fmt: skip
+    optional = {
+        "output_message": call.output, "output": call.output_text, "prompt_tokens": call.input_tokens,
+        "output_tokens": call.output_tokens, "finish_reason": call.finish_reason, "error": call.error,
+    }  # fmt: skip
+    body.update({name: value for name, value in optional.items() if value is not None})
+    return Request("POST", "/v5/prompts/log", body)
+
+
 class Humanloop:
     """Holds the recent logs' file facts, so an update is answered with its file as Humanloop answers it."""
 
@@ -171,6 +193,7 @@ class Humanloop:
     auth_header = "X-API-KEY"
     outbound = OUTBOUND
     protected = frozenset({"path", "id", "log_id", "trace_parent_id"})
+    from_call = staticmethod(from_call)
 
     def __init__(self) -> None:
         self.recent = RecentLogs()

@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from shipper.config.sinks import VendorSinkConfig
 from shipper.core.rows import SpoolRow
 from shipper.vendors.base import (
     ID,
@@ -30,6 +31,7 @@ from shipper.vendors.base import (
     plan_routes,
     route,
 )
+from shipper.vendors.llm import LlmCall, Request, iso
 from shipper.vendors.sent import Sent, Usage, dict_at, sent
 
 LOGGED = {"message": "log successful"}
@@ -85,12 +87,33 @@ OUTBOUND: Sequence[Sent] = (
 )
 
 
+def from_call(call: LlmCall, sink: VendorSinkConfig) -> Request:
+    """A request log as the documented create takes it, placed in its trace by the span's own ids
+    (`trace_unique_id` / `span_unique_id` / `span_parent_id`); an errored span is logged with status 500."""
+    body: dict[str, Any] = {
+        "model": call.model or "", "prompt_messages": list(call.messages), "timestamp": iso(call.end),
+        "latency": max(0.0, call.end - call.start), "status_code": 500 if call.error else 200,
+        "trace_unique_id": call.trace_id, "span_unique_id": call.span_id, "span_name": call.name,
+        "metadata": call.otel_ids(),
+    }  # fmt: skip
+    optional = {
+        "completion_message": call.output, "prompt_tokens": call.input_tokens, "completion_tokens": call.output_tokens,
+        "span_parent_id": call.parent_id, "session_identifier": call.session, "error_message": call.error,
+    }  # fmt: skip
+    body.update({name: value for name, value in optional.items() if value is not None})
+    for name in ("temperature", "max_tokens", "top_p", "frequency_penalty", "presence_penalty"):
+        if name in call.parameters:
+            body[name] = call.parameters[name]
+    return Request("POST", "/api/request-logs/create", body)
+
+
 class KeywordsAI(ClientIds):
     type = "keywordsai"
     auth_header = "Authorization"
     routes = ROUTES
     outbound = OUTBOUND
     protected: frozenset[str] = frozenset()
+    from_call = staticmethod(from_call)
 
     def plan(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Plan | None:
         collapsed = collapse_slashes(path)

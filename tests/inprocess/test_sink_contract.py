@@ -23,13 +23,15 @@ import orjson
 import pytest
 from aiohttp import web
 
-from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, VendorSinkConfig
+from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, OtlpSinkConfig, VendorSinkConfig
 from shipper.core.retry import Verdict
 from shipper.core.rows import SpoolRow
+from shipper.otlp.wire import to_json
 from shipper.queue.memory import MemoryQueue
 from shipper.records import NewRow
 from shipper.sinks import Sink, build_sink
 from shipper.vendors import VENDORS
+from tests.otlp_spans import NEW_GENERATION, export, span
 from tests.support import FakeRemote, free_port
 
 KEY = "app-key-contract-1"
@@ -52,6 +54,10 @@ def vendor_row(vendor: str, method: str, path: str, body: Any) -> Callable[[], N
         return plan.row("sink", KEY)  # type: ignore[union-attr]
 
     return make
+
+
+def otlp_row() -> NewRow:
+    return NewRow("sink", "POST", "/v1/traces", None, to_json(export(span(NEW_GENERATION))), None)
 
 
 def http_row() -> NewRow:
@@ -81,12 +87,16 @@ HTTP_KINDS = [
         lambda url: {"type": "keywordsai", "base_url": url, "timeout": 1},
         vendor_row("keywordsai", "POST", "/api/request-logs/create/", {"model": "m"}),
     ),
+    Kind("otlp", lambda url: {"type": "otlp", "base_url": url, "timeout": 1}, otlp_row),
+    Kind("otlp-json", lambda url: {"type": "otlp", "base_url": url, "timeout": 1, "encoding": "json"}, otlp_row),
 ]
 
 
-def parse(settings: dict[str, Any]) -> HttpSinkConfig | VendorSinkConfig:
+def parse(settings: dict[str, Any]) -> HttpSinkConfig | VendorSinkConfig | OtlpSinkConfig:
     if settings["type"] == "http":
         return HttpSinkConfig.model_validate(settings)
+    if settings["type"] == "otlp":
+        return OtlpSinkConfig.model_validate(settings)
     return VendorSinkConfig.model_validate(settings)
 
 

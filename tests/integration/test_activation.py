@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tests.support import Daemon, FakeRemote, free_port, ndjson, unix_session, wait_for, write_config
 
@@ -184,3 +185,45 @@ async def test_listen_fds_meant_for_another_process_are_ignored(
     finally:
         assert await daemon.terminate() == 0
     assert not daemon.unix.exists(), "its own socket file is removed at exit"
+
+
+@pytest.mark.parametrize("workers", ["0", "1"], ids=["alone", "supervised"])
+async def test_a_socket_named_otlp_is_served_by_the_otlp_receiver_instead_of_its_configured_address(
+    tmp_path: Path, remote: FakeRemote, monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    for role in ("INGEST", "DELIVERY"):
+        monkeypatch.setenv(f"SHIPPER__DAEMON__{role}_WORKERS", workers)
+    otlp = socket.create_server(("127.0.0.1", 0), backlog=64)
+    configured = free_port()
+    extra = f'[otlp]\nhttp = "127.0.0.1:{configured}"\nroute = ["col"]\n'
+    collector = f'[sinks.col]\ntype = "otlp"\nbase_url = "{remote.url}"\nretry_initial_backoff = 0.05\n'
+    config = write_config(tmp_path, sink(remote) + collector, extra=extra)
+    proc, log_path = await activate(config, [otlp], "otlp")
+    try:
+        port = otlp.getsockname()[1]
+        logs = ExportLogsServiceRequest()
+        logs.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "hi"
+        headers = {"Content-Type": "application/x-protobuf"}
+        async with aiohttp.ClientSession() as http:  # sent before the daemon is up: it waits in the backlog
+            url = f"http://127.0.0.1:{port}/v1/logs"
+            async with http.post(url, data=logs.SerializeToString(), headers=headers) as response:
+                assert response.status == 200, await response.read()
+        await wait_for(lambda: [r.path for r in remote.received] == ["/v1/logs"], timeout=30)
+        assert refuses(configured), "bound [otlp] http although an otlp listener was inherited"
+    finally:
+        assert await stop(proc) == 0, log_path.read_text()
+        otlp.close()
+
+
+async def test_an_otlp_listener_with_no_route_stops_the_daemon_with_a_reason(
+    tmp_path: Path, remote: FakeRemote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for role in ("INGEST", "DELIVERY"):
+        monkeypatch.setenv(f"SHIPPER__DAEMON__{role}_WORKERS", "0")
+    otlp = socket.create_server(("127.0.0.1", 0), backlog=64)
+    try:
+        proc, log_path = await activate(write_config(tmp_path, sink(remote)), [otlp], "otlp")
+        assert await asyncio.wait_for(proc.wait(), 30) == 2
+    finally:
+        otlp.close()
+    assert "otlp.route: empty, yet an otlp listener was inherited" in log_path.read_text()

@@ -139,3 +139,11 @@ def test_a_datagram_socket_is_refused(sockets: list[socket.socket]) -> None:
     sock.bind(("127.0.0.1", 0))
     with pytest.raises(ActivationError, match=r"use ListenStream="):
         classify([("", sock)])
+
+
+def test_a_tcp_socket_named_otlp_serves_the_otlp_receiver(sockets: list[socket.socket], tmp_path: Path) -> None:
+    ingest, otlp = tcp_listener(sockets), tcp_listener(sockets)
+    listeners = classify([("http", ingest), ("otlp", otlp)])
+    assert (listeners.http, listeners.otlp) == ((ingest,), (otlp,))
+    with pytest.raises(ActivationError, match=r"\(otlp\) has family AF_UNIX, which cannot serve otlp"):
+        classify([("otlp", unix_listener(sockets, tmp_path / "o.sock"))])

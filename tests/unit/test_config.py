@@ -345,3 +345,59 @@ def test_a_check_across_sections_names_its_keys_and_no_unrelated_variable() -> N
     assert str(caught.value) == (
         "invalid config (built-in defaults): ingest.http and ingest.unix are both empty: nothing would listen"
     )
+
+
+OTLP_SINKS = """
+[sinks.fp]
+type = "freeplay"
+base_url = "https://acme.freeplay.ai/api"
+api_key_env = "FP_KEY"
+project_id = "11111111-2222-3333-4444-555555555555"
+
+[sinks.kw]
+type = "keywordsai"
+api_key_file = "kw.key"
+"""
+
+
+def test_the_otlp_receiver_is_off_by_default_and_routes_spans_to_the_named_vendor_sinks(tmp_path: Path) -> None:
+    assert load_config(None, {}).otlp.http == ""
+    text = f'[otlp]\nhttp = "127.0.0.1:4318"\nroute = ["fp", "kw"]\n{OTLP_SINKS}'
+    config = load_config(write(tmp_path, text), {})
+    assert (config.otlp.http, config.otlp.route) == ("127.0.0.1:4318", ("fp", "kw"))
+    env = {"SHIPPER__OTLP__HTTP": "127.0.0.1:4319", "SHIPPER__OTLP__ROUTE": '["kw"]'}
+    assert load_config(write(tmp_path, OTLP_SINKS), env).otlp.route == ("kw",)
+
+
+@pytest.mark.parametrize(
+    ("otlp", "sinks", "expected"),
+    [
+        ('http = "127.0.0.1:4318"', OTLP_SINKS, "otlp.route: empty while otlp.http listens"),
+        ('http = "nope"\nroute = ["kw"]', OTLP_SINKS, "otlp.http: expected host:port, got 'nope'"),
+        ('http = "0.0.0.0:4318"\nroute = ["kw"]', OTLP_SINKS, "is not loopback: set [ingest] token"),
+        ('route = ["nope"]', OTLP_SINKS, "otlp.route: 'nope' is neither a vendor sink nor an otlp sink"),
+        ('route = ["remote"]', HTTP_SINK, "otlp.route: 'remote' is neither a vendor sink nor an otlp sink"),
+        (
+            'route = ["kw"]',
+            '[sinks.kw]\ntype = "keywordsai"\n',
+            "sink kw needs its own key (api_key_env or api_key_file)",
+        ),
+        (
+            'route = ["fp"]',
+            OTLP_SINKS.replace('project_id = "11111111-2222-3333-4444-555555555555"', ""),
+            "sink fp needs project_id to record spans",
+        ),
+    ],
+    ids=["no-route", "bad-address", "off-loopback", "unknown-sink", "not-vendor", "no-key", "no-project"],
+)
+def test_an_otlp_section_that_cannot_work_is_refused_naming_why(
+    tmp_path: Path, otlp: str, sinks: str, expected: str
+) -> None:
+    assert expected in config_error(tmp_path, f"[otlp]\n{otlp}\n{sinks}")
+
+
+def test_project_id_is_a_freeplay_project_id(tmp_path: Path) -> None:
+    text = '[sinks.kw]\ntype = "keywordsai"\nproject_id = "p1"\n'
+    assert "project_id is a Freeplay project's id" in config_error(tmp_path, text)
+    text = OTLP_SINKS.replace("11111111-2222-3333-4444-555555555555", "../x")
+    assert "project_id is a Freeplay project's id" in config_error(tmp_path, text)

@@ -1,0 +1,263 @@
+"""An app instrumented with the real OpenTelemetry SDK exports GenAI spans through the real OTLP/HTTP protobuf
+exporter to shipper (a subprocess, in its default shape: a supervisor binding the OTLP listener, an ingest and a
+delivery process), and the strict fake Freeplay, Humanloop and Keywords AI receive each LLM call as their own record,
+with its messages, model, tokens and timing. The spans are set by hand (with each convention's real attribute names)
+or made by the real instrumentations (the official `opentelemetry-instrumentation-openai-v2` and OpenLLMetry's
+`opentelemetry-instrumentation-openai`) around the real `openai` client calling a local fake OpenAI. A span
+acknowledged is never lost: shipper killed with -9 before any vendor was reachable still delivers it after a restart.
+An `otlp` sink gets the exporter's requests whole, retried until the collector takes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from tests.fakes.openai import MODEL, OpenAIFake
+from tests.fakes.rig import FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY, Rig, vendor_rig
+from tests.otlp_spans import NEW_GENERATION, OLD_GENERATION, OPENINFERENCE
+from tests.support import FakeRemote, free_port, metric, scrape, wait_for
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.supervised]
+
+PROJECT = "11111111-2222-3333-4444-555555555555"
+ASKED = [{"role": "system", "content": "Be terse"}, {"role": "user", "content": "What is 2+2?"}]
+REPLY = {"role": "assistant", "content": "4"}
+CONVENTIONS = {"new": NEW_GENERATION, "old": OLD_GENERATION, "openinference": OPENINFERENCE}
+
+
+@dataclass
+class Otlp:
+    rig: Rig
+    endpoint: str
+
+
+@pytest.fixture
+async def otlp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Otlp]:
+    endpoint = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("SHIPPER__SINKS__FP__PROJECT_ID", PROJECT)  # the rig writes the sinks; the project comes here
+    extra = f'[otlp]\nhttp = "{endpoint}"\nroute = ["fp", "hl", "kw"]\n'
+    async with vendor_rig(tmp_path, start_fakes=False, extra=extra) as rig:
+        yield Otlp(rig, endpoint)
+
+
+def app_spans() -> Sequence[ReadableSpan]:
+    """What an instrumented app records: an agent span, and inside it one chat span per convention."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "calc-app"}))
+    recorded = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    tracer = provider.get_tracer("calc-app")
+    with tracer.start_as_current_span("invoke_agent calc", attributes={"gen_ai.operation.name": "invoke_agent"}):
+        for convention, attrs in CONVENTIONS.items():
+            with tracer.start_as_current_span(f"chat {convention}", kind=SpanKind.CLIENT, attributes=attrs):
+                pass
+        with tracer.start_as_current_span("chat failed", kind=SpanKind.CLIENT, attributes=NEW_GENERATION) as failed:
+            failed.set_status(Status(StatusCode.ERROR, "rate limited"))
+    provider.shutdown()
+    return recorded.get_finished_spans()
+
+
+async def export(endpoint: str, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    """The SDK's own exporter (protobuf, gzip), off the event loop: it blocks on `requests`."""
+    exporter = OTLPSpanExporter(endpoint=f"http://{endpoint}/v1/traces", compression=Compression.Gzip, timeout=10)
+    try:
+        return await asyncio.to_thread(exporter.export, spans)
+    finally:
+        exporter.shutdown()
+
+
+def by_span(spans: Sequence[ReadableSpan]) -> dict[str, ReadableSpan]:
+    return {span.name: span for span in spans}
+
+
+def check_timing(span: ReadableSpan, start: float, end: float) -> None:
+    assert span.start_time is not None and span.end_time is not None
+    assert abs(start - span.start_time / 1e9) < 1e-5 and abs(end - span.end_time / 1e9) < 1e-5
+
+
+def keywords_log(rig: Rig, span: ReadableSpan) -> Mapping[str, Any]:
+    span_id = format(span.context.span_id, "016x")
+    (seen,) = [s for s in rig.kw.accepted("POST", "/api/request-logs/create/") if s.body["span_unique_id"] == span_id]
+    assert seen.headers["Authorization"] == f"Bearer {KW_SINK_KEY}"
+    return dict(seen.body)
+
+
+async def delivered(rig: Rig, count: int) -> None:
+    await wait_for(lambda: all(len(fake.accepted("POST")) >= count for fake in rig.fakes), timeout=60)
+
+
+async def test_an_apps_llm_spans_reach_every_vendor_as_its_own_record(otlp: Otlp) -> None:
+    rig = otlp.rig
+    for fake in rig.fakes:
+        await fake.start()
+    spans = app_spans()
+    assert await export(otlp.endpoint, spans) == SpanExportResult.SUCCESS
+    await delivered(rig, 4)
+    named = by_span(spans)
+    agent = named["invoke_agent calc"]
+    for convention in CONVENTIONS:
+        span = named[f"chat {convention}"]
+        log = keywords_log(rig, span)
+        assert (log["prompt_messages"], log["completion_message"]) == (ASKED, REPLY)
+        assert (log["model"], log["prompt_tokens"], log["completion_tokens"]) == ("gpt-4o-mini-2024-07-18", 12, 1)
+        assert log["trace_unique_id"] == format(span.context.trace_id, "032x")
+        assert log["span_parent_id"] == format(agent.context.span_id, "016x")
+        assert log["status_code"] == 200
+    assert keywords_log(rig, named["chat failed"])["error_message"] == "rate limited"
+
+    completions = rig.fp.accepted("POST", re.compile(rf"/api/v2/projects/{PROJECT}/sessions/[0-9a-f-]+/completions"))
+    assert len(completions) == 4 and all(s.headers["Authorization"] == f"Bearer {FP_SINK_KEY}" for s in completions)
+    for seen in completions:
+        assert seen.body["messages"] == [*ASKED, REPLY]
+        call = seen.body["call_info"]
+        assert (call["model"], call["provider"], call["usage"]) == (
+            "gpt-4o-mini-2024-07-18", "openai", {"prompt_tokens": 12, "completion_tokens": 1},
+        )  # fmt: skip
+        span = next(
+            s for s in spans if format(s.context.span_id, "016x") == seen.body["custom_metadata"]["otel_span_id"]
+        )
+        check_timing(span, call["start_time"], call["end_time"])
+        assert uuid.UUID(seen.body["completion_id"])
+
+    logs = rig.hl.accepted("POST", "/v5/prompts/log")
+    assert len(logs) == 4 and all(s.headers["X-API-KEY"] == HL_SINK_KEY for s in logs)
+    for seen in logs:
+        body = seen.body
+        assert (body["messages"], body["output_message"]) == (ASKED, REPLY)
+        assert (body["prompt"]["model"], body["prompt_tokens"], body["output_tokens"]) == (
+            "gpt-4o-mini-2024-07-18",
+            12,
+            1,
+        )
+        assert body["path"].startswith("calc-app/chat ")
+
+    async with aiohttp.ClientSession() as session:
+        _, samples = await scrape(session, f"http://{rig.host}")
+    assert metric(samples, "shipper_otlp_items_total", signal="traces", outcome="mapped") == 4
+    assert metric(samples, "shipper_otlp_items_total", signal="traces", outcome="passed_over") == 1
+
+
+async def test_an_acknowledged_export_survives_a_kill_9_before_any_vendor_was_reachable(otlp: Otlp) -> None:
+    rig = otlp.rig
+    spans = app_spans()
+    assert await export(otlp.endpoint, spans) == SpanExportResult.SUCCESS  # the vendors are all down
+    await rig.daemon.kill9()
+    for fake in rig.fakes:
+        await fake.start()
+    await rig.restart()
+    await delivered(rig, 4)
+    assert {keywords_log(rig, span)["span_name"] for span in spans if span.name.startswith("chat")} == {
+        "chat new", "chat old", "chat openinference", "chat failed",
+    }  # fmt: skip
+    assert all(len(fake.accepted("POST")) == 4 for fake in rig.fakes)  # and nothing twice
+
+
+async def test_an_export_that_does_not_parse_is_a_400_without_retry_after_on_the_supervised_listener(
+    otlp: Otlp,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        headers = {"Content-Type": "application/x-protobuf"}
+        async with session.post(f"http://{otlp.endpoint}/v1/traces", data=b"\x0a\xff", headers=headers) as response:
+            assert response.status == 400 and "Retry-After" not in response.headers
+
+
+def instrumented_call(instrumentation: str, base_url: str, endpoint: str) -> bool:
+    """An app as its instrumentation's docs set it up: a BatchSpanProcessor with the OTLP exporter, the
+    instrumentor, one chat completion; True when the processor flushed (every export answered 200)."""
+    import openai
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor as OpenLLMetry
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OpenAIV2
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "calc-app"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"http://{endpoint}/v1/traces")))
+    instrumentor = OpenAIV2() if instrumentation == "openai-v2" else OpenLLMetry()
+    instrumentor.instrument(tracer_provider=provider)
+    try:
+        client = openai.OpenAI(api_key="sk-test", base_url=base_url, max_retries=0)
+        with client:
+            reply = client.chat.completions.create(model="gpt-4o-mini", messages=ASKED, temperature=0.2)
+        assert reply.choices[0].message.content == "4"
+        return provider.force_flush(10_000)
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+
+
+@pytest.mark.parametrize("instrumentation", ["openai-v2", "openllmetry"])
+async def test_a_chat_completion_an_instrumented_app_makes_reaches_every_vendor(
+    otlp: Otlp, instrumentation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # openai-v2 puts message content on its span only in the new convention, and only when asked to.
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "SPAN_ONLY")
+    rig = otlp.rig
+    for fake in rig.fakes:
+        await fake.start()
+    async with OpenAIFake() as openai_fake:
+        started = time.time()
+        assert await asyncio.to_thread(instrumented_call, instrumentation, openai_fake.base_url, otlp.endpoint)
+        ended = time.time()
+    assert openai_fake.requests[0]["messages"] == ASKED
+    await delivered(rig, 1)
+    (log,) = [seen.body for seen in rig.kw.accepted("POST", "/api/request-logs/create/")]
+    assert (log["prompt_messages"], log["completion_message"]) == (ASKED, REPLY)
+    assert (log["model"], log["prompt_tokens"], log["completion_tokens"]) == (MODEL, 12, 1)
+    assert "span_parent_id" not in log and len(log["trace_unique_id"]) == 32
+    (completion,) = [seen.body for seen in rig.fp.accepted("POST")]
+    assert completion["messages"] == [*ASKED, REPLY]
+    call = completion["call_info"]
+    assert (call["model"], call["provider"], call["usage"]) == (
+        MODEL, "openai", {"prompt_tokens": 12, "completion_tokens": 1},
+    )  # fmt: skip
+    assert started <= call["start_time"] <= call["end_time"] <= ended
+    assert call["llm_parameters"] == {"temperature": 0.2}
+    (prompt_log,) = [seen.body for seen in rig.hl.accepted("POST", "/v5/prompts/log")]
+    assert (prompt_log["messages"], prompt_log["output"], prompt_log["output_tokens"]) == (ASKED, "4", 1)
+
+
+async def test_an_otlp_sink_gets_the_export_request_whole_and_retries_until_the_collector_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    endpoint = f"127.0.0.1:{free_port()}"
+    collector = FakeRemote()
+    refusals = iter([web.json_response({}, status=503, headers={"Retry-After": "0"})])
+    collector.behaviour = lambda request, body: next(refusals, None)
+    await collector.start()
+    monkeypatch.setenv("COLLECTOR_AUTH", "Bearer col-key")
+    extra = (
+        f'[otlp]\nhttp = "{endpoint}"\nroute = ["col"]\n'
+        f'[sinks.col]\ntype = "otlp"\nbase_url = "{collector.url}/otlp"\nauth_env = "COLLECTOR_AUTH"\n'
+        "retry_initial_backoff = 0.05\n"
+    )
+    try:
+        async with vendor_rig(tmp_path, start_fakes=False, extra=extra):
+            spans = app_spans()
+            assert await export(endpoint, spans) == SpanExportResult.SUCCESS
+            await wait_for(lambda: len(collector.received) == 1, timeout=30)
+    finally:
+        await collector.stop()
+    (got,) = collector.received
+    assert (got.path, got.headers["Content-Type"], got.headers["Authorization"]) == (
+        "/otlp/v1/traces", "application/x-protobuf", "Bearer col-key",
+    )  # fmt: skip
+    received = ExportTraceServiceRequest.FromString(got.body).resource_spans[0].scope_spans[0].spans
+    assert [(s.name, s.span_id) for s in received] == [(s.name, s.context.span_id.to_bytes(8, "big")) for s in spans]
+    assert collector.attempts == 2
