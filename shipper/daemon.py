@@ -160,7 +160,8 @@ class Daemon:
         self._fleet = Fleet(self.spool, self.metrics, self.routing, self._side_task_done, deliver=self.role.delivers)
         stack.push_async_callback(self.fleet.close_all)
         sinks = {
-            name: build_sink(name, c, os.environ, self.spool, self.enricher) for name, c in self.config.sinks.items()
+            name: build_sink(name, c, os.environ, self.spool, self.enricher, self.spool.path)
+            for name, c in self.config.sinks.items()
         }
         await start_sinks(sinks)
         for name, sink in sinks.items():
@@ -258,7 +259,7 @@ class Daemon:
                 # A sink whose key the remote refuses is rebuilt even if unchanged: its key file may hold a fixed key.
                 refused = {f.sink.name for f in self.forwarders if f.backoff.auth_failed}
                 built = {
-                    name: build_sink(name, sink, os.environ, self.spool, self.enricher)
+                    name: build_sink(name, sink, os.environ, self.spool, self.enricher, self.spool.path)
                     for name, sink in new.sinks.items()
                     if self.config.sinks.get(name) != sink or name in refused
                 }

@@ -22,14 +22,17 @@ from shipper.config.listeners import AdminConfig, IngestConfig, is_loopback, par
 from shipper.config.otlp import OtlpConfig
 from shipper.config.process import DaemonConfig, SpoolConfig
 from shipper.config.section import Section
-from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, OtlpSinkConfig, VendorSinkConfig
+from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, JetStreamSinkConfig, OtlpSinkConfig, VendorSinkConfig
 from shipper.config.transform import EnrichConfig, RedactConfig
 from shipper.configfile import apply_env, resolve_paths
 from shipper.configtext import Origin, describe, read_toml
 from shipper.errors import ConfigError
 
 # A `[sinks.NAME]` table is one of these kinds, told apart by its `type`.
-SinkConfig = Annotated[FileSinkConfig | HttpSinkConfig | VendorSinkConfig | OtlpSinkConfig, Field(discriminator="type")]
+SinkConfig = Annotated[
+    FileSinkConfig | HttpSinkConfig | VendorSinkConfig | OtlpSinkConfig | JetStreamSinkConfig,
+    Field(discriminator="type"),
+]
 
 
 def _default_sinks() -> dict[str, SinkConfig]:

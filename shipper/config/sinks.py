@@ -1,6 +1,7 @@
-"""`[sinks.NAME]`: the kinds of sink (a file, a plain HTTP endpoint, a vendor's own API) and the keys each takes.
+"""`[sinks.NAME]`: the kinds of sink (a file, a plain HTTP endpoint, a vendor's own API, a JetStream stream) and the
+keys each takes.
 
-One module for the three kinds because they share the delivery policy's keys (backoff, give-up, concurrency, the
+One module for the kinds because they share the delivery policy's keys (backoff, give-up, concurrency, the
 breaker) and the rule for a remote's URL. The vendor `type`s and their default base URLs are spelled out here, not
 read from `VENDORS`: the config sits below the vendor registry in the layers, and a pydantic tag must be a Literal
 that mypy can read, so tests/unit/test_vendor_registry.py holds both equal to the registry instead.
@@ -167,3 +168,84 @@ class VendorSinkConfig(_SinkBase):
         if self.type == "freeplay" and not self.project_id:
             return "needs project_id to record spans"
         return None
+
+
+class JetStreamSinkConfig(_SinkBase):
+    """A NATS JetStream stream: the sidecar publishes its spooled rows there, for a group of relays to deliver.
+
+    The spool stays the acknowledgement boundary: a row leaves it only on the stream's PubAck (sinks/jetstream/).
+    """
+
+    type: Literal["jetstream"]
+    servers: list[str] = Field(min_length=1)
+    stream: str
+    # Messages go to `<subject_prefix>.<partition>`; a stream created here takes `<subject_prefix>.>`.
+    subject_prefix: str = "shipper.rows"
+    # Everything one ordering group needs (an entity, a session, a trace) lands in one of these, by a stable hash.
+    partitions: int = Field(16, ge=1, le=4096)
+    # The sink the relay delivers these rows to, by its name in the relay's configuration (carried in each message).
+    target: str
+    # Rows per send; every row of a send is published before their PubAcks are awaited. Publishes awaiting a PubAck
+    # are bounded by concurrency x batch_max_records.
+    batch_max_records: int = Field(128, ge=1, le=4096)
+    batch_timeout: float = Field(0.05, ge=0)
+    # How long a published row may wait for its PubAck before the send is retried (a repeat the stream drops).
+    timeout: float = Field(10.0, gt=0)
+    # Create the stream when it does not exist (file storage, `replicas` copies, this dedup window); false: an
+    # operator creates it, and publishing waits until it exists.
+    create_stream: bool = True
+    replicas: int = Field(3, ge=1, le=5)
+    # The stream drops a message whose Nats-Msg-Id it stored this recently: a row published again (its PubAck was
+    # lost, the sidecar died before settling) within the window is stored once. Must exceed the longest retry gap.
+    duplicate_window: float = Field(600.0, gt=0)
+    # TLS (verification always on): trust this CA instead of the system's; a client certificate for mutual TLS.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # Credentials as nats-py takes them, from files or the environment, never the configuration itself.
+    credentials_file: Path | None = None  # a .creds file (user JWT and nkey seed)
+    nkey_seed_file: Path | None = None
+    token_env: str | None = None
+    token_file: Path | None = None
+    user: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+
+    @field_validator("servers")
+    @classmethod
+    def _check_servers(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("nats://", "tls://")) or "@" in url.split("/")[2]:
+                raise ValueError("each server must be a nats:// or tls:// URL without credentials")
+        return value
+
+    @field_validator("stream")
+    @classmethod
+    def _check_stream(cls, value: str) -> str:
+        if not value or any(c in value for c in " \t.*>/\\"):
+            raise ValueError("a stream name without spaces, '.', '*', '>', '/' or '\\'")
+        return value
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        tokens = value.split(".")
+        if not all(tokens) or any(c in value for c in " \t*>"):
+            raise ValueError("dot-separated tokens without spaces or wildcards ('*', '>')")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> JetStreamSinkConfig:
+        for env, file in (("token_env", "token_file"), ("password_env", "password_file")):
+            if getattr(self, env) and getattr(self, file):
+                raise ValueError(f"set {env} or {file}, not both")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if (self.password_env or self.password_file) and not self.user:
+            raise ValueError("a password needs user")
+        if self.duplicate_window <= self.retry_max_backoff + self.timeout:
+            raise ValueError(
+                "duplicate_window must exceed retry_max_backoff + timeout, the longest gap between two publishes of"
+                " a row while the sidecar runs"
+            )
+        return self

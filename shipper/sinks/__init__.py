@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from shipper.config import SinkConfig
-from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, OtlpSinkConfig
+from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, JetStreamSinkConfig, OtlpSinkConfig
 from shipper.enrich.usage import Enricher
 from shipper.errors import ConfigError
 from shipper.queue.base import Lookups
 from shipper.sinks.base import Sink
 from shipper.sinks.file import FileSink
 from shipper.sinks.http import HttpSink, read_secret
+from shipper.sinks.jetstream import JetStreamSink
+from shipper.sinks.jetstream.connection import connect_options
 from shipper.sinks.otlp import OtlpSink
 from shipper.sinks.transport import trust
 from shipper.sinks.vendor import VendorSink
@@ -19,10 +22,20 @@ from shipper.vendors import VENDORS
 
 
 def build_sink(
-    name: str, config: SinkConfig, environ: Mapping[str, str], lookups: Lookups, enricher: Enricher | None = None
+    name: str,
+    config: SinkConfig,
+    environ: Mapping[str, str],
+    lookups: Lookups,
+    enricher: Enricher | None = None,
+    spool: Path | None = None,
 ) -> Sink:
+    """`spool`: the spool's file, beside which a jetstream sink keeps its sidecar's state (required for one)."""
     if isinstance(config, FileSinkConfig):
         return FileSink(name, config)
+    if isinstance(config, JetStreamSinkConfig):
+        if spool is None:
+            raise ConfigError(f"sinks.{name}: a jetstream sink needs a spool file beside which to keep its state")
+        return JetStreamSink(name, config, environ, spool)
     if isinstance(config, HttpSinkConfig):
         return HttpSink(name, config, environ)
     if isinstance(config, OtlpSinkConfig):
@@ -47,6 +60,9 @@ def check_secrets(sinks: Mapping[str, SinkConfig], environ: Mapping[str, str]) -
     """Resolve every sink's secret and CA file now, so `check-config` refuses exactly what `run` would (ConfigError)."""
     for name, config in sinks.items():
         if isinstance(config, FileSinkConfig):
+            continue
+        if isinstance(config, JetStreamSinkConfig):
+            connect_options(name, config, environ)
             continue
         if isinstance(config, HttpSinkConfig | OtlpSinkConfig):
             read_secret(name, config.auth_env, config.auth_file, environ)

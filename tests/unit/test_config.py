@@ -12,6 +12,7 @@ from shipper.config import (
     FileSinkConfig,
     HttpSinkConfig,
     IngestConfig,
+    JetStreamSinkConfig,
     SpoolConfig,
     VendorSinkConfig,
     load_config,
@@ -270,7 +271,8 @@ def test_relative_paths_in_a_file_resolve_against_its_directory(tmp_path: Path) 
 def test_every_path_field_is_known_as_one() -> None:
     # resolve_paths finds path fields by their type: a new one typed `str` would silently stay cwd-relative.
     path_like = {"path", "unix", "ca_file", "auth_file", "api_key_file"}
-    for model in (IngestConfig, SpoolConfig, FileSinkConfig, HttpSinkConfig, VendorSinkConfig):
+    path_like |= {"cert_file", "key_file", "credentials_file", "nkey_seed_file", "token_file", "password_file"}
+    for model in (IngestConfig, SpoolConfig, FileSinkConfig, HttpSinkConfig, VendorSinkConfig, JetStreamSinkConfig):
         for name in model.model_fields:
             found = slot(model, [name], {})
             assert found is not None

@@ -1,0 +1,177 @@
+"""The link from a `jetstream` sink to its NATS servers: connection options as nats-py takes them, a connection made
+in the background and kept up for as long as the sink lives, and the stream checked (or created) once connected.
+
+Connecting never blocks a start and never gives up: with NATS down the sink answers "not connected" (a retry the
+forwarder's breaker paces) while nats-py keeps trying every server, and the sidecar keeps acknowledging from its
+spool. Secrets (token, password, nkey seed, .creds) come from files or the environment and go only to nats-py;
+connection errors are logged once per 30 s with a count, never with a secret.
+Not responsible for messages or what a PubAck means (sink.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+
+from shipper.config.sinks import JetStreamSinkConfig
+from shipper.errors import ConfigError
+from shipper.logs import Throttled
+from shipper.sinks.http import read_secret
+
+log = logging.getLogger(__name__)
+RECONNECT_WAIT = 1.0
+CONNECT_TIMEOUT = 2
+
+
+def tls_context(name: str, config: JetStreamSinkConfig) -> ssl.SSLContext | None:
+    """A verifying context when TLS is asked for (a tls:// server, a CA file or a client certificate), else None."""
+    wanted = config.ca_file or config.cert_file or any(url.startswith("tls://") for url in config.servers)
+    if not wanted:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
+        if config.cert_file is not None and config.key_file is not None:
+            context.load_cert_chain(str(config.cert_file), str(config.key_file))
+    except ssl.SSLError as exc:
+        raise ConfigError(f"sinks.{name}: TLS files hold no usable certificate or key ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(f"sinks.{name}: cannot load a TLS file: {exc.strerror or exc}") from None
+    return context
+
+
+def connect_options(name: str, config: JetStreamSinkConfig, environ: Mapping[str, str]) -> dict[str, Any]:
+    """nats.connect's keyword arguments for this sink; ConfigError (naming the key, never a value) for a bad secret."""
+    options: dict[str, Any] = {}
+    token = read_secret(name, config.token_env, config.token_file, environ, "token")
+    if token is not None:
+        options["token"] = token
+    if config.user is not None:
+        options["user"] = config.user
+        password = read_secret(name, config.password_env, config.password_file, environ, "password")
+        if password is not None:
+            options["password"] = password
+    for key, path in (("credentials_file", config.credentials_file), ("nkey_seed_file", config.nkey_seed_file)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"sinks.{name}.{key}: cannot read {path}")
+    if config.credentials_file is not None:
+        options["user_credentials"] = str(config.credentials_file)
+    if config.nkey_seed_file is not None:
+        options["nkeys_seed"] = str(config.nkey_seed_file)
+    context = tls_context(name, config)
+    if context is not None:
+        options["tls"] = context
+    return options
+
+
+class Link:
+    """One NATS connection for one sink, made and kept in the background; `js` is None until it is up."""
+
+    def __init__(self, name: str, config: JetStreamSinkConfig, environ: Mapping[str, str], max_pending: int) -> None:
+        self._name = name
+        self._config = config
+        self._options = connect_options(name, config, environ)
+        self._max_pending = max_pending
+        self._errors = Throttled(log)
+        self._client: Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._js: JetStreamContext | None = None
+        self._stream_ready = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._connect(), name=f"jetstream-connect-{self._name}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self._client.close()
+            self._client = None
+        self._js = None
+
+    @property
+    def max_payload(self) -> int:
+        return self._client.max_payload if self._client is not None else 1 << 20
+
+    def recheck(self) -> None:
+        self._stream_ready = False
+
+    async def ready(self) -> JetStreamContext | str:
+        """The JetStream context, once connected and the stream is there; else why not (for the retry's detail)."""
+        if self._js is None or self._client is None or not self._client.is_connected:
+            return f"not connected to NATS ({', '.join(self._config.servers)})"
+        if not self._stream_ready:
+            problem = await self._ensure_stream(self._js)
+            if problem is not None:
+                return problem
+            self._stream_ready = True
+        return self._js
+
+    async def _connect(self) -> None:
+        client = await nats.connect(
+            self._config.servers,
+            name=f"shipper sink {self._name}",
+            connect_timeout=CONNECT_TIMEOUT,
+            reconnect_time_wait=RECONNECT_WAIT,
+            max_reconnect_attempts=-1,
+            error_cb=self._on_error,
+            **self._options,
+        )
+        self._client = client
+        self._js = client.jetstream(timeout=self._config.timeout, publish_async_max_pending=self._max_pending)
+        log.info("sink %s: connected to NATS", self._name, extra={"sink": self._name})
+
+    async def _on_error(self, exc: Exception) -> None:
+        self._errors.warning("sink %s: NATS connection: %s", self._name, type(exc).__name__ + _detail(exc))
+
+    async def _ensure_stream(self, js: JetStreamContext) -> str | None:
+        """None when the stream takes this sink's subjects with a long enough dedup window; else what is wrong."""
+        c = self._config
+        try:
+            info = await js.stream_info(c.stream)
+        except nats.js.errors.NotFoundError:
+            if not c.create_stream:
+                return f"stream {c.stream} does not exist (create_stream is false)"
+            try:
+                await js.add_stream(
+                    StreamConfig(
+                        name=c.stream,
+                        subjects=[f"{c.subject_prefix}.>"],
+                        num_replicas=c.replicas,
+                        duplicate_window=c.duplicate_window,
+                        storage=StorageType.FILE,
+                    )
+                )
+            except (nats.errors.Error, TimeoutError) as exc:
+                return f"cannot create stream {c.stream}: {type(exc).__name__}{_detail(exc)}"
+            log.info("sink %s: created stream %s", self._name, c.stream, extra={"sink": self._name})
+            return None
+        except (nats.errors.Error, TimeoutError) as exc:
+            return f"cannot look up stream {c.stream}: {type(exc).__name__}{_detail(exc)}"
+        window = info.config.duplicate_window or 0
+        if window < c.duplicate_window:
+            return (
+                f"stream {c.stream} drops repeats only within {window:g}s, shorter than duplicate_window"
+                f" ({c.duplicate_window:g}s): raise the stream's duplicate_window or lower the sink's"
+            )
+        return None
+
+
+def _detail(exc: BaseException) -> str:
+    text = str(exc)
+    return f": {text}" if text else ""

@@ -1,0 +1,72 @@
+"""`[sinks.NAME] type = "jetstream"`: its keys, the refusals that name the key, and secrets read from the
+environment or files, never written in the configuration or an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipper.config import load_config
+from shipper.config.sinks import JetStreamSinkConfig
+from shipper.errors import ConfigError
+from shipper.sinks import check_secrets
+from shipper.sinks.jetstream.connection import connect_options
+
+
+def sink(**over: Any) -> JetStreamSinkConfig:
+    fields: dict[str, Any] = {"type": "jetstream", "servers": ["nats://127.0.0.1:4222"], "stream": "ROWS"}
+    fields["target"] = "humanloop"
+    return JetStreamSinkConfig.model_validate({**fields, **over})
+
+
+def test_a_jetstream_sink_from_toml_with_its_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "shipper.toml"
+    path.write_text(
+        '[sinks.fleet]\ntype = "jetstream"\nservers = ["nats://a:4222", "tls://b:4222"]\nstream = "ROWS"\n'
+        'target = "humanloop"\ncredentials_file = "fleet.creds"\n'
+    )
+    config = load_config(path, {"SHIPPER__SINKS__FLEET__PARTITIONS": "32"}).sinks["fleet"]
+    assert isinstance(config, JetStreamSinkConfig)
+    assert (config.subject_prefix, config.partitions, config.replicas) == ("shipper.rows", 32, 3)
+    assert (config.batch_max_records, config.duplicate_window, config.create_stream) == (128, 600.0, True)
+    assert config.credentials_file == tmp_path / "fleet.creds"  # relative to the file, as every path
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"servers": []}, "at least 1"),
+        ({"servers": ["http://x:4222"]}, "nats:// or tls://"),
+        ({"servers": ["nats://me:secret@x:4222"]}, "without credentials"),
+        ({"stream": "a.b"}, "stream name"),
+        ({"subject_prefix": "a.*"}, "wildcards"),
+        ({"subject_prefix": "a..b"}, "tokens"),
+        ({"partitions": 0}, "greater than or equal to 1"),
+        ({"token_env": "T", "token_file": "/t"}, "token_env or token_file"),
+        ({"password_env": "P", "user": "u", "password_file": "/p"}, "password_env or password_file"),
+        ({"password_env": "P"}, "needs user"),
+        ({"cert_file": "/c.pem"}, "go together"),
+        ({"duplicate_window": 30}, "duplicate_window must exceed"),
+    ],
+)
+def test_a_bad_jetstream_sink_is_refused_naming_what_is_wrong(over: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        sink(**over)
+
+
+def test_secrets_come_from_the_environment_or_files_and_errors_never_show_them(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("tok-123\n")
+    options = connect_options("fleet", sink(token_file=tmp_path / "token", user="u", password_env="PW"), {"PW": "pw"})
+    assert (options["token"], options["user"], options["password"]) == ("tok-123", "u", "pw")
+    assert "tls" not in options  # plain nats:// and no TLS file: no TLS
+    with pytest.raises(ConfigError, match=r"sinks\.fleet\.token_env: environment variable T is not set"):
+        check_secrets({"fleet": sink(token_env="T")}, {})
+    with pytest.raises(ConfigError, match=r"sinks\.fleet\.credentials_file: cannot read"):
+        check_secrets({"fleet": sink(credentials_file=tmp_path / "missing.creds")}, {})
+
+
+def test_a_tls_server_gets_a_verifying_context() -> None:
+    options = connect_options("fleet", sink(servers=["tls://127.0.0.1:4222"]), {})
+    assert options["tls"].verify_mode.name == "CERT_REQUIRED"
