@@ -180,6 +180,8 @@ cluster {{
             js = nc.jetstream(timeout=5)
             info = await js.stream_info(stream)
             out = []
+            if not info.state.messages:
+                return out
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 msg = await js.get_msg(stream, seq)
                 out.append((msg.subject, dict(msg.headers or {}), msg.data or b""))

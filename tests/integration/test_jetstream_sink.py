@@ -22,7 +22,7 @@ from shipper.sinks.jetstream import JetStreamSink
 from shipper.sinks.jetstream.envelope import MSG_ID, Envelope, decode
 from shipper.spool import Spool
 from shipper.spool.reader import SpoolReader
-from tests.jetstream import NatsCluster
+from tests.jetstream import NatsCluster, create_stream
 from tests.support import wait_for
 
 STREAM = "ROWS"
@@ -199,3 +199,46 @@ async def test_no_api_key_reaches_the_stream_or_its_files(tmp_path: Path, nats_c
     on_disk = b"".join(f.read_bytes() for node in nats_cluster.nodes for f in node.store.rglob("*") if f.is_file())
     assert b"hl:log:19" in on_disk  # the files hold the messages in clear, so the next look means something
     assert APP_KEY.encode() not in on_disk
+
+
+async def test_a_record_larger_than_nats_takes_is_dead_lettered_and_the_rest_go(
+    tmp_path: Path, nats_cluster: NatsCluster
+) -> None:
+    path = tmp_path / "spool.db"
+    spool = await Spool.open(path)
+    policy = config(nats_cluster)
+    try:
+        huge = new_row(1, body=orjson.dumps({"pad": "x" * (1 << 20)}))
+        ids = await spool.append([new_row(0), huge, new_row(2)])
+        async with forwarding(spool, JetStreamSink("fleet", policy, {}, path), policy):
+            await wait_for(lambda: waiting(path) == 0, timeout=30)
+        reader = SpoolReader.open(path)
+        try:
+            (dead,) = reader.dead_letters()
+        finally:
+            reader.close()
+    finally:
+        await spool.close()
+    assert dead.id == ids[1] and "over NATS's 1048576" in dead.reason
+    assert sorted(env.id for _, _, env in await stored(nats_cluster)) == [ids[0], ids[2]]
+
+
+async def test_a_stream_that_forgets_repeats_too_soon_holds_the_records_back_saying_why(
+    tmp_path: Path, nats_cluster: NatsCluster
+) -> None:
+    await create_stream(nats_cluster, STREAM, ["shipper.rows.>"], duplicate_window=30)
+    path = tmp_path / "spool.db"
+    spool = await Spool.open(path)
+    try:
+        await spool.append([new_row(0)])
+        lease = await spool.lease("fleet", 10)
+    finally:
+        await spool.close()
+    sink = JetStreamSink("fleet", config(nats_cluster), {}, path)
+    try:
+        outcome = await send_until_up(sink, lease.rows)
+    finally:
+        await sink.close()
+    assert outcome.verdict.value == "retry"
+    assert "drops repeats only within 30s, shorter than duplicate_window (60s)" in outcome.detail
+    assert await nats_cluster.messages(STREAM) == []

@@ -112,7 +112,11 @@ class Link:
         self._stream_ready = False
 
     async def ready(self) -> JetStreamContext | str:
-        """The JetStream context, once connected and the stream is there; else why not (for the retry's detail)."""
+        """The JetStream context, once connected and the stream is there; else why not (for the retry's detail).
+        Before the first connection, waits for it as long as connecting to one server may take: a sidecar's first
+        send is not a failure because the connection had only just started."""
+        if self._js is None and self._task is not None and not self._task.done():
+            await asyncio.wait({self._task}, timeout=CONNECT_TIMEOUT)
         if self._js is None or self._client is None or not self._client.is_connected:
             return f"not connected to NATS ({', '.join(self._config.servers)})"
         if not self._stream_ready:
