@@ -23,7 +23,7 @@ from shipper.sinks.jetstream.envelope import MSG_ID, Envelope, decode
 from shipper.spool import Spool
 from shipper.spool.reader import SpoolReader
 from tests.jetstream import NatsCluster, create_stream
-from tests.support import wait_for
+from tests.support import free_port, wait_for
 
 STREAM = "ROWS"
 APP_KEY = "hl-app-key-0123456789abcdef"
@@ -242,3 +242,21 @@ async def test_a_stream_that_forgets_repeats_too_soon_holds_the_records_back_say
     assert outcome.verdict.value == "retry"
     assert "drops repeats only within 30s, shorter than duplicate_window (60s)" in outcome.detail
     assert await nats_cluster.messages(STREAM) == []
+
+
+async def test_with_no_server_up_a_send_says_not_connected_and_close_stops_trying(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    spool = await Spool.open(path)
+    try:
+        await spool.append([new_row(0)])
+        lease = await spool.lease("fleet", 10)
+    finally:
+        await spool.close()
+    policy = JetStreamSinkConfig.model_validate(
+        {"type": "jetstream", "servers": [f"nats://127.0.0.1:{free_port()}"], "stream": STREAM, "target": "t"}
+    )
+    sink = JetStreamSink("fleet", policy, {}, path)
+    outcome = await sink.send(lease.rows)
+    assert outcome.verdict.value == "retry" and outcome.detail.startswith("not connected to NATS (nats://127.0.0.1:")
+    await sink.close()
+    assert asyncio.all_tasks() == {asyncio.current_task()}  # nothing left trying in the background

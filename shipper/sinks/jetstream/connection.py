@@ -17,7 +17,6 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -30,7 +29,7 @@ from shipper.logs import Throttled
 from shipper.sinks.http import read_secret
 
 log = logging.getLogger(__name__)
-RECONNECT_WAIT = 1.0
+RECONNECT_WAIT = 1  # seconds (nats-py takes an int)
 CONNECT_TIMEOUT = 2
 
 
@@ -99,7 +98,7 @@ class Link:
                 await self._task
             self._task = None
         if self._client is not None:
-            with contextlib.suppress(nats.errors.Error, OSError):
+            with contextlib.suppress(nats.errors.Error, OSError, asyncio.CancelledError):
                 await self._client.close()
             self._client = None
         self._js = None
@@ -127,16 +126,25 @@ class Link:
         return self._js
 
     async def _connect(self) -> None:
-        client = await nats.connect(
-            self._config.servers,
-            name=f"shipper sink {self._name}",
-            connect_timeout=CONNECT_TIMEOUT,
-            reconnect_time_wait=RECONNECT_WAIT,
-            max_reconnect_attempts=-1,
-            error_cb=self._on_error,
-            **self._options,
-        )
-        self._client = client
+        """Connect, for as long as it takes: nats-py tries every server each `RECONNECT_WAIT` and never gives up;
+        anything it raises all the same is logged and tried again. The client exists before it connects, so that
+        `close` can stop it (and its tasks) even mid-attempt."""
+        client = self._client = Client()
+        while True:
+            try:
+                await client.connect(
+                    self._config.servers,
+                    name=f"shipper sink {self._name}",
+                    connect_timeout=CONNECT_TIMEOUT,
+                    reconnect_time_wait=RECONNECT_WAIT,
+                    max_reconnect_attempts=-1,
+                    error_cb=self._on_error,
+                    **self._options,
+                )
+                break
+            except Exception as exc:  # whatever it is, the answer is to try again later
+                await self._on_error(exc)
+                await asyncio.sleep(RECONNECT_WAIT)
         self._js = client.jetstream(timeout=self._config.timeout, publish_async_max_pending=self._max_pending)
         log.info("sink %s: connected to NATS", self._name, extra={"sink": self._name})
 

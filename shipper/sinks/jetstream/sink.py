@@ -47,6 +47,7 @@ class JetStreamSink:
         self._link = Link(name, config, environ, config.concurrency * config.batch_max_records)
         self._state = SidecarState(state_path(spool), name)
         self._opened = False
+        self._opening = asyncio.Lock()
 
     async def start(self) -> None:
         """Nothing to do yet: the connection starts with the first send, so processes that only ingest (and build
@@ -59,13 +60,14 @@ class JetStreamSink:
             self._opened = False
 
     async def send(self, rows: Sequence[SpoolRow]) -> Outcome:
-        if not self._opened:
-            try:
-                await self._state.open()
-            except (OSError, sqlite3.Error) as exc:
-                return Outcome(Verdict.RETRY, None, f"cannot open {self._state.path}: {exc}")
-            self._opened = True
-            self._link.start()
+        async with self._opening:  # the first sends come together: one of them opens, the others wait for it
+            if not self._opened:
+                try:
+                    await self._state.open()
+                except (OSError, sqlite3.Error) as exc:
+                    return Outcome(Verdict.RETRY, None, f"cannot open {self._state.path}: {exc}")
+                self._opened = True
+                self._link.start()
         js = await self._link.ready()
         if isinstance(js, str):
             return Outcome(Verdict.RETRY, None, js)

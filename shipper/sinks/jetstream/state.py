@@ -12,10 +12,11 @@ Not responsible for the rule that computes a group (core/partition.py) or for pu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -73,14 +74,17 @@ class SidecarState:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000"):
             conn.execute(pragma)
-        conn.executescript(SCHEMA)
-        conn.execute("BEGIN IMMEDIATE")
-        row = conn.execute("SELECT id FROM sidecar").fetchone()
-        if row is None:
-            row = (uuid.uuid4().hex[:16],)
-            conn.execute("INSERT INTO sidecar (id) VALUES (?)", row)
-        conn.execute("DELETE FROM groups WHERE created_at < ?", (time.time() - RETENTION,))
-        conn.execute("COMMIT")
+        try:
+            conn.executescript(SCHEMA)
+            with _transaction(conn):
+                row = conn.execute("SELECT id FROM sidecar").fetchone()
+                if row is None:
+                    row = (uuid.uuid4().hex[:16],)
+                    conn.execute("INSERT INTO sidecar (id) VALUES (?)", row)
+                conn.execute("DELETE FROM groups WHERE created_at < ?", (time.time() - RETENTION,))
+        except BaseException:
+            conn.close()
+            raise
         self._conn = conn
         return str(row[0])
 
@@ -100,12 +104,11 @@ class SidecarState:
                 taught.append(lesson)
         if taught:
             now = time.time()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT OR IGNORE INTO groups (sink, key, grp, created_at) VALUES (?, ?, ?, ?)",
-                [(self._sink, key, group, now) for key, group in taught],
-            )
-            conn.execute("COMMIT")
+            with _transaction(conn):
+                conn.executemany(
+                    "INSERT OR IGNORE INTO groups (sink, key, grp, created_at) VALUES (?, ?, ?, ?)",
+                    [(self._sink, key, group, now) for key, group in taught],
+                )
             self._remember(taught)
         return out
 
@@ -127,3 +130,15 @@ class SidecarState:
             self._cache[key] = group
         while len(self._cache) > CACHE_KEYS:
             del self._cache[next(iter(self._cache))]
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE (the write lock now, so two processes cannot both decide) ... COMMIT, or ROLLBACK."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
