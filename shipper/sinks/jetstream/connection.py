@@ -21,7 +21,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import StorageType, StreamConfig, StreamInfo
 
 from shipper.config.sinks import JetStreamSinkConfig
 from shipper.errors import ConfigError
@@ -31,6 +31,7 @@ from shipper.sinks.http import read_secret
 log = logging.getLogger(__name__)
 RECONNECT_WAIT = 1  # seconds (nats-py takes an int)
 CONNECT_TIMEOUT = 2
+LEADER_POLL = 0.05
 
 
 def tls_context(name: str, config: JetStreamSinkConfig) -> ssl.SSLContext | None:
@@ -152,29 +153,19 @@ class Link:
         self._errors.warning("sink %s: NATS connection: %s", self._name, type(exc).__name__ + _detail(exc))
 
     async def _ensure_stream(self, js: JetStreamContext) -> str | None:
-        """None when the stream takes this sink's subjects with a long enough dedup window; else what is wrong."""
+        """None when the stream is there, led, and drops repeats long enough; else what is wrong. A stream just
+        created (here or by another sidecar) has no leader for a moment: waited for, up to `timeout`."""
         c = self._config
-        try:
-            info = await js.stream_info(c.stream)
-        except nats.js.errors.NotFoundError:
-            if not c.create_stream:
-                return f"stream {c.stream} does not exist (create_stream is false)"
-            try:
-                await js.add_stream(
-                    StreamConfig(
-                        name=c.stream,
-                        subjects=[f"{c.subject_prefix}.>"],
-                        num_replicas=c.replicas,
-                        duplicate_window=c.duplicate_window,
-                        storage=StorageType.FILE,
-                    )
-                )
-            except (nats.errors.Error, TimeoutError) as exc:
-                return f"cannot create stream {c.stream}: {type(exc).__name__}{_detail(exc)}"
-            log.info("sink %s: created stream %s", self._name, c.stream, extra={"sink": self._name})
-            return None
-        except (nats.errors.Error, TimeoutError) as exc:
-            return f"cannot look up stream {c.stream}: {type(exc).__name__}{_detail(exc)}"
+        deadline = asyncio.get_running_loop().time() + c.timeout
+        while True:
+            info = await self._stream(js)
+            if isinstance(info, str):
+                return info
+            if info.cluster is None or info.cluster.leader:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                return f"stream {c.stream} has no leader"
+            await asyncio.sleep(LEADER_POLL)
         window = info.config.duplicate_window or 0
         if window < c.duplicate_window:
             return (
@@ -182,6 +173,31 @@ class Link:
                 f" ({c.duplicate_window:g}s): raise the stream's duplicate_window or lower the sink's"
             )
         return None
+
+    async def _stream(self, js: JetStreamContext) -> StreamInfo | str:
+        """The stream's info, creating the stream first if it is missing and the sink may; else what went wrong."""
+        c = self._config
+        try:
+            return await js.stream_info(c.stream)
+        except nats.js.errors.NotFoundError:
+            if not c.create_stream:
+                return f"stream {c.stream} does not exist (create_stream is false)"
+        except (nats.errors.Error, TimeoutError) as exc:
+            return f"cannot look up stream {c.stream}: {type(exc).__name__}{_detail(exc)}"
+        try:
+            info = await js.add_stream(
+                StreamConfig(
+                    name=c.stream,
+                    subjects=[f"{c.subject_prefix}.>"],
+                    num_replicas=c.replicas,
+                    duplicate_window=c.duplicate_window,
+                    storage=StorageType.FILE,
+                )
+            )
+        except (nats.errors.Error, TimeoutError) as exc:
+            return f"cannot create stream {c.stream}: {type(exc).__name__}{_detail(exc)}"
+        log.info("sink %s: created stream %s", self._name, c.stream, extra={"sink": self._name})
+        return info
 
 
 def _detail(exc: BaseException) -> str:

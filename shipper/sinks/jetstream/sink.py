@@ -96,7 +96,9 @@ class JetStreamSink:
             async with asyncio.timeout(timeout):
                 for identity, subject, payload in zip(ids, subjects, payloads, strict=True):
                     headers = {MSG_ID: identity}
-                    pending.append(await js.publish_async(subject, payload, timeout, self._config.stream, headers))
+                    # No wait_stall: with one, nats-py wraps each publish's slot in a wait_for (a task and a timer
+                    # per row), which halved the rate (4,300 -> 9,100 records/s); the send's deadline bounds it.
+                    pending.append(await js.publish_async(subject, payload, None, self._config.stream, headers))
                 acks = await asyncio.gather(*pending)
         except TimeoutError:
             return self._cut(pending, f"no PubAck within {timeout:g}s")
