@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import nats
 from nats.aio.client import Client
-from nats.js.api import StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from tests.support import free_port
 
@@ -174,17 +174,27 @@ cluster {{
             await nc.close()
 
     async def messages(self, stream: str) -> list[tuple[str, dict[str, str], bytes]]:
-        """Every message stored in `stream`, in order: (subject, headers, data), read by sequence through the API."""
+        """Every message stored in `stream`, in order: (subject, headers, data), read by an ephemeral pull
+        consumer that acks nothing (the stream keeps everything for the next look)."""
         nc = await self.client()
         try:
-            js = nc.jetstream(timeout=5)
-            info = await js.stream_info(stream)
-            out = []
-            if not info.state.messages:
+            js = nc.jetstream(timeout=10)
+            count = (await js.stream_info(stream)).state.messages
+            out: list[tuple[str, dict[str, str], bytes]] = []
+            if not count:
                 return out
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                msg = await js.get_msg(stream, seq)
-                out.append((msg.subject, dict(msg.headers or {}), msg.data or b""))
+            config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30)
+            sub = await js.pull_subscribe(">", stream=stream, config=config)
+            deadline = time.monotonic() + START_TIMEOUT
+            while len(out) < count:
+                try:
+                    fetched = await sub.fetch(min(1000, count - len(out)), timeout=2)
+                except TimeoutError:  # a consumer on a cluster that just lost a node may start late
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"read {len(out)} of {count} messages of {stream}") from None
+                    continue
+                out.extend((msg.subject, dict(msg.headers or {}), msg.data) for msg in fetched)
+            await sub.unsubscribe()
             return out
         finally:
             await nc.close()

@@ -171,17 +171,25 @@ async def test_a_kill9_of_the_stream_leader_mid_publish_loses_no_acknowledged_ro
     spool = await Spool.open(path)
     policy = config(nats_cluster)
     try:
-        ids = await spool.append([new_row(n, key=f"k{n % 50}", body=orjson.dumps({"n": n})) for n in range(3000)])
-        async with forwarding(spool, JetStreamSink("fleet", policy, {}, path), policy):
-            await wait_for(lambda: waiting(path) < 2500, timeout=30)
-            leader = await nats_cluster.leader(STREAM)
+        ids = await spool.append([new_row(n, key=f"k{n % 1000}") for n in range(20_000)])
+        await create_stream(nats_cluster, STREAM, ["shipper.rows.>"], duplicate_window=60)  # as an operator would
+        leader = await nats_cluster.leader(STREAM)
+        async with forwarding(spool, JetStreamSink("fleet", policy, {}, path), policy) as forwarder:
+            await wait_for(lambda: waiting(path) < 19_000, timeout=30)
             await nats_cluster.kill9(leader)
+            left = waiting(path)
             await wait_for(lambda: waiting(path) == 0, timeout=60)
     finally:
         await spool.close()
+    assert left > 0  # killed mid-publish
+    assert forwarder.counters.retried > 0, forwarder.last_error  # the PubAcks in flight were lost, their sends retried
     messages = await stored(nats_cluster)
     assert sorted({env.id for _, _, env in messages}) == ids  # every acknowledged row is in the stream
     assert len(messages) == len(ids)  # repeats after the kill were dropped by the dedup window
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for _, _, env in messages:
+        by_key[str(env.key)].append(env.id)
+    assert all(seq == sorted(seq) for seq in by_key.values())  # each key's rows in order across the new leader
 
 
 async def test_no_api_key_reaches_the_stream_or_its_files(tmp_path: Path, nats_cluster: NatsCluster) -> None:
