@@ -17,7 +17,6 @@ Not responsible for consuming the stream (a relay), nor for retries and ordering
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -101,23 +100,29 @@ class JetStreamSink:
                     pending.append(await js.publish_async(subject, payload, None, self._config.stream, headers))
                 acks = await asyncio.gather(*pending)
         except TimeoutError:
-            return self._cut(pending, f"no PubAck within {timeout:g}s")
+            return self._failed(pending, f"no PubAck within {timeout:g}s")
         except nats.js.errors.APIError as exc:
-            return self._cut(pending, f"the stream refused a row: {exc.description or exc}")
+            return self._failed(pending, f"the stream refused a row: {exc.description or exc}")
         except (nats.errors.Error, OSError) as exc:
-            return self._cut(pending, f"cannot publish: {type(exc).__name__}")
+            return self._failed(pending, f"cannot publish: {type(exc).__name__}")
+        finally:
+            _release(pending)  # also when the send is cancelled (a shutdown's drain)
         self.duplicates += sum(1 for ack in acks if ack.duplicate)
         return Outcome(Verdict.DELIVERED)
 
-    def _cut(self, pending: list[asyncio.Future[PubAck]], detail: str) -> Outcome:
-        """Give up on this send: free its PubAck slots and retry it. Rows on the wire may be stored already (the
-        stream drops their repeat): unanswered, so a later delivery counts as a possible redelivery. The stream is
-        looked at again before the next send (it may have been deleted or changed)."""
+    def _failed(self, pending: list[asyncio.Future[PubAck]], detail: str) -> Outcome:
+        """Retry this send. Rows on the wire may be stored already (the stream drops their repeat): unanswered, so
+        a later delivery counts as a possible redelivery. The stream is looked at again before the next send (it
+        may have been deleted or changed)."""
         self._link.recheck()
-        for future in pending:
-            if not future.done():
-                future.cancel()
-            else:
-                with contextlib.suppress(BaseException):
-                    future.exception()  # retrieved, so asyncio does not warn of an exception never looked at
         return Outcome(Verdict.RETRY, None, detail, unanswered=bool(pending))
+
+
+def _release(pending: list[asyncio.Future[PubAck]]) -> None:
+    """Free the PubAck slots of publishes not answered (a PubAck that never comes would hold its slot for ever);
+    look at the failures of those answered, so asyncio does not warn of exceptions never retrieved."""
+    for future in pending:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
