@@ -1,5 +1,5 @@
-"""`[sinks.NAME]`: the kinds of sink (a file, a plain HTTP endpoint, a vendor's own API, a JetStream stream) and the
-keys each takes.
+"""`[sinks.NAME]`: the kinds of sink (a file, a plain HTTP endpoint, an OTLP collector, a vendor's own API, a JetStream
+stream) and the keys each takes.
 
 One module for the kinds because they share the delivery policy's keys (backoff, give-up, concurrency, the
 breaker) and the rule for a remote's URL. The vendor `type`s and their default base URLs are spelled out here, not
