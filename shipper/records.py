@@ -220,38 +220,22 @@ _ENVELOPE = msgspec.json.Decoder(_Envelope)
 _ENVELOPES = msgspec.json.Decoder(list[_Envelope] | _Envelope)
 
 
-# msgspec keeps a body as raw text and so lets a number past a double's range (1e400) through, which orjson, every
-# sink's decoder, refuses: a body with an exponent of 308 or more goes the checked way, which names it. The pattern
-# also matches inside strings ("e400") and doubles that hold (1.5e308): those are decoded to be sure.
-_MAYBE_HUGE = re.compile(rb"[eE]\+?0*(?:30[89]|3[1-9]\d|[4-9]\d\d|\d{4})")
-
-
-def _doubles_hold(body: bytes) -> bool:
-    """Whether every number in the body fits a double, as orjson needs; decoded only when an exponent could say no."""
-    if not _MAYBE_HUGE.search(body):
-        return True
+def _body_fits(body: bytes, limit: int) -> bool:
+    """Whether a body nests at most `limit` levels and every number in it fits a double, as orjson (every sink's
+    decoder) needs: the envelope's decoder keeps the body as raw text and so lets 1e400 through. One msgspec decode
+    answers both (it refuses a number out of range); counting brackets spares walking most bodies."""
     try:
-        orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return True
-
-
-def _nests_within(body: bytes, limit: int) -> bool:
-    """Whether a body nests at most `limit` levels; counting brackets decides most bodies without decoding them."""
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return True
-    try:
-        return not too_deep(msgspec.json.decode(body), limit)
+        value = msgspec.json.decode(body)
     except (msgspec.MsgspecError, RecursionError):
         return False
+    return body.count(b"[") + body.count(b"{") <= limit or not too_deep(value, limit)
 
 
 def _quick_row(item: _Envelope, sinks: Collection[str], limits: Limits) -> NewRow | None:
     # The body sits one level inside the item and the item may sit inside an array: a body closer than that to the
     # limit, or anything else in doubt, is left to the checked way, which names the error.
     body = bytes(item.body)
-    if item.sink not in sinks or not _nests_within(body, limits.max_depth - 2) or not _doubles_hold(body):
+    if item.sink not in sinks or not _body_fits(body, limits.max_depth - 2):
         return None
     try:
         path = check_path(item.path)

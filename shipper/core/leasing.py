@@ -1,7 +1,7 @@
 """When to lease and how much, as pure functions: replay mode and batch mode, named.
 
 A sink runs in one of two modes. **Replay**: one row per request (the record's own method and path), so the loop
-leases `LEASE_AHEAD` rows per free slot and sends the next one as soon as a slot frees, without a lease of its own.
+leases `LEASE_AHEAD` rows per slot and sends the next one as soon as a slot frees, without a lease of its own.
 **Batch**: many rows per request, so the loop waits until a batch can be full, or its first row has waited
 `batch_timeout`, or rows may be waiting that no append announced (at start, after a send: retries and successors),
 and then leases one batch. A 413 shrinks the batch limits to half the refused batch.
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from shipper.core.rows import SpoolRow
 
-# Replay mode leases this many rows per free slot, so most sends need no lease of their own.
+# Replay mode leases this many rows per slot, so most sends need no lease of their own.
 LEASE_AHEAD = 4
 # Rows can also appear without an append in this process (a dead-letter replay from the CLI): look now and then.
 IDLE_POLL = 1.0
@@ -65,9 +65,11 @@ def wakes(mode: Mode, before: Announced, after: Announced, batch_records: int) -
     return mode is Mode.REPLAY or before.first_at is None or after.count >= batch_records
 
 
-def lease_limit(mode: Mode, free_slots: int, batch_records: int) -> int:
-    """How many rows to lease: enough to keep every free slot busy a while (replay), or one batch."""
-    return free_slots * LEASE_AHEAD if mode is Mode.REPLAY else batch_records
+def lease_limit(mode: Mode, slots: int, batch_records: int) -> int:
+    """How many rows to lease: enough to keep all of the sink's `slots` busy a while (replay), or one batch. Replay
+    leases for every slot, not only those free now: a lease waits its turn behind ingest's commit, and leasing a few
+    rows each time a slot freed capped the vendor path at a few rows per turn."""
+    return slots * LEASE_AHEAD if mode is Mode.REPLAY else batch_records
 
 
 @dataclass(frozen=True, slots=True)

@@ -166,7 +166,7 @@ class Forwarder:
             for _ in range(min(free, len(self._ready))):
                 self._spawn([self._ready.popleft()])
         elif self._mode is Mode.REPLAY or await self._batch_due():
-            await self._lease(lease_limit(self._mode, free, self._delivery.limits.records))
+            await self._lease(lease_limit(self._mode, self.concurrency_limit, self._delivery.limits.records))
 
     async def _batch_due(self) -> bool:
         """Whether a batch may be leased now; otherwise hold as batch_hold says, and think again."""

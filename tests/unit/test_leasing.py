@@ -1,4 +1,4 @@
-"""When to lease and how much, table by table: replay mode leases ahead per free slot, batch mode waits for a full
+"""When to lease and how much, table by table: replay mode leases ahead for every slot, batch mode waits for a full
 batch, its timeout or a backlog; a 413 halves the batch limits."""
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ def test_one_record_per_request_is_replay_mode_more_is_batch_mode(max_records: i
 
 
 @pytest.mark.parametrize(
-    ("mode", "free", "batch", "limit"),
+    ("mode", "slots", "batch", "limit"),
     [
-        (Mode.REPLAY, 1, 1, LEASE_AHEAD),
+        (Mode.REPLAY, 1, 1, LEASE_AHEAD),  # a failing sink probes with one slot
         (Mode.REPLAY, 16, 1, 16 * LEASE_AHEAD),
         (Mode.BATCH, 1, 500, 500),
-        (Mode.BATCH, 16, 500, 500),  # one batch per lease, however many slots are free
+        (Mode.BATCH, 16, 500, 500),  # one batch per lease, however many slots the sink has
     ],
 )
-def test_replay_leases_ahead_per_free_slot_batch_leases_one_batch(
-    mode: Mode, free: int, batch: int, limit: int
+def test_replay_leases_ahead_for_every_slot_batch_leases_one_batch(
+    mode: Mode, slots: int, batch: int, limit: int
 ) -> None:
-    assert lease_limit(mode, free, batch) == limit
+    assert lease_limit(mode, slots, batch) == limit
 
 
 @pytest.mark.parametrize(
