@@ -49,15 +49,11 @@ class FileSinkConfig(_SinkBase):
     concurrency: int = Field(1, ge=1, le=1)
 
 
-class HttpSinkConfig(_SinkBase):
-    type: Literal["http"]
+class _HttpEndpoint(_SinkBase):
+    """The keys of a sink that speaks HTTP to an endpoint of the operator's choosing: where, how long to wait, whom to
+    trust and how to authenticate (an `http` sink, an `otlp` sink)."""
+
     base_url: str
-    # Replay (false): each record is its own request. Batch (true): many bodies in one NDJSON POST.
-    batch: bool = False
-    batch_max_records: int = Field(1000, ge=1)
-    batch_max_bytes: int = Field(1024 * 1024, gt=0)
-    # How long a partial batch may wait for more records before it is sent anyway.
-    batch_timeout: float = Field(1.0, ge=0)
     # A remote that has not answered by then is treated as failed and retried.
     timeout: float = Field(30.0, gt=0)
     # Verify the remote's TLS certificate against this bundle instead of the system's (verification is always on).
@@ -74,42 +70,33 @@ class HttpSinkConfig(_SinkBase):
         return check_base_url(value)
 
     @model_validator(mode="after")
-    def _check_auth(self) -> HttpSinkConfig:
+    def _check_auth(self) -> _HttpEndpoint:
         if self.auth_env and self.auth_file:
             raise ValueError("set auth_env or auth_file, not both")
         return self
+
+
+class HttpSinkConfig(_HttpEndpoint):
+    type: Literal["http"]
+    # Replay (false): each record is its own request. Batch (true): many bodies in one NDJSON POST.
+    batch: bool = False
+    batch_max_records: int = Field(1000, ge=1)
+    batch_max_bytes: int = Field(1024 * 1024, gt=0)
+    # How long a partial batch may wait for more records before it is sent anyway.
+    batch_timeout: float = Field(1.0, ge=0)
 
 
 # A project id is a path segment of every Freeplay call: nothing that could alter the URL.
 PROJECT_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 
 
-class OtlpSinkConfig(_SinkBase):
+class OtlpSinkConfig(_HttpEndpoint):
     """An OpenTelemetry endpoint (a Collector, or a vendor's own OTLP intake): every export request the OTLP
-    receiver took, forwarded whole, in the encoding the endpoint wants."""
+    receiver took, forwarded whole, in the encoding the endpoint wants. `base_url` is as OTEL_EXPORTER_OTLP_ENDPOINT:
+    /v1/traces and /v1/logs are appended (Keywords AI: https://api.keywordsai.co/api)."""
 
     type: Literal["otlp"]
-    # As OTEL_EXPORTER_OTLP_ENDPOINT: /v1/traces and /v1/logs are appended (Keywords AI: https://api.keywordsai.co/api).
-    base_url: str
     encoding: Literal["protobuf", "json"] = "protobuf"
-    timeout: float = Field(30.0, gt=0)
-    ca_file: Path | None = None
-    auth_header: str = "Authorization"
-    # The header's whole value (e.g. "Bearer abc") comes from this environment variable or file; never the config.
-    auth_env: str | None = None
-    auth_file: Path | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("base_url")
-    @classmethod
-    def _check_base_url(cls, value: str) -> str:
-        return check_base_url(value)
-
-    @model_validator(mode="after")
-    def _check_auth(self) -> OtlpSinkConfig:
-        if self.auth_env and self.auth_file:
-            raise ValueError("set auth_env or auth_file, not both")
-        return self
 
 
 VENDOR_BASE_URLS = {

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import orjson
 from multidict import CIMultiDictProxy
 
-from shipper.config.sinks import HttpSinkConfig
+from shipper.config.sinks import HttpSinkConfig, OtlpSinkConfig
 from shipper.core.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.core.rows import SpoolRow
 from shipper.errors import ConfigError
@@ -37,6 +37,19 @@ def read_secret(
         except OSError as exc:
             raise ConfigError(f"sinks.{sink}.{key}_file: cannot read {file}: {exc.strerror}") from exc
     return None
+
+
+def authorized(
+    name: str, config: HttpSinkConfig | OtlpSinkConfig, environ: Mapping[str, str]
+) -> tuple[dict[str, str], tuple[str | None, ...]]:
+    """The configured headers with the auth header's secret in place, and the forms of that secret (the whole value
+    and what follows "Bearer ") that an error detail must never show."""
+    headers = dict(config.headers)
+    secret = read_secret(name, config.auth_env, config.auth_file, environ)
+    if secret is None:
+        return headers, ()
+    headers[config.auth_header] = secret
+    return headers, (secret, secret.partition(" ")[2] or None)
 
 
 def render_query(raw: bytes | None) -> str:
@@ -66,12 +79,7 @@ class HttpSink:
             else Batching()
         )
         self._base_url = config.base_url
-        self._headers = dict(config.headers)
-        secret = read_secret(name, config.auth_env, config.auth_file, environ)
-        self._secrets: tuple[str | None, ...] = ()
-        if secret is not None:
-            self._headers[config.auth_header] = secret
-            self._secrets = (secret, secret.partition(" ")[2] or None)
+        self._headers, self._secrets = authorized(name, config, environ)
         self._transport = HttpTransport(config.concurrency, config.timeout, ca_file=config.ca_file, sink=name)
 
     async def start(self) -> None:

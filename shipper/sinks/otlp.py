@@ -24,7 +24,7 @@ from shipper.core.rows import SpoolRow
 from shipper.otlp import wire
 from shipper.records import BadInput
 from shipper.sinks.base import Batching, OutRequest
-from shipper.sinks.http import classify_response, read_secret
+from shipper.sinks.http import authorized, classify_response
 from shipper.sinks.transport import HttpTransport
 
 # The signal a row's path names: the message its body is.
@@ -38,12 +38,7 @@ class OtlpSink:
         self.batching = Batching()  # one export request per send, as the exporter sent it
         self._base_url = config.base_url
         self._encoding = wire.PROTOBUF if config.encoding == "protobuf" else wire.JSON
-        self._headers = dict(config.headers)
-        secret = read_secret(name, config.auth_env, config.auth_file, environ)
-        self._secrets: tuple[str | None, ...] = ()
-        if secret is not None:
-            self._headers[config.auth_header] = secret
-            self._secrets = (secret, secret.partition(" ")[2] or None)
+        self._headers, self._secrets = authorized(name, config, environ)
         self._transport = HttpTransport(config.concurrency, config.timeout, ca_file=config.ca_file, sink=name)
 
     async def start(self) -> None:
