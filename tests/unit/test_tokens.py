@@ -313,3 +313,16 @@ def test_completion_tokens_are_the_replys_text_without_framing() -> None:
     assert count_completion(counter, reply, "gpt-4o") == counter.text(reply, "gpt-4o")
     assert count_completion(counter, {"role": "assistant", "content": reply}, "gpt-4o") == counter.text(reply, "gpt-4o")
     assert count_completion(counter, None, "gpt-4o") == 0
+
+
+def test_repeated_texts_count_the_same_from_the_cache_and_the_cache_stays_within_its_bound() -> None:
+    """A conversation sent again with every turn is counted from the cache; the counts are tiktoken's all the same,
+    and the text kept for it never passes the bound (it is forgotten at once, then filled again)."""
+    counter = TokenCounter(max_cached_chars=100)
+    fresh = TokenCounter(max_cached_chars=0)
+    texts = [f"message number {n} of a long conversation" for n in range(10)]
+    for _ in range(3):
+        for text in texts:
+            assert counter.text(text, "gpt-4o") == fresh.text(text, "gpt-4o") > 0
+            assert counter.cached_chars <= 100
+    assert counter.text(texts[-1], "gpt-4") == fresh.text(texts[-1], "gpt-4")  # another model, another encoding
