@@ -49,3 +49,22 @@ COUNTERS_KEY = web.AppKey("counters", IngestCounters)
 DRAINING_KEY: web.AppKey[Draining] = web.AppKey("draining")
 TIMERS_KEY: web.AppKey[Timers] = web.AppKey("timers")
 REDACTOR_KEY = web.AppKey("redactor", Redactor)
+
+
+def share_intake(
+    app: web.Application,
+    live: Intake,
+    routing: Routing,
+    counters: IngestCounters,
+    config: IngestConfig,
+    redactor: Redactor,
+) -> None:
+    """Put on `app` what the edge and the commit path read from every application that takes records (the native
+    and drop-in routes, the OTLP receiver): the spool, the drain, the timers, the sinks, the counters, the limits."""
+    app[REDACTOR_KEY] = redactor
+    app[SPOOL_KEY] = live.spool
+    app[DRAINING_KEY] = live
+    app[TIMERS_KEY] = live.timers
+    app[ROUTING_KEY] = routing
+    app[COUNTERS_KEY] = counters
+    app[INGEST_KEY] = config

@@ -35,13 +35,10 @@ from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
 from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import (
     COUNTERS_KEY,
-    DRAINING_KEY,
     INGEST_KEY,
-    REDACTOR_KEY,
     ROUTING_KEY,
-    SPOOL_KEY,
-    TIMERS_KEY,
     Intake,
+    share_intake,
 )
 from shipper.ingest.responses import Handler
 from shipper.ingest.server import IngestServer
@@ -187,13 +184,7 @@ def build_otlp_app(
 ) -> web.Application:
     """`in_flight`: the ingest application's, so a shutdown waits for OTLP requests as for the others."""
     app = web.Application(client_max_size=ingest.max_body_bytes, middlewares=[otlp_edge])
-    app[REDACTOR_KEY] = redactor
-    app[SPOOL_KEY] = live.spool
-    app[DRAINING_KEY] = live
-    app[TIMERS_KEY] = live.timers
-    app[ROUTING_KEY] = routing
-    app[COUNTERS_KEY] = counters
-    app[INGEST_KEY] = ingest
+    share_intake(app, live, routing, counters, ingest, redactor)
     app[OTLP_KEY] = otlp
     app[IN_FLIGHT_KEY] = in_flight
     app.router.add_post("/v1/traces", post_traces)

@@ -19,15 +19,10 @@ from shipper.ingest.edge import edge
 from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
 from shipper.ingest.intake import commit, read_body
 from shipper.ingest.keys import (
-    COUNTERS_KEY,
-    DRAINING_KEY,
-    INGEST_KEY,
     LIMITS_KEY,
-    REDACTOR_KEY,
     ROUTING_KEY,
-    SPOOL_KEY,
-    TIMERS_KEY,
     Intake,
+    share_intake,
 )
 from shipper.ingest.responses import json_response
 from shipper.records import BadInput, Limits, parse_records
@@ -69,13 +64,7 @@ def build_app(
 ) -> web.Application:
     """`operations` adds the operations routes (health, metrics, status: ops/routes.py); ingest knows none of them."""
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[edge])  # edge.py: every request's checks
-    app[REDACTOR_KEY] = redactor or Redactor()  # no rules: rows pass through untouched
-    app[SPOOL_KEY] = live.spool
-    app[DRAINING_KEY] = live
-    app[TIMERS_KEY] = live.timers
-    app[ROUTING_KEY] = routing
-    app[COUNTERS_KEY] = counters
-    app[INGEST_KEY] = config
+    share_intake(app, live, routing, counters, config, redactor or Redactor())  # no rules: rows pass as they are
     app[LIMITS_KEY] = Limits(config.max_line_bytes, config.max_items, config.max_depth)
     app[IN_FLIGHT_KEY] = InFlight()
     app.router.add_post("/v1/records", post_records)
