@@ -156,15 +156,18 @@ class MemoryQueue:
 
     def _unbundle(self, ids: Iterable[int]) -> None:
         """Bundles back as their records, under the ids they were given, in id order (spool/bundles.py)."""
+        split = False
         for row_id in ids:
             row = self.rows.get(row_id)
             if row is None or row.records == 1:
                 continue
+            split = True
             for i, body in enumerate(row.body.split(b"\n")):
                 self.rows[row_id + i] = row._replace(id=row_id + i, body=body, records=1)
                 if row_id in self._due:
                     self._due[row_id + i] = self._due[row_id]
-        self.rows = dict(sorted(self.rows.items()))
+        if split:  # the records went in after every later row: put them back in id order (rare: only on a split)
+            self.rows = dict(sorted(self.rows.items()))
 
     def _entity_scope(self, sink: str, key: str | None) -> str | None:
         return None if key is None else self._scopes.get((sink, key))
