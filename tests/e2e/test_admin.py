@@ -5,6 +5,7 @@ latency."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 from pathlib import Path
@@ -208,11 +209,14 @@ async def test_admin_readyz_turns_503_during_the_drain_and_the_listener_closes_w
             assert daemon.proc is not None
             daemon.proc.send_signal(signal.SIGTERM)
             await daemon.wait_for_log("shutting down")
-            # The held send keeps the daemon draining until released: the admin listener still answers meanwhile.
-            assert await get(session, f"http://{address}/readyz") == (
-                503,
-                {"error": "stopping", "message": "shipper is shutting down"},
-            )
+            # The supervisor says so before its SIGTERM reaches the ingest process, which holds the admin listener:
+            # the turn to 503 is awaited. The held send keeps the drain going meanwhile, so the listener still answers.
+            for _ in range(500):
+                answer = await get(session, f"http://{address}/readyz")
+                if answer[0] == 503:
+                    break
+                await asyncio.sleep(0.02)
+            assert answer == (503, {"error": "stopping", "message": "shipper is shutting down"})
             assert (await get(session, f"http://{address}/healthz"))[0] == 200
         gate.open()
         assert await daemon.terminate() == 0
