@@ -25,7 +25,7 @@ Known approximations, stated where they apply:
 - Content parts: text parts are counted; images, audio and files are not (they are billed by size, not text).
 - Completion tokens (`count_completion`) are the reply's visible text and tool calls; hidden reasoning tokens of
   o-series / gpt-5 models cannot be seen in a log and are not included.
-- Models that are not OpenAI's are counted with cl100k_base (tokens.py): an estimate, not their tokenizer.
+- Models that are not OpenAI's are counted with o200k_base (tokens.py): an estimate, not their tokenizer.
 Not responsible for loading encodings (tokens.py) or for where a vendor keeps its messages (usage.py).
 """
 
@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from shipper.enrich.tokens import O200K, TokenCounter, encoding_for_model
+from shipper.enrich.tokens import O200K, Counter, encoding_for_model
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
@@ -47,7 +47,7 @@ TOOL_CONSTANTS = {O200K: (7, 3, 3, -3, 3, 12)}
 TOOL_CONSTANTS_DEFAULT = (10, 3, 3, -3, 3, 12)
 
 
-def count_prompt(counter: TokenCounter, messages: Iterable[Any], model: str | None, tools: Any = None) -> int:
+def count_prompt(counter: Counter, messages: Iterable[Any], model: str | None, tools: Any = None) -> int:
     """Prompt tokens of a chat request: its messages plus the tool schemas it offered."""
     total = REPLY_PRIMING
     for message in messages:
@@ -57,7 +57,7 @@ def count_prompt(counter: TokenCounter, messages: Iterable[Any], model: str | No
     return total
 
 
-def count_completion(counter: TokenCounter, output: Any, model: str | None) -> int:
+def count_completion(counter: Counter, output: Any, model: str | None) -> int:
     """Completion tokens of a reply: its text and its tool calls, without the per-message framing."""
     if isinstance(output, str):
         return counter.text(output, model)
@@ -73,7 +73,7 @@ def count_completion(counter: TokenCounter, output: Any, model: str | None) -> i
     return 0 if output is None else counter.text(_as_text(output), model)
 
 
-def _message_tokens(counter: TokenCounter, message: Any, model: str | None) -> int:
+def _message_tokens(counter: Counter, message: Any, model: str | None) -> int:
     if not isinstance(message, Mapping):
         return counter.text(_as_text(message), model)
     total = 0
@@ -91,7 +91,7 @@ def _message_tokens(counter: TokenCounter, message: Any, model: str | None) -> i
     return total
 
 
-def _content_tokens(counter: TokenCounter, content: Any, model: str | None) -> int:
+def _content_tokens(counter: Counter, content: Any, model: str | None) -> int:
     if isinstance(content, str):
         return counter.text(content, model)
     if not isinstance(content, list):
@@ -105,7 +105,7 @@ def _content_tokens(counter: TokenCounter, content: Any, model: str | None) -> i
     return total
 
 
-def _part_tokens(counter: TokenCounter, part: Mapping[str, Any], model: str | None) -> int:
+def _part_tokens(counter: Counter, part: Mapping[str, Any], model: str | None) -> int:
     text = part.get("text")
     if isinstance(text, str):
         return counter.text(text, model)
@@ -116,7 +116,7 @@ def _part_tokens(counter: TokenCounter, part: Mapping[str, Any], model: str | No
     return 0  # image, audio, file: billed by size, not by text
 
 
-def _calls_tokens(counter: TokenCounter, calls: Any, model: str | None) -> int:
+def _calls_tokens(counter: Counter, calls: Any, model: str | None) -> int:
     if not isinstance(calls, list):
         return 0
     total = 0
@@ -127,7 +127,7 @@ def _calls_tokens(counter: TokenCounter, calls: Any, model: str | None) -> int:
     return total
 
 
-def _call_tokens(counter: TokenCounter, call: Mapping[str, Any], model: str | None) -> int:
+def _call_tokens(counter: Counter, call: Mapping[str, Any], model: str | None) -> int:
     name = call.get("name")
     arguments = call.get("arguments")
     total = TOKENS_PER_TOOL_CALL + (counter.text(name, model) if isinstance(name, str) else 0)
@@ -136,7 +136,7 @@ def _call_tokens(counter: TokenCounter, call: Mapping[str, Any], model: str | No
     return total
 
 
-def count_tools(counter: TokenCounter, tools: list[Any], model: str | None) -> int:
+def count_tools(counter: Counter, tools: list[Any], model: str | None) -> int:
     """The cookbook's `num_tokens_for_tools` part (without the messages), for OpenAI, Anthropic or plain schemas."""
     func_init, prop_init, prop_key, enum_init, enum_item, func_end = TOOL_CONSTANTS.get(
         encoding_for_model(model), TOOL_CONSTANTS_DEFAULT

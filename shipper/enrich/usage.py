@@ -11,7 +11,8 @@ convention from the record's metadata: `metadata.api_style = "batch"` prices at 
 is listed in the record's metadata as `shipper_estimated` ("usage", "cost"; marks.py says which field).
 
 `enrich_body` is pure but for the pricer's counters: body dict in, set of estimates out (the dict is updated).
-`Enricher` wraps it for the forwarder: bytes in, bytes out, in a worker thread, never failing a delivery.
+`Enricher` wraps it for the forwarder: bytes in, bytes out, on the event loop when cheap, else in a worker thread,
+never failing a delivery.
 Not responsible for the counting formula (chat.py), prices (cost.py) or vendor field names (shipper/vendors/).
 """
 
@@ -30,7 +31,7 @@ from shipper.config.transform import EnrichConfig
 from shipper.enrich.chat import count_completion, count_prompt
 from shipper.enrich.cost import Price, PriceCounters, Pricer
 from shipper.enrich.marks import mark
-from shipper.enrich.tokens import TokenCounter
+from shipper.enrich.tokens import Counter, TokenCounter, WouldBlock
 from shipper.vendors import outbound
 from shipper.vendors.sent import Usage, UsageReader, obj
 
@@ -42,9 +43,10 @@ _WARN_INTERVAL = 60.0
 
 @dataclass(slots=True)
 class Context:
-    counter: TokenCounter
+    counter: Counter
     pricer: Pricer | None  # None: cost is off
     tokens: bool
+    on_loop: bool = False  # on the event loop: a price (genai-prices, ~80 µs) waits for a worker thread
 
 
 def _named(model: Any) -> bool:
@@ -93,6 +95,8 @@ def _price(ctx: Context, slots: Usage, model: str, have: dict[str, Any], batch: 
     tokens_in, tokens_out = have.get(slots.prompt_tokens), have.get(slots.completion_tokens)
     if not isinstance(tokens_in, int) or not isinstance(tokens_out, int):
         return None
+    if ctx.on_loop:
+        raise WouldBlock("a price")
     provider = slots.provider if isinstance(slots.provider, str) else None
     return ctx.pricer.price(model, tokens_in, tokens_out, provider=provider, batch=batch)
 
@@ -168,16 +172,28 @@ class Enricher:
         return self.active and reader_for(vendor, method, path) is not None
 
     async def enrich(self, vendor: str | None, method: str, path: str, raw: bytes) -> bytes:
-        """Off the event loop: counting a long conversation, or loading an encoding the first time, takes a while."""
+        """On the event loop when that is cheap (counts from the cache, a little new text), else in a worker thread:
+        a long conversation seen for the first time, a price or an encoding's first load take a while, but the
+        trip to a thread and back costs ~1 ms on a busy daemon, longer than the usual count, and on the vendor path
+        that latency held each send's slot (one request per record)."""
         if not self.wants(vendor, method, path):
             return raw
-        return await asyncio.to_thread(self.apply, vendor, method, path, raw)
+        try:
+            return self.apply(vendor, method, path, raw, on_loop=True)
+        except WouldBlock:
+            return await asyncio.to_thread(self.apply, vendor, method, path, raw)
 
-    def apply(self, vendor: str | None, method: str, path: str, raw: bytes) -> bytes:
+    def apply(self, vendor: str | None, method: str, path: str, raw: bytes, on_loop: bool = False) -> bytes:
+        """`on_loop`: raise WouldBlock, having changed nothing, where the work would hold the event loop."""
+        ctx = self._ctx
+        if on_loop:
+            ctx = Context(self._counter.on_loop(), ctx.pricer, ctx.tokens, on_loop=True)
         try:
             body = orjson.loads(raw)
-            done = enrich_body(vendor, method, path, body, self._ctx)
+            done = enrich_body(vendor, method, path, body, ctx)
             out = orjson.dumps(body) if done else raw
+        except WouldBlock:
+            raise
         except Exception as exc:  # a record must never become undeliverable because an estimate failed
             self._failed(exc)
             return raw

@@ -26,6 +26,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from shipper.core.leasing import SETTLING_ROUNDS
 from shipper.spool.reader import SpoolReader, read
 from shipper.stopping import closing_time
 from tests.support import (
@@ -178,8 +179,9 @@ async def test_kill_9_while_clients_stream_loses_no_acknowledged_record(
         )
         assert not lost
         # Redelivery comes only from sends whose answer was not recorded at a kill: those in flight (at most
-        # `concurrency`) and those answered, settling (as many again: forwarder.py), per kill, of two.
-        assert sum(c - 1 for c in duplicates.values()) <= 2 * 2 * concurrency * (batch_max if batch else 1)
+        # `concurrency`) and those answered, settling (SETTLING_ROUNDS times as many: core/leasing.py), per kill (two).
+        bound = 2 * (1 + SETTLING_ROUNDS) * concurrency * (batch_max if batch else 1)
+        assert sum(c - 1 for c in duplicates.values()) <= bound
         # Nothing arrives that no client ever sent.
         assert unacked_delivered <= streamer.unanswered
         await wait_for(lambda: status_json(config)["sinks"][0]["queued"] == 0, timeout=10)

@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 import pytest
 
+from shipper.core.leasing import SETTLING_ROUNDS
 from tests.fakes import KeywordsAIFake
 from tests.fakes import snippets as sdk
 from tests.fakes.rig import Rig, vendor_rig
@@ -154,8 +155,8 @@ async def test_kill_9_of_a_role_loses_nothing_keeps_key_order_and_the_role_comes
         await wait_for(lambda: all_arrived(clients, remote), timeout=30)
         repeats = check(clients, remote)
         # Only a send whose answer the dead process had not recorded is repeated: the ones in flight (at most the
-        # sink's concurrency) and the ones answered and settling (as many again, forwarder.py).
-        assert repeats <= (2 * 8 if role == "delivery" else 0), repeats
+        # sink's concurrency) and the ones answered and settling (SETTLING_ROUNDS times as many, core/leasing.py).
+        assert repeats <= ((1 + SETTLING_ROUNDS) * 8 if role == "delivery" else 0), repeats
     finally:
         clients.stop.set()
         assert await daemon.terminate() == 0
@@ -221,7 +222,7 @@ async def test_kill_9_of_a_role_while_a_vendor_sdk_streams_loses_no_acknowledged
         # The fake answers 404 (and notes a violation) to an update of a log it has not received.
         assert rig.hl.violations == [] and rig.hl.rejected() == []
         # A repeat is a log whose create the dead delivery process had sent without recording the answer.
-        assert rig.hl.duplicates <= (2 * 8 if role == "delivery" else 0), rig.hl.duplicates
+        assert rig.hl.duplicates <= ((1 + SETTLING_ROUNDS) * 8 if role == "delivery" else 0), rig.hl.duplicates
 
 
 async def test_a_hung_delivery_process_gives_its_leases_to_the_other_at_their_deadline(

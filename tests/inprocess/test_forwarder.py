@@ -17,6 +17,7 @@ from aiohttp import web
 from shipper.config.sinks import HttpSinkConfig
 from shipper.core import order
 from shipper.core.leasing import LEASE_AHEAD
+from shipper.core.rows import Lease
 from shipper.errors import DiskFull
 from shipper.forward.forwarder import Forwarder
 from shipper.queue.memory import MemoryQueue
@@ -358,6 +359,43 @@ async def test_rows_leased_ahead_are_handed_back_when_a_send_fails(
         # The sink now pauses on the virtual clock; what it had leased ahead is free for anyone to lease.
         again = await queue.lease(SINK, 100)
     assert [row.id for row in again.rows] == ids[1:]
+
+
+class LeaseCounting(MemoryQueue):
+    """The in-memory queue, counting the leases it hands out."""
+
+    leases = 0
+
+    async def lease(self, sink: str, limit: int, max_bytes: int = 1 << 62, bundles: bool = False) -> Lease:
+        self.leases += 1
+        return await super().lease(sink, limit, max_bytes, bundles)
+
+
+async def test_replay_leases_the_next_rows_while_the_last_round_is_still_being_sent(
+    remote: FakeRemote, clock: VirtualClock
+) -> None:
+    """A lease waits its turn behind ingest's commit: taken only once the rows leased ahead ran out, every slot would
+    idle for it. With 2 slots, 8 rows are leased ahead; once fewer than 2 are left to send, the next lease is taken
+    while both slots are still busy."""
+    queue = LeaseCounting(clock=clock.time, lease_timeout=DAY)
+    answers = asyncio.Semaphore(0)
+
+    async def answer_when_told(request: web.Request, body: bytes) -> None:
+        await answers.acquire()
+
+    remote.async_behaviour = answer_when_told
+    async with forwarding(queue, config(remote, concurrency=2, adaptive_concurrency=False), clock) as fw:
+        await queue.append([record(n) for n in range(20)])
+        await wait_for(lambda: remote.in_flight == 2, timeout=5)
+        assert queue.leases == 1  # 2 * LEASE_AHEAD rows
+        for _ in range(2 * LEASE_AHEAD - 3):
+            answers.release()
+        await wait_for(lambda: remote.attempts == 2 * LEASE_AHEAD - 1 and remote.in_flight == 2, timeout=5)
+        await wait_for(lambda: queue.leases == 2, timeout=5)  # one row left to send, both slots busy: leased
+        for _ in range(20):
+            answers.release()
+        await wait_for(lambda: fw.counters.delivered == 20, timeout=5)
+    assert sorted(orjson.loads(r.body)["n"] for r in remote.received) == list(range(20))
 
 
 async def test_drain_hands_back_in_flight_and_leased_ahead_rows_as_unanswered_attempts(

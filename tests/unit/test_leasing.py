@@ -8,11 +8,13 @@ import pytest
 from shipper.core.leasing import (
     IDLE_POLL,
     LEASE_AHEAD,
+    SETTLING_ROUNDS,
     Announced,
     Hold,
     Limits,
     Mode,
     batch_hold,
+    free_slots,
     idle_wait,
     lease_limit,
     wakes,
@@ -100,3 +102,20 @@ def test_a_413_halves_the_batch_limits_to_the_refused_batch(
     limits: Limits, refused: int, size: int, after: Limits
 ) -> None:
     assert limits.shrunk(refused, size) == after
+
+
+@pytest.mark.parametrize(
+    ("limit", "sending", "in_flight", "free"),
+    [
+        (16, 0, 0, 16),  # idle: every slot
+        (16, 16, 16, 0),  # every slot sending
+        (16, 4, 20, 12),  # answered sends settle without holding a slot
+        (16, 0, (1 + SETTLING_ROUNDS) * 16, 0),  # settling is bounded too: a crash repeats at most this many
+        (16, 2, (1 + SETTLING_ROUNDS) * 16 - 3, 3),  # the tighter bound wins
+        (1, 0, 0, 1),  # a probing sink: one at a time
+    ],
+)
+def test_a_slot_frees_at_the_answer_and_sends_settling_are_bounded(
+    limit: int, sending: int, in_flight: int, free: int
+) -> None:
+    assert free_slots(limit, sending, in_flight) == free

@@ -11,15 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shipper.enrich.chat import count_completion, count_prompt
 from shipper.enrich.tokens import (
     CL100K,
     O200K,
+    ON_LOOP_CHARS,
     RANK_FILES,
     Encodings,
+    LoopCounter,
     TokenCounter,
     TokenDataError,
+    WouldBlock,
     encoding_for_model,
     is_openai_model,
     load_ranks,
@@ -326,3 +331,42 @@ def test_repeated_texts_count_the_same_from_the_cache_and_the_cache_stays_within
             assert counter.text(text, "gpt-4o") == fresh.text(text, "gpt-4o") > 0
             assert counter.cached_chars <= 100
     assert counter.text(texts[-1], "gpt-4") == fresh.text(texts[-1], "gpt-4")  # another model, another encoding
+
+
+def test_on_the_loop_counts_come_from_the_cache_or_a_little_new_text_and_anything_more_waits_for_a_thread() -> None:
+    counter = TokenCounter()
+    counter.text("build the encoding first", "gpt-4o")
+    long = "word " * 700  # 3,500 characters: within ON_LOOP_CHARS alone, not twice
+    loop = counter.on_loop()
+    assert loop.text(long, "gpt-4o") == TokenCounter().text(long, "gpt-4o")
+    with pytest.raises(WouldBlock):  # the record's budget is spent: the second new long text goes to a thread
+        loop.text(long + "more", "gpt-4o")
+    assert counter.on_loop().text(long, "gpt-4o") == counter.text(long, "gpt-4o")  # cached: no budget spent
+    with pytest.raises(WouldBlock):
+        counter.on_loop().text("x" * (ON_LOOP_CHARS + 1), "gpt-4o")
+
+
+def test_on_the_loop_an_encoding_never_built_waits_for_a_thread() -> None:
+    counter = TokenCounter(Encodings())
+    with pytest.raises(WouldBlock):
+        counter.on_loop().text("hello", "gpt-4")
+    assert counter.encodings.loaded() == []  # nothing was built on the loop
+    counter.text("hello", "gpt-4")
+    assert counter.on_loop().text("hello again", "gpt-4") == counter.text("hello again", "gpt-4")
+
+
+SHARED = TokenCounter()  # the loop's cache fills across examples, as a daemon's does
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(max_size=3000), max_size=6), st.sampled_from(["gpt-4o", "gpt-4", "claude-3-haiku"]))
+def test_a_count_on_the_loop_is_the_threads_count_or_none(texts: list[str], model: str) -> None:
+    """On the loop a record's texts are counted exactly as in a worker thread, or not at all (WouldBlock)."""
+    SHARED.text("built by a first count in a thread", model)
+    counter, loop = TokenCounter(), LoopCounter(SHARED)
+    for text in texts:
+        try:
+            counted = loop.text(text, model)
+        except WouldBlock:
+            break
+        assert counted == counter.text(text, model)

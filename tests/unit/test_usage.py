@@ -12,7 +12,7 @@ import pytest
 from shipper.config.transform import EnrichConfig
 from shipper.enrich.chat import count_completion, count_prompt
 from shipper.enrich.cost import Pricer
-from shipper.enrich.tokens import Encodings, TokenCounter
+from shipper.enrich.tokens import Encodings, TokenCounter, WouldBlock
 from shipper.enrich.usage import Context, Enricher, enrich_body
 
 COUNTER = TokenCounter()
@@ -220,6 +220,22 @@ async def test_the_enricher_fills_a_vendor_record_off_the_event_loop() -> None:
     assert out["metadata"]["shipper_estimated"] == "cost,usage"
     assert (enricher.counters.usage_estimated, enricher.counters.cost_estimated) == (1, 1)
     assert enricher.counters.price.priced == 1
+
+
+async def test_a_cheap_record_is_enriched_on_the_loop_and_the_rest_in_a_thread_with_the_same_bytes() -> None:
+    """A Freeplay call takes no cost and its texts are short: on the loop. A Keywords AI call wants a price: in a
+    thread. Either way the bytes are what `apply` makes, and each record is counted once."""
+    enricher = Enricher(EnrichConfig())
+    freeplay, keywordsai = orjson.dumps(fp_body()), orjson.dumps(kw_body())
+    on_loop = enricher.apply("freeplay", "POST", FP_PATH, freeplay, on_loop=True)
+    with pytest.raises(WouldBlock):
+        enricher.apply("keywordsai", "POST", KW_PATH, keywordsai, on_loop=True)
+    assert enricher.counters.usage_estimated == 1  # the record that went to a thread was not counted twice
+    assert await enricher.enrich("freeplay", "POST", FP_PATH, freeplay) == on_loop
+    assert await enricher.enrich("keywordsai", "POST", KW_PATH, keywordsai) == enricher.apply(
+        "keywordsai", "POST", KW_PATH, keywordsai
+    )
+    assert (enricher.counters.usage_estimated, enricher.counters.cost_estimated) == (4, 2)
 
 
 async def test_records_of_other_sinks_and_routes_pass_untouched() -> None:
