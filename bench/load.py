@@ -90,9 +90,9 @@ async def closed_loop(
 
 
 async def open_loop(
-    target: str, records: Records, rate: float, start: float, seconds: float, connections: int, seq_base: int = 0
+    target: str, build: Callable[[int], bytes], rate: float, start: float, seconds: float, connections: int
 ) -> dict[str, Any]:
-    """Single-record requests at `rate` per second on a fixed schedule, latency measured from the schedule."""
+    """Requests `build(seq)` at `rate` per second on a fixed schedule, latency measured from the schedule."""
     clients = await _connections(target, connections)
     idle: asyncio.Queue[Client] = asyncio.Queue()
     for client in clients:
@@ -102,7 +102,7 @@ async def open_loop(
 
     async def one(seq: int, scheduled: float) -> None:
         client = await idle.get()
-        status, body = await client.request(records.single_request(seq_base + seq))
+        status, body = await client.request(build(seq))
         idle.put_nowait(client)
         tally.add(scheduled, now(), status, body, 1)
 

@@ -35,6 +35,9 @@ INGEST_CONNECTIONS = 8  # enough concurrent clients to keep the spool writer's g
 VENDOR_PATH_CONNECTIONS = 64  # the SDKs' keep-alive clients of a busy app
 SINGLE_CONNECTIONS = 16  # "several concurrent keep-alive clients" for the single-record maximum
 LATENCY_RATE = 2000.0  # issue 12's ack p99 target is at this rate
+# (p) offered at a steady rate: the most delivery kept up with (2026-12-02, one delivery process), so the figure
+# says whether it still does; where it falls behind, the backlog growth shows by how much.
+SUSTAINED_RATE = 4000.0
 # (f): the vendor path with one ingest and one delivery process (what "auto" gives on 2 cores), then two of each kind.
 SCALING = ((1, 1), (1, 2), (2, 1))
 LATENCY_CONNECTIONS = 32
@@ -112,9 +115,8 @@ class Bench:
             await asyncio.sleep(1.0)  # let the forwarder drain what the maximum left queued
             start = now() + 0.3
             end = start + self.plan.latency_seconds
-            work = load.open_loop(
-                d.http, self.records, LATENCY_RATE, start, self.plan.latency_seconds, LATENCY_CONNECTIONS, 10**8
-            )
+            build = lambda seq: self.records.single_request(10**8 + seq)  # noqa: E731
+            work = load.open_loop(d.http, build, LATENCY_RATE, start, self.plan.latency_seconds, LATENCY_CONNECTIONS)
             self.scenarios["b.single.latency"] = await self._measured(d, start, end, work)
 
     async def end_to_end(self, sink: str, total: int) -> None:
@@ -174,11 +176,15 @@ class Bench:
                 "pss_mb_at_end": d.pss_mb(),
             }
 
-    async def vendor_path(self, name: str = "p.vendor_path", workers: tuple[int, int] | None = None) -> None:
+    async def vendor_path(
+        self, name: str = "p.vendor_path", workers: tuple[int, int] | None = None, offered: float | None = None
+    ) -> None:
         """(p) the vendor path: Freeplay completion creates, one per request over TCP from 64 keep-alive clients,
         forwarded one request per record (replay mode). Delivered per second beside acknowledged per second in the
         same window: where delivery is below, the backlog grows by the difference. With `workers` (ingest,
-        delivery processes), (f): how the same figures move with the processes."""
+        delivery processes), (f): how the same figures move with the processes. With `offered`, the calls come at
+        that rate on a fixed schedule (open loop) instead of as fast as they are answered: whether delivery keeps up
+        with a steady stream, the rate the issue's "sustained" means."""
         calls = VendorCalls(vendors=("freeplay",))
         async with self._daemon(name, "fsync", "freeplay", workers=workers) as d:
             start = now() + self.plan.warmup
@@ -190,7 +196,10 @@ class Bench:
                 await asyncio.sleep(max(0.0, end - now()))
                 return self.remote.records - before
 
-            work = load.closed_loop(d.http, VENDOR_PATH_CONNECTIONS, calls.request, 1, start, end)
+            if offered is None:
+                work = load.closed_loop(d.http, VENDOR_PATH_CONNECTIONS, calls.request, 1, start, end)
+            else:
+                work = load.open_loop(d.http, calls.request, offered, start, end - start, VENDOR_PATH_CONNECTIONS)
             result, forwarded = await asyncio.gather(self._measured(d, start, end, work), delivered())
             result["delivered_per_s"] = forwarded / (end - start)
             result["backlog_growth_per_s"] = result["records_per_s"] - result["delivered_per_s"]
@@ -221,6 +230,7 @@ class Bench:
                     await self.vendors(self.plan.vendor_calls, tokens)
             if "p" in only:
                 await self.vendor_path()
+                await self.vendor_path("p.vendor_path.sustained", offered=SUSTAINED_RATE)
             if "f" in only:
                 for ingest, delivery in SCALING:
                     await self.vendor_path(f"f.vendor_path.{ingest}i{delivery}d", (ingest, delivery))
@@ -247,6 +257,7 @@ def _meta(args: argparse.Namespace, plan: Plan, records: Records) -> dict[str, A
         "ingest_connections": INGEST_CONNECTIONS,
         "single_connections": SINGLE_CONNECTIONS,
         "latency_rate": LATENCY_RATE,
+        "sustained_rate": SUSTAINED_RATE,
         "latency_connections": LATENCY_CONNECTIONS,
     }
 
