@@ -55,6 +55,7 @@ class NewRow(NamedTuple):
     kind: str | None = None
     credential: str | None = None  # the remote's API key; stored once, never logged (not in the repr)
     records: int = 1  # more than one: a bundle, whose body is its records' bodies joined by newlines
+    due: float = 0.0  # epoch seconds before which it is not handed out (0: at once); an LLM span held for its logs
 
     def __repr__(self) -> str:
         shown = self._asdict()

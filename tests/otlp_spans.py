@@ -1,4 +1,5 @@
-"""OTLP spans and export requests built by hand, as the SDK would put them on the wire: for the OTLP tests."""
+"""OTLP spans, log records and export requests built by hand, as the SDK would put them on the wire: for the OTLP
+tests."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
@@ -69,6 +72,35 @@ def export(*spans: Span, service: str = "calc-app") -> ExportTraceServiceRequest
     return request
 
 
+def log_record(
+    name: str,
+    body: Any = None,
+    attrs: Mapping[str, Any] | None = None,
+    *,
+    trace_id: bytes = TRACE,
+    span_id: bytes = SPAN,
+    old_sdk: bool = False,
+) -> LogRecord:
+    """An event on the logs signal, tied to a span; `old_sdk` names it by the `event.name` attribute, as SDKs before
+    LogRecord's `event_name` field did."""
+    fields = {**(attrs or {}), **({"event.name": name} if old_sdk else {})}
+    made = LogRecord(
+        time_unix_nano=START_NS, trace_id=trace_id, span_id=span_id, attributes=pairs(fields),
+        event_name="" if old_sdk else name,
+    )  # fmt: skip
+    if body is not None:
+        made.body.CopyFrom(any_value(body))
+    return made
+
+
+def logs_export(*records: LogRecord, service: str = "calc-app") -> ExportLogsServiceRequest:
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.extend(pairs({"service.name": service}))
+    resource_logs.scope_logs.add().log_records.extend(records)
+    return request
+
+
 def js(item: Any) -> str:
     return orjson.dumps(item).decode()
 
@@ -122,3 +154,31 @@ OPENINFERENCE = {
     "output.value": "4",
     "session.id": "conv-1",
 }
+
+# The same call as the official OpenAI instrumentation puts it on the logs signal: the span without its messages,
+# and the messages in log records (the old generation's one event per message, or the new one's details event).
+NO_CONTENT = {
+    k: v for k, v in NEW_GENERATION.items() if not k.startswith(("gen_ai.input", "gen_ai.output", "gen_ai.system_"))
+}
+OLD_EVENTS = (
+    log_record("gen_ai.system.message", {"content": "Be terse"}, {"gen_ai.system": "openai"}),
+    log_record("gen_ai.user.message", {"content": "What is 2+2?"}, {"gen_ai.system": "openai"}, old_sdk=True),
+    log_record(
+        "gen_ai.choice",
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "4"}},
+        {"gen_ai.system": "openai"},
+    ),
+)
+DETAILS_EVENT = log_record(
+    "gen_ai.client.inference.operation.details",
+    attrs={
+        "gen_ai.operation.name": "chat",
+        "gen_ai.input.messages": [
+            {"role": "system", "parts": [{"type": "text", "content": "Be terse"}]},
+            {"role": "user", "parts": [{"type": "text", "content": "What is 2+2?"}]},
+        ],
+        "gen_ai.output.messages": [
+            {"role": "assistant", "parts": [{"type": "text", "content": "4"}], "finish_reason": "stop"}
+        ],
+    },
+)

@@ -9,7 +9,7 @@ Not responsible for binding or serving (shipper/ingest/otlp.py) or for reading s
 
 from __future__ import annotations
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from shipper.config.listeners import parse_host_port
 from shipper.config.section import Section
@@ -22,6 +22,9 @@ class OtlpConfig(Section):
     # The sinks spans go to. A vendor sink records every LLM span as its own kind of record (a Freeplay completion,
     # a Humanloop prompt log, a Keywords AI request log); an otlp sink gets every export request whole.
     route: tuple[str, ...] = ()
+    # How long an LLM span with no messages waits for them on the logs signal before its records are sent (with what
+    # came by then): the SDK exports spans and log records apart, every 5 s and 1 s by default.
+    logs_wait: float = Field(5.0, ge=0, le=3600)
 
     @field_validator("http")
     @classmethod

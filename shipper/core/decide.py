@@ -89,7 +89,8 @@ def decide(
         return Settle(Settlement(unbundled=[rows[0].id]), Breaker.SUCCESS)
     if outcome.verdict is Verdict.DELIVERED:
         learned = [(rows[0].sink, local, remote) for local, remote in outcome.learned]
-        return Settle(Settlement(delivered=[row.id for row in rows], learned=learned), Breaker.SUCCESS)
+        delivered = [row.id for row in rows] + list(outcome.consumed)
+        return Settle(Settlement(delivered=delivered, learned=learned), Breaker.SUCCESS)
     if outcome.verdict is Verdict.REJECT:
         where = "rejected by the remote" if outcome.status is not None else "refused before sending"
         return _dead(rows, outcome, f"{where}: {outcome.detail}", Breaker.SUCCESS)

@@ -45,6 +45,7 @@ class Outcome:
     learned: tuple[tuple[str, str], ...] = ()  # (id told to the app, id the remote assigned), from a create
     unanswered: bool = False
     app_key: bool = False  # the request carried the key the app sent with the record, not the sink's own
+    consumed: tuple[int, ...] = ()  # other queued rows the send carried (an LLM span's log records): gone with it
 
 
 def is_retryable_status(status: int) -> bool:

@@ -9,12 +9,14 @@ now (the exporters retry only 429, 502, 503 and 504, so a full disk is said as 5
 `google.rpc.Status` (ingest's own edge refuses, otlp_edge says it so). The body limit, client timeout, token and
 requests in flight are `[ingest]`'s, shared with the ingest listeners (the same in-flight count, so a shutdown drains
 both). Routed otlp sinks get each export request
-whole (traces and logs). No vendor record is made from the logs signal yet (joining message content carried on logs
-to its span is not built): with no otlp sink routed, log records are refused in `partial_success`.
+whole (traces and logs). Log records that carry an LLM call's messages are spooled for each routed vendor sink, to be
+joined to their span when its record is sent (shipper/otlp/join.py); other log records are passed over, counted.
 Not responsible for what a span means (shipper/otlp/) or for binding the listener (server.py, binding.py).
 """
 
 from __future__ import annotations
+
+import time
 
 import orjson
 from aiohttp import web
@@ -43,15 +45,13 @@ from shipper.ingest.keys import (
 from shipper.ingest.responses import Handler
 from shipper.ingest.server import IngestServer
 from shipper.otlp import wire
-from shipper.otlp.plan import SpanPlan, plan_spans
+from shipper.otlp.join import PART_KEEP
+from shipper.otlp.plan import LogPlan, SpanPlan, plan_logs, plan_spans
 from shipper.records import BadInput, NewRow
 from shipper.sinks.routing import Routing
 from shipper.sinks.vendor import VendorSink
 
 OTLP_KEY = web.AppKey("otlp", OtlpConfig)
-LOGS_NOT_MAPPED = (
-    "shipper does not map the logs signal to vendor records yet; send GenAI message content as span attributes"
-)
 
 
 def _encoding(request: web.Request) -> str:
@@ -115,11 +115,12 @@ async def post_traces(request: web.Request) -> web.Response:
     spans = sum(len(scope.spans) for resource in export.resource_spans for scope in resource.scope_spans)
     _bounded(request, spans, "spans")
     vendors, forwarding = _routed(request)
-    plan = plan_spans(export, vendors) if vendors else SpanPlan()
+    hold_until = time.time() + request.app[OTLP_KEY].logs_wait
+    plan = plan_spans(export, vendors, hold_until) if vendors else SpanPlan()
     rows = [*plan.rows, *_forwarded(forwarding if spans else [], "/v1/traces", export)]
     if rows:  # vendor rows travel with the sink's own key: an exporter's one set of headers cannot carry one each
         await commit(request, rows)
-    outcomes = {"mapped": plan.mapped, "passed_over": plan.passed_over, "refused": plan.refused}
+    outcomes = {"mapped": plan.mapped, "held": plan.held, "passed_over": plan.passed_over, "refused": plan.refused}
     _count(request, "traces", {**outcomes, "forwarded": spans if forwarding else 0})
     response = ExportTraceServiceResponse()
     if plan.refused:
@@ -129,20 +130,20 @@ async def post_traces(request: web.Request) -> web.Response:
 
 
 async def post_logs(request: web.Request) -> web.Response:
-    """Log records go whole to the routed otlp sinks; with none, they are refused: no vendor mapping reads them yet."""
+    """Content log records become parts for every routed vendor sink (join.py), and the request goes whole to the
+    routed otlp sinks; any other log record is passed over."""
     export = wire.decode(await read_body(request), request.content_type, ExportLogsServiceRequest)
     records = sum(len(scope.log_records) for resource in export.resource_logs for scope in resource.scope_logs)
     _bounded(request, records, "log records")
-    _, forwarding = _routed(request)
-    response = ExportLogsServiceResponse()
-    if records and forwarding:
-        await commit(request, _forwarded(forwarding, "/v1/logs", export))
-        _count(request, "logs", {"forwarded": records})
-    elif records:
-        _count(request, "logs", {"refused": records})
-        response.partial_success.rejected_log_records = records
-        response.partial_success.error_message = LOGS_NOT_MAPPED
-    return _answer(request, response)
+    vendors, forwarding = _routed(request)
+    plan = plan_logs(export, vendors, time.time() + PART_KEEP) if vendors else LogPlan(passed_over=records)
+    rows = [*plan.rows, *_forwarded(forwarding if records else [], "/v1/logs", export)]
+    if rows:
+        await commit(request, rows)
+    _count(
+        request, "logs", {"held": plan.held, "passed_over": plan.passed_over, "forwarded": records if forwarding else 0}
+    )
+    return _answer(request, ExportLogsServiceResponse())
 
 
 def _count(request: web.Request, signal: str, outcomes: dict[str, int]) -> None:

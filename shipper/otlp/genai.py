@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from shipper.vendors.llm import LlmCall
@@ -36,6 +37,9 @@ MESSAGE_EVENTS = {
     "gen_ai.tool.message": "tool",
 }
 DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+# Events that carry a call's messages, as span events or as log records (the logs signal) tied to the span.
+CONTENT_EVENTS = frozenset({*MESSAGE_EVENTS, "gen_ai.choice", DETAILS_EVENT})
+Event = tuple[str, dict[str, Any]]
 _FLAT = re.compile(r"^(gen_ai\.prompt|gen_ai\.completion|llm\.input_messages|llm\.output_messages)\.(\d+)\.(.+)$")
 
 
@@ -71,14 +75,33 @@ def is_llm(attrs: Mapping[str, Any]) -> bool:
     return _first(attrs, "gen_ai.provider.name", "gen_ai.system") is not None and "gen_ai.request.model" in attrs
 
 
-def llm_call(span: Span, service: str) -> LlmCall | None:
-    """The LLM call the span records, or None when it records none; Unmappable for one with unusable ids."""
+def content_event(record: LogRecord) -> tuple[str, str, Event] | None:
+    """A log record that carries an LLM call's messages, as (trace id, span id, event) in hex and the span event
+    shape: its name (`event_name`, or the `event.name` attribute older SDKs set) and its attributes with its body's
+    fields over them (the old generation puts `content` / `message` in the body). None for any other record, and for
+    one tied to no span (its ids absent or of the wrong length): nothing could join it."""
+    fields = attributes(record.attributes)
+    name = record.event_name or fields.get("event.name")
+    if name not in CONTENT_EVENTS or len(record.trace_id) != 16 or len(record.span_id) != 8:
+        return None
+    body = value(record.body)
+    if isinstance(body, dict):
+        fields.update(body)
+    elif isinstance(body, str) and body:
+        fields.setdefault("content", body)
+    return record.trace_id.hex(), record.span_id.hex(), (str(name), fields)
+
+
+def llm_call(span: Span, service: str, joined: Iterable[Event] = ()) -> LlmCall | None:
+    """The LLM call the span records, or None when it records none; Unmappable for one with unusable ids. `joined`:
+    the content events that came for it on the logs signal (content_event), read after the span's own events."""
     attrs = attributes(span.attributes)
     if not is_llm(attrs):
         return None
     if len(span.trace_id) != 16 or len(span.span_id) != 8 or len(span.parent_span_id) not in (0, 8):
         raise Unmappable(f"span {span.name!r}: trace and span ids must be 16 and 8 bytes")
     events = [(event.name, attributes(event.attributes)) for event in span.events]
+    events += joined
     for name, fields in events:
         if name == DETAILS_EVENT:  # the new generation's one event holds what the span's attributes would
             attrs = {**fields, **attrs}
@@ -150,9 +173,7 @@ def _error(span: Span, attrs: Mapping[str, Any]) -> str | None:
     return span.status.message or _text(_first(attrs, "error.type", "exception.message")) or "error"
 
 
-def _messages(
-    attrs: Mapping[str, Any], events: list[tuple[str, dict[str, Any]]]
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _messages(attrs: Mapping[str, Any], events: list[Event]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Input messages and the reply, from the first convention that has them."""
     inputs = _json(attrs.get("gen_ai.input.messages"))
     if isinstance(inputs, list):
@@ -241,7 +262,7 @@ def _flat_message(fields: Mapping[str, Any]) -> dict[str, Any]:
     return message
 
 
-def _from_events(events: list[tuple[str, dict[str, Any]]]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _from_events(events: list[Event]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Old-generation span events: one per message, then `gen_ai.choice` with the reply (content in the event's
     `content` attribute, or a JSON `gen_ai.event.content`)."""
     messages: list[dict[str, Any]] = []

@@ -60,6 +60,11 @@ class Lookups(Protocol):
         """The remote's id for an id shipper made up for the app, once a delivered create taught it."""
         ...
 
+    async def keyed(self, sink: str, key: str, kind: str) -> list[tuple[int, bytes]]:
+        """(id, body) of the queued rows of `sink` with this key and kind, in id order: what a row joins at its
+        send (an LLM span the log records carrying its messages, shipper/otlp/join.py)."""
+        ...
+
 
 class Health(Protocol):
     path: Path

@@ -110,6 +110,9 @@ class MemoryQueue:
     async def upstream_id(self, sink: str, local: str) -> str | None:
         return self._upstream.get((sink, local))
 
+    async def keyed(self, sink: str, key: str, kind: str) -> list[tuple[int, bytes]]:
+        return [(r.id, r.body) for r in self.rows.values() if (r.sink, r.key, r.kind) == (sink, key, kind)]
+
     async def ping(self) -> None:
         return None
 
@@ -148,6 +151,8 @@ class MemoryQueue:
         died = order.dead_on_arrival(new.kind, new.key, new.after, self._dead_creates(new.sink))
         if died is None:
             self.rows[row_id] = row
+            if new.due > 0:
+                self._due[row_id] = new.due
         else:
             self.dead[row_id] = Dead(row, None, None, order.reason(died, self.dead[died].row.key))
         if order.remembers_scope(new.kind, new.key, scope) and new.key is not None and scope is not None:

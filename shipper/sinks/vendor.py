@@ -2,12 +2,14 @@
 
 The adapter (shipper/vendors/) says what the row means: auth header, placeholders to rewrite, which codes are
 success, which ids an answer teaches. This module does the I/O the same way for all of them: stored key lookup,
-id rewriting through the queue's lookups, enrichment, the request and its classification. Not responsible for
-routing drop-in calls (the adapters) or retries (the forwarder).
+id rewriting through the queue's lookups, enrichment, the request and its classification; and an LLM span held for
+the messages its logs carry becomes its record here, joined to the log records queued for it (shipper/otlp/join.py).
+Not responsible for routing drop-in calls (the adapters) or retries (the forwarder).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,7 +21,9 @@ from shipper.config.sinks import VendorSinkConfig
 from shipper.core.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.core.rows import SpoolRow
 from shipper.enrich.usage import Enricher
+from shipper.otlp import join
 from shipper.queue.base import Lookups
+from shipper.records import BadInput
 from shipper.sinks.base import Batching, OutRequest, failure_detail
 from shipper.sinks.http import read_secret, render_query
 from shipper.sinks.transport import HttpTransport
@@ -77,6 +81,31 @@ class VendorSink:
 
     async def send(self, rows: Sequence[SpoolRow]) -> Outcome:
         (row,) = rows
+        if row.kind == join.PART_KIND:  # handed out only once PART_KEEP passed with it still queued
+            return Outcome(
+                Verdict.REJECT, None, f"an orphan: no LLM span of this sink took it within {join.PART_KEEP:g}s"
+            )
+        consumed: tuple[int, ...] = ()
+        if row.path == join.SPAN_PATH:
+            try:
+                row, consumed = await self._joined(row)
+            except BadInput as exc:
+                return Outcome(Verdict.REJECT, None, f"the span held for its logs cannot be recorded: {exc}")
+        outcome = await self._send(row)
+        if consumed and outcome.verdict is Verdict.DELIVERED:
+            outcome = dataclasses.replace(outcome, consumed=consumed)
+        return outcome
+
+    async def _joined(self, row: SpoolRow) -> tuple[SpoolRow, tuple[int, ...]]:
+        """A held span's row as the vendor record it becomes with the log records queued for it, and their ids."""
+        held = join.read_held(row.body)
+        parts = await self._lookups.keyed(self.name, held.key, join.PART_KIND)
+        planned = join.plan_joined(join.joined_call(held, [body for _, body in parts]), self.adapter, self.config)
+        record = planned.row(self.name, None)
+        joined = row._replace(method=record.method, path=record.path, query=record.query, body=record.body)
+        return joined, tuple(part_id for part_id, _ in parts)
+
+    async def _send(self, row: SpoolRow) -> Outcome:
         stored = None if row.credential_id is None else await self._lookups.credential(row.credential_id)
         key = self.key_for(stored)
         if key is None:

@@ -55,6 +55,7 @@ class Inserts:
         next_id = first_of_all = int(one(conn, sql.LAST_ID) or 0) + 1
         now = time.time()
         queued: list[tuple[Any, ...]] = []
+        held: list[tuple[float, int]] = []
         scopes: list[tuple[str, str, str, float]] = []
         out: list[list[int]] = []
         records = 0
@@ -64,10 +65,14 @@ class Inserts:
                 values = self._place(conn, next_id, row, now, scopes)
                 if values is not None:
                     queued.append(values)
+                    if row.due > 0:
+                        held.append((row.due, next_id))
                     records += row.records
                 next_id += row.records
             out.append(list(range(first, next_id)))
         conn.executemany(sql.INSERT, queued)
+        if held:  # rows not to be handed out before a time: the lease's `next_attempt_at`, set as a retry sets it
+            conn.executemany(sql.HOLD, held)
         if len(queued) < next_id - first_of_all:  # ids past the rows: bundles' later ids, records dead on arrival
             conn.execute(sql.BUMP_SEQUENCE, (next_id - 1,))
         if scopes:

@@ -34,6 +34,9 @@ COLUMNS = names(ROW)
 LEASED_COLUMNS = COLUMNS.replace("attempts", "attempts + 1") + ", unanswered"
 INSERT = f"INSERT INTO rows ({COLUMNS}) VALUES ({marks(ROW)})"
 DEAD_ON_ARRIVAL = f"INSERT INTO dead_letters ({COLUMNS}, failed_at, reason) VALUES ({marks(ROW)}, ?, ?)"
+HOLD = "UPDATE rows SET next_attempt_at = ? WHERE id = ?"
+# The rows of a sink with a key and a kind, in id order: the log-record content an LLM span waits for (otlp/join.py).
+KEYED_KIND = "SELECT id, body FROM rows WHERE sink = ? AND key = ? AND kind = ? ORDER BY id"
 LAST_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'rows'"
 # Ids come from the rows table's sequence; a row dead on arrival never enters it, so move the sequence past it.
 BUMP_SEQUENCE = "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'rows'"

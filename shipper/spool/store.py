@@ -21,6 +21,7 @@ from shipper.core.rows import DeadLetter, Lease, Retry, Settlement
 from shipper.errors import DiskFull, SpoolError
 from shipper.logs import Throttled
 from shipper.records import NewRow
+from shipper.spool import sql
 from shipper.spool.bounds import Bounds
 from shipper.spool.claim import Claim
 from shipper.spool.group import GroupWriter, Op, Outcome, Read, environmental, failure
@@ -209,6 +210,13 @@ class Spool:
             if found is not None:
                 self._upstream[(sink, local)] = found
         return self._upstream.get((sink, local))
+
+    async def keyed(self, sink: str, key: str, kind: str) -> list[tuple[int, bytes]]:
+        """(id, body) of the queued rows of `sink` with this key and kind, in id order (never cached: they change)."""
+        found: list[tuple[int, bytes]] = await self._read(
+            lambda conn: conn.execute(sql.KEYED_KIND, (sink, key, kind)).fetchall()
+        )
+        return found
 
     async def give_back_dead(self) -> int:
         """Leases of processes that died, back to the queue now (not at their deadline); wakes the watchers when any

@@ -6,6 +6,7 @@ own encoding, and nothing is appended."""
 from __future__ import annotations
 
 import gzip
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,12 +31,24 @@ from shipper.ingest.guard import InFlight
 from shipper.ingest.otlp import build_otlp_app
 from shipper.latency import IngestTimers
 from shipper.otlp import wire
+from shipper.otlp.join import PART_KIND, SPAN_PATH, part_key
 from shipper.queue.memory import MemoryQueue
 from shipper.records import NewRow
 from shipper.sinks.routing import Routing
 from shipper.sinks.vendor import VendorSink
 from shipper.vendors import VENDORS
-from tests.otlp_spans import NEW_GENERATION, OPENINFERENCE, SPAN, TRACE, export, span
+from tests.otlp_spans import (
+    NEW_GENERATION,
+    NO_CONTENT,
+    OLD_EVENTS,
+    OPENINFERENCE,
+    SPAN,
+    TRACE,
+    export,
+    log_record,
+    logs_export,
+    span,
+)
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
@@ -135,15 +148,22 @@ async def test_otlp_json_is_read_with_hex_ids_and_answered_in_json(served: Serve
 
 
 async def test_refused_spans_are_counted_in_partial_success_and_the_others_are_spooled(served: Served) -> None:
-    empty = span({"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"}, name="empty")
-    sent = export(span(NEW_GENERATION), empty, span(NEW_GENERATION, trace_id=b"\x01", name="bad")).SerializeToString()
+    bad = span(NEW_GENERATION, trace_id=b"\x01", name="bad")
+    sent = export(span(NEW_GENERATION), span(NO_CONTENT, span_id=bytes(7) + b"\x02"), bad).SerializeToString()
+    before = time.time()
     response = await served.client.post("/v1/traces", data=sent, headers=PROTOBUF)
     assert response.status == 200
     answer = ExportTraceServiceResponse.FromString(await response.read())
-    assert answer.partial_success.rejected_spans == 2
-    assert answer.partial_success.error_message.startswith("2 span(s) refused; the first: span 'empty': sink fp:")
-    assert len(served.intake.spool.rows) == 3
-    assert served.counters.otlp == {("traces", "mapped"): 1, ("traces", "refused"): 2}
+    assert answer.partial_success.rejected_spans == 1
+    assert answer.partial_success.error_message == (
+        "1 span(s) refused; the first: span 'bad': trace and span ids must be 16 and 8 bytes"
+    )
+    rows = list(served.intake.spool.rows.values())
+    held = [row for row in rows if row.path == SPAN_PATH]  # the span without messages waits for its logs
+    assert len(rows) == 6 and sorted(row.sink for row in held) == ["fp", "hl", "kw"]
+    due = {row.id: served.intake.spool._due.get(row.id, 0.0) for row in rows}
+    assert all(before + 5.0 <= due[row.id] <= time.time() + 5.0 for row in held)
+    assert served.counters.otlp == {("traces", "mapped"): 2, ("traces", "held"): 1, ("traces", "refused"): 1}
 
 
 @pytest.mark.parametrize(
@@ -189,15 +209,18 @@ async def test_a_spool_that_cannot_take_the_rows_now_is_a_503_with_retry_after(
     assert served.counters.otlp == {}  # counted when the retry is taken, not now
 
 
-async def test_log_records_are_refused_in_partial_success_until_the_logs_signal_is_mapped(served: Served) -> None:
-    logs = ExportLogsServiceRequest()
-    logs.resource_logs.add().scope_logs.add().log_records.add().body.string_value = "hi"
-    response = await served.client.post("/v1/logs", data=logs.SerializeToString(), headers=PROTOBUF)
+async def test_content_log_records_are_spooled_as_parts_of_their_span_and_other_log_records_passed_over(
+    served: Served,
+) -> None:
+    other = log_record("http.request", "GET /")
+    response = await served.client.post(
+        "/v1/logs", data=logs_export(*OLD_EVENTS, other).SerializeToString(), headers=PROTOBUF
+    )
     assert response.status == 200
-    answer = ExportLogsServiceResponse.FromString(await response.read())
-    assert answer.partial_success.rejected_log_records == 1
-    assert "does not map the logs signal" in answer.partial_success.error_message
-    assert served.counters.otlp == {("logs", "refused"): 1}
+    assert ExportLogsServiceResponse.FromString(await response.read()) == ExportLogsServiceResponse()
+    rows = list(served.intake.spool.rows.values())
+    assert len(rows) == 9 and {(row.kind, row.key) for row in rows} == {(PART_KIND, part_key(TRACE.hex(), SPAN.hex()))}
+    assert served.counters.otlp == {("logs", "held"): 3, ("logs", "passed_over"): 1}
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [("GET", "/v1/traces", 405), ("POST", "/v1/metrics", 404)])
@@ -256,4 +279,4 @@ async def test_log_records_go_whole_to_an_otlp_sink_and_are_not_refused() -> Non
         (row,) = served.intake.spool.rows.values()
         assert (row.sink, row.path) == ("col", "/v1/logs")
         assert wire.decode(row.body, wire.JSON, ExportLogsServiceRequest) == logs
-        assert served.counters.otlp == {("logs", "forwarded"): 1}
+        assert served.counters.otlp == {("logs", "forwarded"): 1, ("logs", "passed_over"): 1}

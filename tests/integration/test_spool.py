@@ -16,6 +16,7 @@ import pytest
 
 from shipper.core.rows import DeadLetter, Retry, SpoolRow
 from shipper.errors import LargerThanSpool, SpoolError, SpoolFull
+from shipper.queue.memory import MemoryQueue
 from shipper.records import NewRow
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
@@ -397,3 +398,22 @@ async def test_a_spool_of_schema_5_migrates_and_its_rows_start_with_no_unanswere
     finally:
         await spool.close()
     assert query_spool(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+@pytest.mark.parametrize("queue", ["spool", "memory"])
+async def test_a_row_appended_with_a_due_time_waits_for_it_and_keyed_rows_are_read_by_key_and_kind(
+    path: Path, queue: str
+) -> None:
+    """What an LLM span held for its logs relies on (shipper/otlp/join.py), in both queues alike."""
+    opened: Spool | MemoryQueue = await Spool.open(path) if queue == "spool" else MemoryQueue()
+    try:
+        due = time.time() + 600
+        held = row(0)._replace(due=due)
+        part = row(1, key="otel:t:s")._replace(kind="otel-part", due=due)
+        ids = await opened.append([held, part, row(2), row(3)])
+        lease = await opened.lease("remote", 10)
+        assert numbers(lease.rows) == [2, 3] and lease.next_due == pytest.approx(due)
+        assert await opened.keyed("remote", "otel:t:s", "otel-part") == [(ids[1], part.body)]
+        assert await opened.keyed("other", "otel:t:s", "otel-part") == []
+    finally:
+        await opened.close()

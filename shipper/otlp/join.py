@@ -1,0 +1,122 @@
+"""An LLM span joined to the message content its instrumentation put on the logs signal, through the spool.
+
+The official OpenAI instrumentation (and others) can write a call's messages only as log records tied to the span by
+trace and span id (`gen_ai.client.inference.operation.details`, or the old `gen_ai.user.message` ... `gen_ai.choice`
+events), exported in requests of their own, in either order, each acknowledged only once committed. So neither half
+waits in memory: both are spool rows of each routed vendor sink, and the join happens when the span's row is sent.
+
+- A **held span**: an LLM span read with no input messages. Its row has the key, scope and `after` the vendor's own
+  record of it will have (planned now, from the call with a stand-in message), so it keeps its place in the
+  vendor's order, but its body is the span itself (OTLP/JSON, path SPAN_PATH), and it is not handed out before
+  `[otlp] logs_wait` has passed: time for the logs to arrive.
+- A **part**: one content log record, a row of kind PART_KIND keyed by its span (`part_key`), never sent by itself:
+  it is held for PART_KEEP seconds, and only one still queued then is handed out, and dead-lettered as an orphan
+  (its span never came, or came and left before it).
+
+When the held span is sent (shipper/sinks/vendor.py), its sink's parts are read from the queue, the call is read
+again with them (genai.py), and the vendor's adapter plans the record the span would have given with its messages
+on it; the parts leave the queue with that delivery. Without any part by then, the record goes without messages, as
+the span said it (a vendor that needs messages refuses it, and the row is dead-lettered, saying why). Not
+responsible for reading spans (genai.py), for I/O, or for what a vendor record holds (the vendor modules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from shipper.config.sinks import VendorSinkConfig
+from shipper.otlp import wire
+from shipper.otlp.genai import Event, Unmappable, attributes, llm_call
+from shipper.records import BadInput, NewRow
+from shipper.vendors.base import Adapter, Spooled
+from shipper.vendors.llm import LlmCall
+
+SPAN_PATH = "/otel/span"  # a held span's row: its body the span, sent as the vendor record it becomes
+PART_PATH = "/otel/part"
+PART_KIND = "otel-part"
+# How long a part waits for its span to be sent before it counts as an orphan: long enough for a vendor outage of
+# the usual kind to delay the span's row, short enough that log records of spans that never come do not pile up.
+PART_KEEP = 3600.0
+# What a held span is planned with, so its record's key, scope and order are known before its messages are.
+STAND_IN = ({"role": "user", "content": ""},)
+
+
+def part_key(trace_id: str, span_id: str) -> str:
+    return f"otel:{trace_id}:{span_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A held span as its row's body gives it back."""
+
+    span: Span
+    service: str
+
+    @property
+    def key(self) -> str:
+        return part_key(self.span.trace_id.hex(), self.span.span_id.hex())
+
+
+def held_row(planned: Spooled, sink: str, span: Span, service: str, due: float) -> NewRow:
+    """The row that holds `span` for `sink` until `due`, in the place its vendor record (`planned`) would take."""
+    request = ExportTraceServiceRequest()
+    resource = request.resource_spans.add()
+    resource.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value=service)))
+    resource.scope_spans.add().spans.append(span)
+    row = planned.row(sink, None)
+    return row._replace(path=SPAN_PATH, query=None, body=wire.to_json(request), due=due)
+
+
+def part_row(sink: str, trace_id: str, span_id: str, event: Event, keep_until: float) -> NewRow:
+    name, fields = event
+    body = orjson.dumps({"name": name, "fields": fields})
+    return NewRow(sink, "POST", PART_PATH, None, body, part_key(trace_id, span_id), kind=PART_KIND, due=keep_until)
+
+
+def read_held(body: bytes) -> Held:
+    """BadInput for a body that is no held span (redaction may have made it unreadable)."""
+    request = wire.decode(body, wire.JSON, ExportTraceServiceRequest)
+    for resource in request.resource_spans:
+        service = attributes(resource.resource.attributes).get("service.name")
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                return Held(span, service if isinstance(service, str) else "unknown_service")
+    raise BadInput("invalid_body", "the held span's row holds no span")
+
+
+def read_part(body: bytes) -> Event | None:
+    try:
+        found: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(found, dict) and isinstance(found.get("name"), str) and isinstance(found.get("fields"), dict):
+        return found["name"], found["fields"]
+    return None
+
+
+def joined_call(held: Held, parts: Sequence[bytes]) -> LlmCall:
+    """The call the span records, with the content its parts brought; BadInput when it is none after all."""
+    events = [event for event in map(read_part, parts) if event is not None]
+    try:
+        call = llm_call(held.span, held.service, events)
+    except Unmappable as exc:
+        raise BadInput("invalid_body", str(exc)) from None
+    if call is None:
+        raise BadInput("invalid_body", f"span {held.span.name!r} is no LLM call")
+    return call
+
+
+def plan_joined(call: LlmCall, adapter: Adapter, sink: VendorSinkConfig) -> Spooled:
+    """The vendor record of the joined call, planned as at ingest; BadInput for one the vendor cannot take."""
+    request = adapter.from_call(call, sink)
+    planned = adapter.plan(request.method, request.path, {}, request.body)
+    if not isinstance(planned, Spooled):  # every from_call names one of its vendor's log routes
+        raise BadInput("invalid_body", f"{request.method} {request.path} is not a log route")
+    return planned
