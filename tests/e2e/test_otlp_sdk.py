@@ -23,17 +23,22 @@ import aiohttp
 import pytest
 from aiohttp import web
 from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from shipper.spool.reader import read
 from tests.fakes.openai import MODEL, OpenAIFake
 from tests.fakes.rig import FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY, Rig, vendor_rig
-from tests.otlp_spans import NEW_GENERATION, OLD_GENERATION, OPENINFERENCE
+from tests.otlp_spans import NEW_GENERATION, NO_CONTENT, OLD_EVENTS, OLD_GENERATION, OPENINFERENCE, logs_export, span
+from tests.otlp_spans import export as export_request
 from tests.support import FakeRemote, free_port, metric, scrape, wait_for
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.supervised]
@@ -54,7 +59,8 @@ class Otlp:
 async def otlp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Otlp]:
     endpoint = f"127.0.0.1:{free_port()}"
     monkeypatch.setenv("SHIPPER__SINKS__FP__PROJECT_ID", PROJECT)  # the rig writes the sinks; the project comes here
-    extra = f'[otlp]\nhttp = "{endpoint}"\nroute = ["fp", "hl", "kw"]\n'
+    # A span without messages waits a second for them on the logs signal (5 s by default).
+    extra = f'[otlp]\nhttp = "{endpoint}"\nroute = ["fp", "hl", "kw"]\nlogs_wait = 1.0\n'
     async with vendor_rig(tmp_path, start_fakes=False, extra=extra) as rig:
         yield Otlp(rig, endpoint)
 
@@ -179,26 +185,32 @@ async def test_an_export_that_does_not_parse_is_a_400_without_retry_after_on_the
             assert response.status == 400 and "Retry-After" not in response.headers
 
 
-def instrumented_call(instrumentation: str, base_url: str, endpoint: str) -> bool:
-    """An app as its instrumentation's docs set it up: a BatchSpanProcessor with the OTLP exporter, the
-    instrumentor, one chat completion; True when the processor flushed (every export answered 200)."""
+def instrumented_call(instrumentation: str, base_url: str, endpoint: str, logs_first: bool = True) -> bool:
+    """An app as its instrumentation's docs set it up: a BatchSpanProcessor with the OTLP exporter (and a
+    BatchLogRecordProcessor with the OTLP log exporter, for what the instrumentation writes on the logs signal), the
+    instrumentor, one chat completion; True when both processors flushed (every export answered 200), the logs
+    first or the spans first."""
     import openai
     from opentelemetry.instrumentation.openai import OpenAIInstrumentor as OpenLLMetry
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OpenAIV2
 
     provider = TracerProvider(resource=Resource.create({"service.name": "calc-app"}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"http://{endpoint}/v1/traces")))
+    logs = LoggerProvider(resource=Resource.create({"service.name": "calc-app"}))
+    logs.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"http://{endpoint}/v1/logs")))
     instrumentor = OpenAIV2() if instrumentation == "openai-v2" else OpenLLMetry()
-    instrumentor.instrument(tracer_provider=provider)
+    instrumentor.instrument(tracer_provider=provider, logger_provider=logs)
     try:
         client = openai.OpenAI(api_key="sk-test", base_url=base_url, max_retries=0)
         with client:
             reply = client.chat.completions.create(model="gpt-4o-mini", messages=ASKED, temperature=0.2)
         assert reply.choices[0].message.content == "4"
-        return provider.force_flush(10_000)
+        flushes = (logs.force_flush, provider.force_flush) if logs_first else (provider.force_flush, logs.force_flush)
+        return all([flush(10_000) for flush in flushes])
     finally:
         instrumentor.uninstrument()
         provider.shutdown()
+        logs.shutdown()
 
 
 @pytest.mark.parametrize("instrumentation", ["openai-v2", "openllmetry"])
@@ -231,6 +243,60 @@ async def test_a_chat_completion_an_instrumented_app_makes_reaches_every_vendor(
     assert call["llm_parameters"] == {"temperature": 0.2}
     (prompt_log,) = [seen.body for seen in rig.hl.accepted("POST", "/v5/prompts/log")]
     assert (prompt_log["messages"], prompt_log["output"], prompt_log["output_tokens"]) == (ASKED, "4", 1)
+
+
+@pytest.mark.parametrize("logs_first", [True, False], ids=["logs-first", "spans-first"])
+async def test_a_chat_completion_whose_messages_openai_v2_puts_on_the_logs_signal_reaches_every_vendor_with_them(
+    otlp: Otlp, logs_first: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`EVENT_ONLY`: the span carries no messages, one `gen_ai.client.inference.operation.details` log record tied to
+    it carries them, in an export request of its own; shipper joins the two, whichever came first."""
+    monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "EVENT_ONLY")
+    rig = otlp.rig
+    for fake in rig.fakes:
+        await fake.start()
+    async with OpenAIFake() as openai_fake:
+        assert await asyncio.to_thread(instrumented_call, "openai-v2", openai_fake.base_url, otlp.endpoint, logs_first)
+    await delivered(rig, 1)
+    (log,) = [seen.body for seen in rig.kw.accepted("POST", "/api/request-logs/create/")]
+    assert (log["prompt_messages"], log["completion_message"]) == (ASKED, REPLY)
+    assert (log["model"], log["prompt_tokens"], log["completion_tokens"]) == (MODEL, 12, 1)
+    (completion,) = [seen.body for seen in rig.fp.accepted("POST")]
+    assert completion["messages"] == [*ASKED, REPLY]
+    (prompt_log,) = [seen.body for seen in rig.hl.accepted("POST", "/v5/prompts/log")]
+    assert (prompt_log["messages"], prompt_log["output"]) == (ASKED, "4")
+    async with aiohttp.ClientSession() as session:
+        _, samples = await scrape(session, f"http://{rig.host}")
+    assert metric(samples, "shipper_otlp_items_total", signal="traces", outcome="held") == 1
+    assert metric(samples, "shipper_otlp_items_total", signal="logs", outcome="held") == 1
+    # The log record left the spool with the records it was joined to, and nothing was dead-lettered.
+    await wait_for(lambda: read(rig.spool, lambda spool: spool.waiting()) == 0, timeout=30)
+    assert rig.dead_letters() == []
+
+
+async def post(endpoint: str, signal: str, body: bytes) -> None:
+    async with aiohttp.ClientSession() as session:
+        headers = {"Content-Type": "application/x-protobuf"}
+        async with session.post(f"http://{endpoint}/v1/{signal}", data=body, headers=headers) as response:
+            assert response.status == 200
+
+
+async def test_the_log_records_acknowledged_before_a_kill_9_are_joined_to_their_span_after_the_restart(
+    otlp: Otlp,
+) -> None:
+    """Each half is acknowledged only once in the spool: the logs before the crash, the span after it."""
+    rig = otlp.rig
+    await post(otlp.endpoint, "logs", logs_export(*OLD_EVENTS).SerializeToString())
+    await rig.daemon.kill9()
+    for fake in rig.fakes:
+        await fake.start()
+    await rig.restart()
+    await post(otlp.endpoint, "traces", export_request(span(NO_CONTENT)).SerializeToString())
+    await delivered(rig, 1)
+    (log,) = [seen.body for seen in rig.kw.accepted("POST", "/api/request-logs/create/")]
+    assert (log["prompt_messages"], log["completion_message"]) == (ASKED, REPLY)
+    assert [seen.body["messages"] for seen in rig.fp.accepted("POST")] == [[*ASKED, REPLY]]
 
 
 async def test_an_otlp_sink_gets_the_export_request_whole_and_retries_until_the_collector_takes_it(
