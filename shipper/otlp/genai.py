@@ -72,7 +72,7 @@ def is_llm(attrs: Mapping[str, Any]) -> bool:
         return isinstance(kind, str) and kind.upper() == "LLM"
     if "llm.request.type" in attrs:
         return isinstance(attrs["llm.request.type"], str) and attrs["llm.request.type"] in OPENLLMETRY_LLM_TYPES
-    return _first(attrs, "gen_ai.provider.name", "gen_ai.system") is not None and "gen_ai.request.model" in attrs
+    return first(attrs, "gen_ai.provider.name", "gen_ai.system") is not None and "gen_ai.request.model" in attrs
 
 
 def content_event(record: LogRecord) -> tuple[str, str, Event] | None:
@@ -112,30 +112,30 @@ def llm_call(span: Span, service: str, joined: Iterable[Event] = ()) -> LlmCall 
     return LlmCall(
         trace_id=span.trace_id.hex(), span_id=span.span_id.hex(), parent_id=span.parent_span_id.hex() or None,
         name=span.name, service=service,
-        start=_seconds(span.start_time_unix_nano),
-        end=_seconds(max(span.end_time_unix_nano, span.start_time_unix_nano)),
-        model=_text(_first(attrs, "gen_ai.response.model", "gen_ai.request.model", "llm.model_name",
+        start=seconds(span.start_time_unix_nano),
+        end=seconds(max(span.end_time_unix_nano, span.start_time_unix_nano)),
+        model=text(first(attrs, "gen_ai.response.model", "gen_ai.request.model", "llm.model_name",
                            "llm.response.model", "llm.request.model")),
-        provider=_text(_first(attrs, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")),
+        provider=text(first(attrs, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")),
         messages=messages, output=output,
-        input_tokens=_count(_first(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens",
+        input_tokens=_count(first(attrs, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens",
                                    "llm.token_count.prompt", "llm.usage.prompt_tokens")),
-        output_tokens=_count(_first(attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
+        output_tokens=_count(first(attrs, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens",
                                     "llm.token_count.completion", "llm.usage.completion_tokens")),
-        parameters=_parameters(attrs), session=_text(_first(attrs, "gen_ai.conversation.id", "session.id")),
-        error=_error(span, attrs), finish_reason=_text(finish),
+        parameters=_parameters(attrs), session=text(first(attrs, "gen_ai.conversation.id", "session.id")),
+        error=error_of(span, attrs), finish_reason=text(finish),
     )  # fmt: skip
 
 
-def _seconds(nanoseconds: int) -> float:
+def seconds(nanoseconds: int) -> float:
     return round(nanoseconds / 1e9, 6)  # microseconds, as the SDKs' own times: no 0.7459998 from float division
 
 
-def _first(attrs: Mapping[str, Any], *names: str) -> Any:
+def first(attrs: Mapping[str, Any], *names: str) -> Any:
     return next((attrs[name] for name in names if attrs.get(name) is not None), None)
 
 
-def _text(found: Any) -> str | None:
+def text(found: Any) -> str | None:
     if found is None or isinstance(found, str):
         return found
     return orjson.dumps(found).decode()
@@ -147,6 +147,12 @@ def _count(found: Any) -> int | None:
     if isinstance(found, int | float) and math.isfinite(found) and found >= 0:
         return int(found)
     return int(found) if isinstance(found, str) and found.isdigit() else None
+
+
+def json_or_text(found: Any) -> Any:
+    """JSON text read as JSON (a tool's arguments, an agent's input); any other value as it is."""
+    parsed = _json(found)
+    return found if parsed is None else parsed
 
 
 def _json(found: Any) -> Any:
@@ -167,10 +173,10 @@ def _parameters(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _error(span: Span, attrs: Mapping[str, Any]) -> str | None:
+def error_of(span: Span, attrs: Mapping[str, Any]) -> str | None:
     if span.status.code != Status.STATUS_CODE_ERROR:
         return None
-    return span.status.message or _text(_first(attrs, "error.type", "exception.message")) or "error"
+    return span.status.message or text(first(attrs, "error.type", "exception.message")) or "error"
 
 
 def _messages(attrs: Mapping[str, Any], events: list[Event]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -208,13 +214,13 @@ def _from_parts(message: Mapping[str, Any]) -> dict[str, Any]:
     for part in message.get("parts") or []:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            texts.append(_text(part.get("content")) or "")
+            texts.append(text(part.get("content")) or "")
         elif kind == "tool_call":
-            function = {"name": part.get("name"), "arguments": _text(part.get("arguments")) or "{}"}
+            function = {"name": part.get("name"), "arguments": text(part.get("arguments")) or "{}"}
             calls.append({"id": part.get("id"), "type": "function", "function": function})
         elif kind == "tool_call_response":
             out["tool_call_id"] = part.get("id")
-            texts.append(_text(part.get("response")) or "")
+            texts.append(text(part.get("response")) or "")
     out["content"] = "".join(texts)
     if calls:
         out["tool_calls"] = calls
@@ -224,7 +230,7 @@ def _from_parts(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _joined(parts: list[Any]) -> str:
-    return "".join(_text(p.get("content")) or "" for p in parts if isinstance(p, dict) and p.get("type") == "text")
+    return "".join(text(p.get("content")) or "" for p in parts if isinstance(p, dict) and p.get("type") == "text")
 
 
 def _flattened(attrs: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -241,7 +247,7 @@ def _flattened(attrs: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
 
 
 def _flat_message(fields: Mapping[str, Any]) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": fields.get("role") or "user", "content": _text(fields.get("content")) or ""}
+    message: dict[str, Any] = {"role": fields.get("role") or "user", "content": text(fields.get("content")) or ""}
     calls: dict[int, dict[str, Any]] = {}
     for name, item in fields.items():
         match = re.match(r"^tool_calls\.(\d+)\.(?:tool_call\.)?(?:function\.)?(id|name|arguments)$", name)
@@ -271,16 +277,16 @@ def _from_events(events: list[Event]) -> tuple[list[dict[str, Any]], dict[str, A
         body = _json(fields.get("gen_ai.event.content"))
         body = body if isinstance(body, dict) else fields
         if name in MESSAGE_EVENTS:
-            messages.append({"role": MESSAGE_EVENTS[name], "content": _text(body.get("content")) or ""})
+            messages.append({"role": MESSAGE_EVENTS[name], "content": text(body.get("content")) or ""})
         elif name == "gen_ai.choice" and output is None:
             reply = body.get("message")
             reply = reply if isinstance(reply, dict) else body
-            output = {"role": reply.get("role") or "assistant", "content": _text(reply.get("content")) or ""}
+            output = {"role": reply.get("role") or "assistant", "content": text(reply.get("content")) or ""}
     return messages, output
 
 
 def _from_values(attrs: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """OpenInference's `input.value` / `output.value` when a span lists no messages: the text as one turn each."""
-    given, reply = _text(attrs.get("input.value")), _text(attrs.get("output.value"))
+    given, reply = text(attrs.get("input.value")), text(attrs.get("output.value"))
     messages = [{"role": "user", "content": given}] if given else []
     return messages, {"role": "assistant", "content": reply} if reply else None

@@ -7,8 +7,9 @@ waits in memory: both are spool rows of each routed vendor sink, and the join ha
 
 - A **held span**: an LLM span read with no input messages. Its row has the key, scope and `after` the vendor's own
   record of it will have (planned now, from the call with a stand-in message), so it keeps its place in the
-  vendor's order, but its body is the span itself (OTLP/JSON, path SPAN_PATH), and it is not handed out before
-  `[otlp] logs_wait` has passed: time for the logs to arrive.
+  vendor's order, but its body is the span itself (OTLP/JSON, path SPAN_PATH, with the parent links resolved from
+  its export request, tree.py, and the session it inherited), and it is not handed out before `[otlp] logs_wait`
+  has passed: time for the logs to arrive.
 - A **part**: one content log record, a row of kind PART_KIND keyed by its span (`part_key`), never sent by itself:
   it is held for PART_KEEP seconds, and only one still queued then is handed out, and dead-lettered as an orphan
   (its span never came, or came and left before it).
@@ -22,7 +23,8 @@ responsible for reading spans (genai.py), for I/O, or for what a vendor record h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +38,7 @@ from shipper.otlp import wire
 from shipper.otlp.genai import Event, Unmappable, attributes, llm_call
 from shipper.records import BadInput, NewRow
 from shipper.vendors.base import Adapter, Spooled
-from shipper.vendors.llm import LlmCall
+from shipper.vendors.llm import LlmCall, Step
 
 SPAN_PATH = "/otel/span"  # a held span's row: its body the span, sent as the vendor record it becomes
 PART_PATH = "/otel/part"
@@ -46,6 +48,7 @@ PART_KIND = "otel-part"
 PART_KEEP = 3600.0
 # What a held span is planned with, so its record's key, scope and order are known before its messages are.
 STAND_IN = ({"role": "user", "content": ""},)
+LINKS = ("parent_step", "parent_agent", "session")  # what the export request told of the span (plan.py)
 
 
 def part_key(trace_id: str, span_id: str) -> str:
@@ -54,24 +57,28 @@ def part_key(trace_id: str, span_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """A held span as its row's body gives it back."""
+    """A held span as its row's body gives it back, with the parent links its export request gave it."""
 
     span: Span
     service: str
+    links: Mapping[str, str | None]
 
     @property
     def key(self) -> str:
         return part_key(self.span.trace_id.hex(), self.span.span_id.hex())
 
 
-def held_row(planned: Spooled, sink: str, span: Span, service: str, due: float) -> NewRow:
-    """The row that holds `span` for `sink` until `due`, in the place its vendor record (`planned`) would take."""
+def held_row(
+    planned: Spooled, sink: str, span: Span, service: str, due: float, links: Mapping[str, str | None]
+) -> NewRow:
+    """The row that holds `span` for `sink` until `due`, in the place its vendor record (`planned`) would take:
+    `{"export": <OTLP/JSON of the span alone>, "links": {"parent_step", "parent_agent", "session"}}`."""
     request = ExportTraceServiceRequest()
     resource = request.resource_spans.add()
     resource.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value=service)))
     resource.scope_spans.add().spans.append(span)
-    row = planned.row(sink, None)
-    return row._replace(path=SPAN_PATH, query=None, body=wire.to_json(request), due=due)
+    body = orjson.dumps({"export": orjson.Fragment(wire.to_json(request)), "links": dict(links)})
+    return planned.row(sink, None)._replace(path=SPAN_PATH, query=None, body=body, due=due)
 
 
 def part_row(sink: str, trace_id: str, span_id: str, event: Event, keep_until: float) -> NewRow:
@@ -82,12 +89,19 @@ def part_row(sink: str, trace_id: str, span_id: str, event: Event, keep_until: f
 
 def read_held(body: bytes) -> Held:
     """BadInput for a body that is no held span (redaction may have made it unreadable)."""
-    request = wire.decode(body, wire.JSON, ExportTraceServiceRequest)
+    try:
+        found: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        found = None
+    if not isinstance(found, dict) or not isinstance(found.get("links"), dict):
+        raise BadInput("invalid_body", "the held span's row is not {export, links}")
+    links = {name: value for name, value in found["links"].items() if name in LINKS and isinstance(value, str)}
+    request = wire.decode(orjson.dumps(found.get("export")), wire.JSON, ExportTraceServiceRequest)
     for resource in request.resource_spans:
         service = attributes(resource.resource.attributes).get("service.name")
         for scope in resource.scope_spans:
             for span in scope.spans:
-                return Held(span, service if isinstance(service, str) else "unknown_service")
+                return Held(span, service if isinstance(service, str) else "unknown_service", links)
     raise BadInput("invalid_body", "the held span's row holds no span")
 
 
@@ -110,12 +124,18 @@ def joined_call(held: Held, parts: Sequence[bytes]) -> LlmCall:
         raise BadInput("invalid_body", str(exc)) from None
     if call is None:
         raise BadInput("invalid_body", f"span {held.span.name!r} is no LLM call")
-    return call
+    links = held.links
+    return dataclasses.replace(
+        call,
+        parent_step=links.get("parent_step"),
+        parent_agent=links.get("parent_agent"),
+        session=links.get("session") or call.session,
+    )
 
 
-def plan_joined(call: LlmCall, adapter: Adapter, sink: VendorSinkConfig) -> Spooled:
-    """The vendor record of the joined call, planned as at ingest; BadInput for one the vendor cannot take."""
-    request = adapter.from_call(call, sink)
+def plan_record(record: LlmCall | Step, adapter: Adapter, sink: VendorSinkConfig) -> Spooled:
+    """The vendor record of a call or step, planned as the vendor's SDK call is; BadInput for one it cannot take."""
+    request = adapter.from_call(record, sink) if isinstance(record, LlmCall) else adapter.from_step(record, sink)
     planned = adapter.plan(request.method, request.path, {}, request.body)
     if not isinstance(planned, Spooled):  # every from_call names one of its vendor's log routes
         raise BadInput("invalid_body", f"{request.method} {request.path} is not a log route")

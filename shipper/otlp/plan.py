@@ -1,5 +1,6 @@
-"""An export request's spans as vendor calls: each LLM span becomes, for every routed sink, the drop-in call its
-vendor's SDK would have made, planned by that vendor's adapter exactly as that call is (ids, keys, order, answers).
+"""An export request's spans as vendor calls: each LLM, tool or agent span becomes, for every routed sink, the drop-in
+call its vendor's SDK would have made, planned by that vendor's adapter exactly as that call is (ids, keys, order,
+answers), linked to its parent's record where the request holds it (tree.py).
 An LLM span with no input messages may have them on the logs signal: it is held for them (join.py), and an export
 request of log records gives the rows that carry their content to it (`plan_logs`).
 
@@ -22,10 +23,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from shipper.config.sinks import VendorSinkConfig
 from shipper.otlp.genai import Unmappable, attributes, content_event, llm_call
-from shipper.otlp.join import STAND_IN, held_row, part_row, plan_joined
+from shipper.otlp.join import STAND_IN, held_row, part_row, plan_record
+from shipper.otlp.steps import AGENT, step_of
+from shipper.otlp.tree import Id, Tree, ancestors_first
 from shipper.records import BadInput, NewRow
 from shipper.vendors.base import Adapter, Spooled
-from shipper.vendors.llm import LlmCall
+from shipper.vendors.llm import LlmCall, Step
 
 # What a resource without `service.name` is called, as the SDKs name it.
 UNKNOWN_SERVICE = "unknown_service"
@@ -47,10 +50,10 @@ class VendorSink(Protocol):
 @dataclass(slots=True)
 class SpanPlan:
     rows: list[NewRow] = field(default_factory=list)  # for the sink's own key (credential None): see ingest/otlp.py
-    mapped: int = 0  # LLM spans planned for every routed sink
-    passed_over: int = 0  # spans that are no LLM call
-    refused: int = 0  # LLM spans no row was planned for
-    held: int = 0  # of the mapped, those held for their messages on the logs signal (join.py)
+    mapped: int = 0  # LLM, tool and agent spans planned for every routed sink
+    passed_over: int = 0  # spans that are none of those
+    refused: int = 0  # such spans no row was planned for
+    held: int = 0  # of the mapped, LLM spans held for their messages on the logs signal (join.py)
     reason: str = ""  # the first refusal's, for the answer
 
     def refuse(self, reason: str) -> None:
@@ -59,27 +62,54 @@ class SpanPlan:
 
 
 def plan_spans(request: ExportTraceServiceRequest, sinks: Sequence[VendorSink], hold_until: float) -> SpanPlan:
-    """`hold_until`: when a span held for its logs may be sent (epoch seconds)."""
+    """`hold_until`: when a span held for its logs may be sent (epoch seconds). Spans are planned ancestors first,
+    each linked to its nearest ancestor recorded so far (tree.py)."""
     plan = SpanPlan()
-    for service, span in _spans(request):
+    services, spans = zip(*_spans(request), strict=True) if request.resource_spans else ((), ())
+    tree = Tree(spans)
+    recorded: dict[Id, str | None] = {}  # each span recorded so far, with its session
+    agents: set[Id] = set()
+    for index in ancestors_first(spans, tree):
+        span, service = spans[index], services[index]
         try:
-            call = llm_call(span, service)
+            record = _read(span, service)
         except Unmappable as exc:
             plan.refuse(str(exc))
             continue
-        if call is None:
+        if record is None:
             plan.passed_over += 1
             continue
-        held = not call.messages
-        planned = _for_every_sink(dataclasses.replace(call, messages=STAND_IN) if held else call, sinks)
+        step, agent = tree.nearest(span, recorded.__contains__), tree.nearest(span, agents.__contains__)
+        # A record with no conversation of its own is in its parent's: one agent run, one session.
+        session = record.session or (recorded[span.trace_id, bytes.fromhex(step)] if step else None)
+        record = dataclasses.replace(record, parent_step=step, parent_agent=agent, session=session)
+        held = isinstance(record, LlmCall) and not record.messages
+        planned = _for_every_sink(_stand_in(record) if held else record, sinks)
         if isinstance(planned, str):
             plan.refuse(f"span {span.name!r}: {planned}")
             continue
         for name, spooled in planned:
-            plan.rows.append(held_row(spooled, name, span, service, hold_until) if held else spooled.row(name, None))
+            if held:
+                links = {"parent_step": step, "parent_agent": agent, "session": session}
+                plan.rows.append(held_row(spooled, name, span, service, hold_until, links))
+            else:
+                plan.rows.append(spooled.row(name, None))
+        recorded[span.trace_id, span.span_id] = record.session
+        if isinstance(record, Step) and record.kind == AGENT:
+            agents.add((span.trace_id, span.span_id))
         plan.mapped += 1
         plan.held += held
     return plan
+
+
+def _stand_in(record: LlmCall | Step) -> LlmCall | Step:
+    """What a held span is planned with: its place (key, scope, order) known before its messages are."""
+    return dataclasses.replace(record, messages=STAND_IN) if isinstance(record, LlmCall) else record
+
+
+def _read(span: Span, service: str) -> LlmCall | Step | None:
+    """The LLM call, tool call or agent run the span records; Unmappable for one with unusable ids."""
+    return llm_call(span, service) or step_of(span, service)
 
 
 @dataclass(slots=True)
@@ -114,12 +144,12 @@ def _spans(request: ExportTraceServiceRequest) -> Iterator[tuple[str, Span]]:
                 yield service if isinstance(service, str) and service else UNKNOWN_SERVICE, span
 
 
-def _for_every_sink(call: LlmCall, sinks: Sequence[VendorSink]) -> list[tuple[str, Spooled]] | str:
-    """The call planned for each sink, or why one of them refused it (its adapter; or a body JSON cannot hold)."""
+def _for_every_sink(record: LlmCall | Step, sinks: Sequence[VendorSink]) -> list[tuple[str, Spooled]] | str:
+    """The record planned for each sink, or why one of them refused it (its adapter; or a body JSON cannot hold)."""
     planned: list[tuple[str, Spooled]] = []
     for sink in sinks:
         try:
-            spooled = plan_joined(call, sink.adapter, sink.config)
+            spooled = plan_record(record, sink.adapter, sink.config)
             spooled.row(sink.name, None)  # a body JSON cannot hold is refused here, not at the append
         except BadInput as exc:
             return f"sink {sink.name}: {exc}"

@@ -100,7 +100,7 @@ class VendorSink:
         """A held span's row as the vendor record it becomes with the log records queued for it, and their ids."""
         held = join.read_held(row.body)
         parts = await self._lookups.keyed(self.name, held.key, join.PART_KIND)
-        planned = join.plan_joined(join.joined_call(held, [body for _, body in parts]), self.adapter, self.config)
+        planned = join.plan_record(join.joined_call(held, [body for _, body in parts]), self.adapter, self.config)
         record = planned.row(self.name, None)
         joined = row._replace(method=record.method, path=record.path, query=record.query, body=record.body)
         return joined, tuple(part_id for part_id, _ in parts)

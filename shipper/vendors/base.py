@@ -21,7 +21,7 @@ import orjson
 from shipper.config.sinks import VendorSinkConfig
 from shipper.core.rows import SpoolRow
 from shipper.records import BadInput, NewRow
-from shipper.vendors.llm import LlmCall, Request
+from shipper.vendors.llm import LlmCall, Request, Step
 from shipper.vendors.sent import Sent
 
 # Ids that arrive as path segments: uuids and vendor ids, nothing that could alter a URL.
@@ -137,6 +137,10 @@ class Adapter(Protocol):
 
     def from_call(self, call: LlmCall, sink: VendorSinkConfig) -> Request:
         """The drop-in call that records an LLM call read from a span (shipper/otlp/): planned like the SDK's own."""
+        ...
+
+    def from_step(self, step: Step, sink: VendorSinkConfig) -> Request:
+        """The drop-in call that records a tool call or agent run read from a span, with its parent links."""
         ...
 
     def auth_value(self, key: str) -> str: ...

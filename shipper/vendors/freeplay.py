@@ -12,10 +12,16 @@ in `call_info.provider_info` (per call; session metadata would mark every comple
 in `custom_metadata`, a trace update's in its `metadata` only when it carries one (a PATCH may replace it whole),
 a metadata PATCH's in the body itself. Feedback and completion updates have no metadata field and carry no mark.
 Redaction never touches `completion_id` or `parent_id`: they key the rows and their order.
+
+From OpenTelemetry spans (shipper/otlp/): an LLM call is a completion, a tool call or agent run a trace (`kind`
+"tool" / "agent"), in the session of the span's conversation or trace. Every span's Freeplay id (a completion's
+`completion_id`, a trace's id) is one uuid derived from its span, so a record names its parent's (`parent_id`, the
+nearest ancestor recorded from the same export request) without having seen it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -39,7 +45,7 @@ from shipper.vendors.base import (
     uuid4_text,
 )
 from shipper.vendors.base import success_for as _success_for
-from shipper.vendors.llm import LlmCall, Request
+from shipper.vendors.llm import LlmCall, Request, Step, derived_id
 from shipper.vendors.sent import Sent, Usage, dict_at, itself, obj, sent
 
 P = rf"/v2/projects/{ID}"
@@ -132,7 +138,7 @@ OUTBOUND: Sequence[Sent] = (
 )
 
 
-def _session_of(call: LlmCall) -> str:
+def _session_of(call: LlmCall | Step) -> str:
     """Freeplay's sessions are uuids: the span's conversation id when it is one, else a uuid derived from it (so a
     conversation stays one session), else the trace's id read as a uuid."""
     if not call.session:
@@ -141,6 +147,15 @@ def _session_of(call: LlmCall) -> str:
         return str(uuid.UUID(call.session))
     except ValueError:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"otel-conversation:{call.session}"))
+
+
+def span_record_id(trace_id: str, span_id: str) -> str:
+    """The Freeplay id of the record a span became, completion or trace: its parent's children name it so."""
+    return derived_id("completion", trace_id, span_id)
+
+
+def _parent(record: LlmCall | Step) -> dict[str, str]:
+    return {"parent_id": span_record_id(record.trace_id, record.parent_step)} if record.parent_step else {}
 
 
 def from_call(call: LlmCall, sink: VendorSinkConfig) -> Request:
@@ -156,9 +171,32 @@ def from_call(call: LlmCall, sink: VendorSinkConfig) -> Request:
         call_info["usage"] = {"prompt_tokens": call.input_tokens, "completion_tokens": call.output_tokens}
     body = {
         "messages": [*call.messages, *([call.output] if call.output is not None else [])],
-        "completion_id": call.derived_id("completion"), "call_info": call_info, "custom_metadata": call.otel_ids(),
+        "completion_id": span_record_id(call.trace_id, call.span_id), "call_info": call_info,
+        "custom_metadata": call.otel_ids(), **_parent(call),
     }  # fmt: skip
     return Request("POST", f"/v2/projects/{sink.project_id}/sessions/{session}/completions", body)
+
+
+def _time(seconds: float) -> str:
+    """ISO-8601 with `+00:00`, as the SDK writes a trace's times."""
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+
+
+def from_step(step: Step, sink: VendorSinkConfig) -> Request:
+    """A trace as `TraceInfo.record_output` records it (every key present), its id derived from the span. An agent's
+    name is `agent_name` (the span's name is the trace's), a tool's is the trace's `name`; an error goes in
+    `custom_metadata` (`otel_error`), the trace having no field for it."""
+    metadata: dict[str, Any] = step.otel_ids()
+    if step.error:
+        metadata["otel_error"] = step.error
+    body = {
+        "agent_name": step.entity if step.kind == "agent" else None, "input": step.input, "output": step.output,
+        "parent_id": _parent(step).get("parent_id"), "custom_metadata": metadata, "eval_results": None,
+        "test_run_info": None, "kind": step.kind, "name": step.name if step.kind == "agent" else step.entity,
+        "start_time": _time(step.start), "end_time": _time(step.end),
+    }  # fmt: skip
+    trace = span_record_id(step.trace_id, step.span_id)
+    return Request("POST", f"/v2/projects/{sink.project_id}/sessions/{_session_of(step)}/traces/id/{trace}", body)
 
 
 class Freeplay(ClientIds):
@@ -168,6 +206,7 @@ class Freeplay(ClientIds):
     outbound = OUTBOUND
     protected = frozenset({"completion_id", "parent_id"})
     from_call = staticmethod(from_call)
+    from_step = staticmethod(from_step)
 
     def plan(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Plan | None:
         path = normalize_path(path)

@@ -49,7 +49,7 @@ from shipper.vendors.base import (
     plan_routes,
     route,
 )
-from shipper.vendors.llm import LlmCall, Request, iso
+from shipper.vendors.llm import LlmCall, Request, Step, derived_id, iso
 from shipper.vendors.sent import Sent, Usage, dict_at, obj, sent
 
 # file type → (id field in answers, placeholder prefix for the file, placeholder prefix for its version)
@@ -166,6 +166,15 @@ def _file_ids(kind: str, body: dict[str, Any], query: Mapping[str, str]) -> tupl
     return file_id, version_id
 
 
+def span_log_id(trace_id: str, span_id: str) -> str:
+    """The log id of the log a span became: its children name it as their `trace_parent_id`."""
+    return "log_" + derived_id("log", trace_id, span_id).replace("-", "")
+
+
+def _trace_parent(record: LlmCall | Step) -> str | None:
+    return span_log_id(record.trace_id, record.parent_agent) if record.parent_agent else None
+
+
 def from_call(call: LlmCall, sink: VendorSinkConfig) -> Request:
     """A prompt log as `prompts.log` sends it. The Prompt file is `<service.name>/<span name>` (Humanloop versions it
     by its kernel: model, provider and parameters); the log id is derived from the span, so a repeated export is the
@@ -174,16 +183,40 @@ def from_call(call: LlmCall, sink: VendorSinkConfig) -> Request:
     if call.provider:
         prompt["provider"] = call.provider
     body: dict[str, Any] = {
-        "path": f"{call.service}/{call.name}", "log_id": "log_" + call.derived_id("log").replace("-", ""),
+        "path": f"{call.service}/{call.name}", "log_id": span_log_id(call.trace_id, call.span_id),
         "prompt": prompt, "messages": list(call.messages), "start_time": iso(call.start), "end_time": iso(call.end),
         "metadata": call.otel_ids(), "log_status": "complete",
     }  # fmt: skip
     optional = {
         "output_message": call.output, "output": call.output_text, "prompt_tokens": call.input_tokens,
         "output_tokens": call.output_tokens, "finish_reason": call.finish_reason, "error": call.error,
+        "trace_parent_id": _trace_parent(call),
     }  # fmt: skip
     body.update({name: value for name, value in optional.items() if value is not None})
     return Request("POST", "/v5/prompts/log", body)
+
+
+def from_step(step: Step, sink: VendorSinkConfig) -> Request:
+    """A tool log as `tools.log` sends it (the kernel a function of the tool's name and description), or a flow log
+    as `flows.log` does; `inputs` a dict (arguments that are not one go in as `input`), `output` text."""
+    body: dict[str, Any] = {
+        "path": f"{step.service}/{step.entity}", "log_id": span_log_id(step.trace_id, step.span_id),
+        "start_time": iso(step.start), "end_time": iso(step.end), "metadata": step.otel_ids(),
+        "log_status": "complete",
+    }  # fmt: skip
+    if step.kind == "tool":
+        function = {"name": step.entity, "description": step.description or "", "parameters": {}}
+        body["tool"] = {"function": function}
+    else:
+        body["flow"] = {"attributes": {"agent": step.entity}}
+    inputs = step.input if isinstance(step.input, dict) else {"input": step.input}
+    output = step.output if isinstance(step.output, str) or step.output is None else orjson.dumps(step.output).decode()
+    optional = {
+        "inputs": inputs if step.input is not None else None, "output": output, "error": step.error,
+        "trace_parent_id": _trace_parent(step),
+    }  # fmt: skip
+    body.update({name: value for name, value in optional.items() if value is not None})
+    return Request("POST", "/v5/tools/log" if step.kind == "tool" else "/v5/flows/log", body)
 
 
 class Humanloop:
@@ -194,6 +227,7 @@ class Humanloop:
     outbound = OUTBOUND
     protected = frozenset({"path", "id", "log_id", "trace_parent_id"})
     from_call = staticmethod(from_call)
+    from_step = staticmethod(from_step)
 
     def __init__(self) -> None:
         self.recent = RecentLogs()

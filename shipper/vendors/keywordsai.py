@@ -8,6 +8,11 @@ As sent: a create's usage goes in `prompt_tokens` / `completion_tokens` and its 
 unit prices (then Keywords AI computes the cost itself); shipper's marks go in `metadata` (of each log of a batch
 update; an update's only when it carries one). No body field needs protecting from redaction: a create carries no
 id, and an update names its log in the path.
+
+From OpenTelemetry spans (shipper/otlp/): an LLM call is a request log with its messages, a tool call or agent run a
+request log with `log_type` "tool" / "agent" and its `input` / `output` (Keywords AI's documented universal
+fields; no token counts are estimated for it), each placed in its trace by the span's own ids (`trace_unique_id`,
+`span_unique_id`, `span_parent_id`: OpenTelemetry's direct parent, as Keywords AI infers the tree from them).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from shipper.vendors.base import (
     plan_routes,
     route,
 )
-from shipper.vendors.llm import LlmCall, Request, iso
+from shipper.vendors.llm import LlmCall, Request, Step, iso
 from shipper.vendors.sent import Sent, Usage, dict_at, sent
 
 LOGGED = {"message": "log successful"}
@@ -61,8 +66,14 @@ ROUTES: Sequence[Route] = (
 )
 
 
-def _usage(body: dict[str, Any]) -> Usage:
-    """The prompt is a message list (`prompt_messages`) or a plain `input` text, the reply either kind too."""
+STEP_TYPES = frozenset({"tool", "agent"})
+
+
+def _usage(body: dict[str, Any]) -> Usage | None:
+    """The prompt is a message list (`prompt_messages`) or a plain `input` text, the reply either kind too. A tool or
+    agent step is no model call: nothing to count."""
+    if body.get("log_type") in STEP_TYPES:
+        return None
     messages = body.get("prompt_messages")
     completion = body.get("completion_message")
     unit_prices = body.get("prompt_unit_price") is not None or body.get("completion_unit_price") is not None
@@ -107,6 +118,21 @@ def from_call(call: LlmCall, sink: VendorSinkConfig) -> Request:
     return Request("POST", "/api/request-logs/create", body)
 
 
+def from_step(step: Step, sink: VendorSinkConfig) -> Request:
+    """A request log of `log_type` "tool" or "agent", placed in its trace as an LLM call's is."""
+    body: dict[str, Any] = {
+        "log_type": step.kind, "timestamp": iso(step.end), "latency": max(0.0, step.end - step.start),
+        "status_code": 500 if step.error else 200, "trace_unique_id": step.trace_id, "span_unique_id": step.span_id,
+        "span_name": step.name, "metadata": step.otel_ids(),
+    }  # fmt: skip
+    optional = {
+        "input": step.input, "output": step.output, "span_parent_id": step.parent_id,
+        "session_identifier": step.session, "error_message": step.error,
+    }  # fmt: skip
+    body.update({name: value for name, value in optional.items() if value is not None})
+    return Request("POST", "/api/request-logs/create", body)
+
+
 class KeywordsAI(ClientIds):
     type = "keywordsai"
     auth_header = "Authorization"
@@ -114,6 +140,7 @@ class KeywordsAI(ClientIds):
     outbound = OUTBOUND
     protected: frozenset[str] = frozenset()
     from_call = staticmethod(from_call)
+    from_step = staticmethod(from_step)
 
     def plan(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Plan | None:
         collapsed = collapse_slashes(path)

@@ -47,6 +47,8 @@ PROJECT = "11111111-2222-3333-4444-555555555555"
 ASKED = [{"role": "system", "content": "Be terse"}, {"role": "user", "content": "What is 2+2?"}]
 REPLY = {"role": "assistant", "content": "4"}
 CONVENTIONS = {"new": NEW_GENERATION, "old": OLD_GENERATION, "openinference": OPENINFERENCE}
+AGENT = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "calc", "gen_ai.conversation.id": "conv-1"}
+TOOL = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add", "gen_ai.tool.call.arguments": '{"a": 2}'}
 
 
 @dataclass
@@ -66,12 +68,19 @@ async def otlp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
 
 
 def app_spans() -> Sequence[ReadableSpan]:
-    """What an instrumented app records: an agent span, and inside it one chat span per convention."""
+    """What an instrumented app records: an agent span, and inside it one chat span per convention and a tool call
+    (through an HTTP client span no vendor records)."""
     provider = TracerProvider(resource=Resource.create({"service.name": "calc-app"}))
     recorded = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(recorded))
     tracer = provider.get_tracer("calc-app")
-    with tracer.start_as_current_span("invoke_agent calc", attributes={"gen_ai.operation.name": "invoke_agent"}):
+    with tracer.start_as_current_span("invoke_agent calc", attributes=AGENT):
+        http = {"http.request.method": "POST"}
+        with (
+            tracer.start_as_current_span("POST", kind=SpanKind.CLIENT, attributes=http),
+            tracer.start_as_current_span("execute_tool add", attributes=TOOL),
+        ):
+            pass
         for convention, attrs in CONVENTIONS.items():
             with tracer.start_as_current_span(f"chat {convention}", kind=SpanKind.CLIENT, attributes=attrs):
                 pass
@@ -116,7 +125,7 @@ async def test_an_apps_llm_spans_reach_every_vendor_as_its_own_record(otlp: Otlp
         await fake.start()
     spans = app_spans()
     assert await export(otlp.endpoint, spans) == SpanExportResult.SUCCESS
-    await delivered(rig, 4)
+    await delivered(rig, 6)
     named = by_span(spans)
     agent = named["invoke_agent calc"]
     for convention in CONVENTIONS:
@@ -128,9 +137,19 @@ async def test_an_apps_llm_spans_reach_every_vendor_as_its_own_record(otlp: Otlp
         assert log["span_parent_id"] == format(agent.context.span_id, "016x")
         assert log["status_code"] == 200
     assert keywords_log(rig, named["chat failed"])["error_message"] == "rate limited"
+    tool_log = keywords_log(rig, named["execute_tool add"])
+    assert (tool_log["log_type"], tool_log["input"], tool_log["span_parent_id"]) == (
+        "tool", {"a": 2}, format(named["POST"].context.span_id, "016x"),
+    )  # fmt: skip
+    assert keywords_log(rig, agent)["log_type"] == "agent" and "prompt_tokens" not in tool_log
 
     completions = rig.fp.accepted("POST", re.compile(rf"/api/v2/projects/{PROJECT}/sessions/[0-9a-f-]+/completions"))
     assert len(completions) == 4 and all(s.headers["Authorization"] == f"Bearer {FP_SINK_KEY}" for s in completions)
+    traces = {seen.body["kind"]: seen for seen in rig.fp.accepted("POST", re.compile(r".*/traces/id/[0-9a-f-]+"))}
+    agent_trace = traces["agent"].path.rsplit("/", 1)[1]
+    assert (traces["agent"].body["agent_name"], traces["tool"].body["name"]) == ("calc", "add")
+    assert traces["tool"].body["parent_id"] == agent_trace  # through the HTTP span between them
+    assert all(seen.body["parent_id"] == agent_trace for seen in completions)
     for seen in completions:
         assert seen.body["messages"] == [*ASKED, REPLY]
         call = seen.body["call_info"]
@@ -145,6 +164,11 @@ async def test_an_apps_llm_spans_reach_every_vendor_as_its_own_record(otlp: Otlp
 
     logs = rig.hl.accepted("POST", "/v5/prompts/log")
     assert len(logs) == 4 and all(s.headers["X-API-KEY"] == HL_SINK_KEY for s in logs)
+    (flow,) = rig.hl.accepted("POST", "/v5/flows/log")
+    (tool,) = rig.hl.accepted("POST", "/v5/tools/log")
+    assert (tool.body["inputs"], tool.body["trace_parent_id"]) == ({"a": 2}, flow.body["log_id"])
+    assert all(seen.body["trace_parent_id"] == flow.body["log_id"] for seen in logs)
+    assert rig.hl.unknown_trace_parents == []  # each flow log reached Humanloop before the logs inside it
     for seen in logs:
         body = seen.body
         assert (body["messages"], body["output_message"]) == (ASKED, REPLY)
@@ -157,7 +181,7 @@ async def test_an_apps_llm_spans_reach_every_vendor_as_its_own_record(otlp: Otlp
 
     async with aiohttp.ClientSession() as session:
         _, samples = await scrape(session, f"http://{rig.host}")
-    assert metric(samples, "shipper_otlp_items_total", signal="traces", outcome="mapped") == 4
+    assert metric(samples, "shipper_otlp_items_total", signal="traces", outcome="mapped") == 6
     assert metric(samples, "shipper_otlp_items_total", signal="traces", outcome="passed_over") == 1
 
 
@@ -169,11 +193,11 @@ async def test_an_acknowledged_export_survives_a_kill_9_before_any_vendor_was_re
     for fake in rig.fakes:
         await fake.start()
     await rig.restart()
-    await delivered(rig, 4)
+    await delivered(rig, 6)
     assert {keywords_log(rig, span)["span_name"] for span in spans if span.name.startswith("chat")} == {
         "chat new", "chat old", "chat openinference", "chat failed",
     }  # fmt: skip
-    assert all(len(fake.accepted("POST")) == 4 for fake in rig.fakes)  # and nothing twice
+    assert all(len(fake.accepted("POST")) == 6 for fake in rig.fakes)  # and nothing twice
 
 
 async def test_an_export_that_does_not_parse_is_a_400_without_retry_after_on_the_supervised_listener(

@@ -110,11 +110,11 @@ async def served() -> AsyncIterator[Served]:
 
 
 def two_spans() -> bytes:
-    tool = span({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"}, name="execute_tool add")
-    return export(span(NEW_GENERATION), tool).SerializeToString()
+    http = span({"http.request.method": "GET", "url.full": "http://127.0.0.1/"}, name="GET", span_id=bytes(7) + b"\x09")
+    return export(span(NEW_GENERATION), http).SerializeToString()
 
 
-async def test_an_llm_span_is_one_row_per_routed_sink_before_the_200_and_a_tool_span_is_passed_over(
+async def test_an_llm_span_is_one_row_per_routed_sink_before_the_200_and_an_http_span_is_passed_over(
     served: Served,
 ) -> None:
     response = await served.client.post("/v1/traces", data=two_spans(), headers=PROTOBUF)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from shipper.otlp.genai import content_event
-from shipper.otlp.join import PART_KIND, PART_PATH, SPAN_PATH, joined_call, part_key, plan_joined, read_held
+from shipper.otlp.join import PART_KIND, PART_PATH, SPAN_PATH, joined_call, part_key, plan_record, read_held
 from shipper.otlp.plan import plan_logs, plan_spans
 from shipper.records import BadInput, NewRow
 from tests.otlp_spans import (
@@ -88,7 +88,7 @@ def test_a_content_log_record_is_a_part_for_every_routed_vendor_sink() -> None:
 def joined(sink: Routed, records: tuple[object, ...]) -> dict[str, object]:
     (row,) = [row for row in held_rows() if row.sink == sink.name]
     bodies = [part.body for part in parts(*records) if part.sink == sink.name]
-    planned = plan_joined(joined_call(read_held(row.body), bodies), sink.adapter, sink.config)
+    planned = plan_record(joined_call(read_held(row.body), bodies), sink.adapter, sink.config)
     assert (planned.key, planned.scope) == (row.key, row.scope)  # the place it was held in is the record's own
     return dict(planned.body)
 
@@ -110,8 +110,15 @@ def test_a_held_span_no_content_came_for_goes_as_it_is_or_is_refused_by_a_vendor
         joined(SINKS[0], ())
 
 
-def test_a_held_span_row_that_no_longer_reads_is_refused_by_name() -> None:
-    with pytest.raises(BadInput, match="is not a ExportTraceServiceRequest"):
-        read_held(orjson.dumps({"resourceSpans": "x"}))
-    with pytest.raises(BadInput, match="holds no span"):
-        read_held(b"{}")
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"{}", "is not {export, links}"),
+        (b"[1", "is not {export, links}"),
+        (orjson.dumps({"export": {"resourceSpans": "x"}, "links": {}}), "is not a ExportTraceServiceRequest"),
+        (orjson.dumps({"export": {}, "links": {}}), "holds no span"),
+    ],
+)
+def test_a_held_span_row_that_no_longer_reads_is_refused_by_name(body: bytes, said: str) -> None:
+    with pytest.raises(BadInput, match=said):
+        read_held(body)

@@ -126,7 +126,7 @@ def test_an_export_request_is_planned_for_every_routed_sink_and_the_rest_is_coun
     sinks = [routed("freeplay"), routed("humanloop"), routed("keywordsai")]
     request = export(
         span(NEW_GENERATION, span_id=bytes.fromhex("0000000000000001")),
-        span({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "add"}, name="execute_tool add"),
+        span({"gen_ai.operation.name": "embeddings", "gen_ai.request.model": "e"}, name="embeddings e"),
         span(NEW_GENERATION, trace_id=bytes(4), name="bad ids"),
         span(OPENINFERENCE, span_id=bytes.fromhex("0000000000000002")),
     )
