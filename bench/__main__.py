@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only a,b,c,d]`: run the benchmark, print the table, write bench/results/latest.json."""
+"""`python -m bench [--quick] [--only aobcepf]`: run the benchmark, print the table, write bench/results/latest.json."""
 
 from bench.run import main
 

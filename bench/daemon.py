@@ -4,7 +4,7 @@ Sink set-ups: `batch` and `replay` forward to the fake remote; `down` points at 
 off for an hour after the first refusal, so ingest runs with the forwarder idle (what an outage looks like);
 `vendors` is one sink per vendor (bench/vendors.py), forwarding to the fake remote with enrichment on (token counting
 may be turned off: `tokens`); `freeplay` is the Freeplay sink alone (the vendor path: one request per record, replay
-mode).
+mode); `otlp` is the OTLP receiver on a port of its own, routed to one sink per vendor, each down as `down` is.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ _SINKS = {
     "down": 'batch = true\nbatch_timeout = 0.1\nbase_url = "http://127.0.0.1:{dead}"\n'
     "retry_initial_backoff = 3600\nretry_max_backoff = 3600",
 }
+BACKING_OFF = "retry_initial_backoff = 3600\nretry_max_backoff = 3600\n"
 
 
 def config_text(
@@ -45,14 +46,21 @@ def config_text(
     remote_url: str,
     tokens: bool = True,
     workers: tuple[int, int] | None = None,
+    otlp_port: int = 0,
 ) -> str:
     """`tokens`: `[enrich] tokens`, token counting for the vendor sinks (on, as by default, or off); `workers`:
-    `[daemon] ingest_workers` and `delivery_workers` (None: "auto", the default)."""
+    `[daemon] ingest_workers` and `delivery_workers` (None: "auto", the default); `otlp_port`: the OTLP receiver's,
+    for the `otlp` set-up."""
     processes = "" if workers is None else f"ingest_workers = {workers[0]}\ndelivery_workers = {workers[1]}\n"
     if sink == "vendors":
         sinks = vendors.sinks_toml(workdir, remote_url)
     elif sink == "freeplay":
         sinks = vendors.sinks_toml(workdir, remote_url, ("freeplay",))
+    elif sink == "otlp":
+        dead = f"http://127.0.0.1:{free_port()}"
+        route = ", ".join(f'"{vendor}"' for vendor in vendors.VENDORS)
+        sinks = f'[otlp]\nhttp = "127.0.0.1:{otlp_port}"\nroute = [{route}]\n\n'
+        sinks += vendors.sinks_toml(workdir, dead, extra=BACKING_OFF)
     else:
         sinks = '[sinks.remote]\ntype = "http"\n' + _SINKS[sink].format(url=remote_url, dead=free_port()) + "\n"
     return f"""[daemon]
@@ -79,6 +87,7 @@ class Daemon:
     http: str
     unix: str
     log: Path
+    otlp: str = ""  # host:port of the OTLP receiver, in the `otlp` set-up
 
     @property
     def pid(self) -> int:
@@ -177,11 +186,12 @@ async def running(
     """
     SCRATCH.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{sink}-{durability}-", dir=SCRATCH))
-    port = free_port()
+    port, otlp_port = free_port(), free_port()
     config = workdir / "shipper.toml"
-    config.write_text(config_text(workdir, port, durability, sink, remote_url, tokens, workers))
+    config.write_text(config_text(workdir, port, durability, sink, remote_url, tokens, workers, otlp_port))
     log = workdir / "shipper.log"
-    daemon = Daemon(_spawn(config, log, src), f"127.0.0.1:{port}", f"unix:{workdir / 'shipper.sock'}", log)
+    otlp = f"127.0.0.1:{otlp_port}" if sink == "otlp" else ""
+    daemon = Daemon(_spawn(config, log, src), f"127.0.0.1:{port}", f"unix:{workdir / 'shipper.sock'}", log, otlp)
     spy = None
     try:
         await _wait_healthy(daemon, 30)

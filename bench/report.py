@@ -14,6 +14,8 @@ _FIGURES: tuple[tuple[str, str, str, str, str, str, float | None, str, str], ...
      "rec/s", ">=", 45_000, "NORMAL/256", "rows_per_s"),
     ("a_os_down", "(a) ingest NDJSON/unix, os, remote down", "a.ingest.os.down", "records_per_s",
      "rec/s", ">=", None, "NORMAL/256", "rows_per_s"),
+    ("o_otlp", "(o) OTLP/HTTP protobuf, 100 spans/request, 3 vendor sinks down", "o.otlp", "records_per_s",
+     "spans/s", ">=", None, "FULL/256", "rows_per_s"),
     ("b_max", "(b) single-record TCP max, fsync, fwd on", "b.single.max", "requests_per_s",
      "req/s", ">=", 10_000, "FULL/16", "rows_per_s"),
     ("b_p50", "(b) ack latency p50 @2000 req/s", "b.single.latency", "p50_ms",
@@ -47,7 +49,7 @@ _FIGURES: tuple[tuple[str, str, str, str, str, str, float | None, str, str], ...
 RSS_TARGET_MB = 200.0
 # (d) is read from the vendor runs, token counting on (e.vendors) and off; the http-sink runs never count tokens.
 RSS_RUNS = (("on", "e.vendors"), ("off", "e.vendors.tokens_off"))
-HTTP_RUNS = ("a.", "b.", "c.")  # the scenarios with http sinks: (p) and (e) are vendor sinks
+HTTP_RUNS = ("a.", "b.", "c.")  # the scenarios with http sinks: (o), (p) and (e) are vendor sinks
 
 
 def _verdict(value: float, comparison: str, target: float | None) -> str:

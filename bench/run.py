@@ -1,6 +1,6 @@
-"""The benchmark's running order: SQLite ceiling, then (a) ingest, (b) single records, (c) end to end, (e) vendor sinks
-forwarding, token counting on and then off (the runs (d), peak RSS per process and in total, is read from), (p) the
-vendor path, (f) the vendor path with one or two ingest and delivery processes.
+"""The benchmark's running order: SQLite ceiling, then (a) ingest, (o) OTLP spans in, (b) single records, (c) end to
+end, (e) vendor sinks forwarding, token counting on and then off (the runs (d), peak RSS per process and in total,
+is read from), (p) the vendor path, (f) the vendor path with one or two ingest and delivery processes.
 
 Each scenario gets a fresh daemon and an empty spool; the fake remote runs in its own process for the whole run.
 """
@@ -25,6 +25,7 @@ import orjson
 
 from bench import ceiling, daemon, load, report, usage
 from bench.loop import run_loop
+from bench.otlp import SPANS, ExportRequests
 from bench.records import Records
 from bench.remote import RemoteProcess
 from bench.vendors import VendorCalls
@@ -104,6 +105,19 @@ class Bench:
             build = lambda seq: self.records.ndjson_request(seq, INGEST_BATCH)  # noqa: E731
             work = load.closed_loop(d.unix, INGEST_CONNECTIONS, build, INGEST_BATCH, start, end)
             self.scenarios[name] = await self._measured(d, start, end, work)
+
+    async def otlp(self) -> None:
+        """(o) OTLP/HTTP export requests of SPANS spans (protobuf) over TCP into the spool, closed loop, with the
+        routed vendor sinks down: spans/s through the receiver, each span three vendor rows."""
+        requests = ExportRequests()
+        async with self._daemon("o.otlp", "fsync", "otlp") as d:
+            start = now() + self.plan.warmup
+            end = start + self.plan.window
+            work = load.closed_loop(d.otlp, INGEST_CONNECTIONS, requests.request, SPANS, start, end)
+            result = await self._measured(d, start, end, work)
+            result["rows_per_s"] = result["records_per_s"] * len(daemon.vendors.VENDORS)
+            result["request_bytes"] = requests.body_bytes
+            self.scenarios["o.otlp"] = result
 
     async def single(self) -> None:
         """(b) one record per request over TCP: the closed-loop maximum, then latency at a fixed open-loop rate."""
@@ -220,6 +234,8 @@ class Bench:
                 for durability in ("fsync", "os"):
                     for sink in ("batch", "down"):
                         await self.ingest(durability, sink)
+            if "o" in only:
+                await self.otlp()
             if "b" in only:
                 await self.single()
             if "c" in only:
@@ -255,6 +271,7 @@ def _meta(args: argparse.Namespace, plan: Plan, records: Records) -> dict[str, A
         "record_line_bytes": records.line_bytes,
         "ingest_batch": INGEST_BATCH,
         "ingest_connections": INGEST_CONNECTIONS,
+        "otlp_spans_per_request": SPANS,
         "single_connections": SINGLE_CONNECTIONS,
         "latency_rate": LATENCY_RATE,
         "sustained_rate": SUSTAINED_RATE,
@@ -287,8 +304,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="shorter windows and fewer records (~1 minute)")
     parser.add_argument(
         "--only",
-        default="abcepf",
-        help="scenarios to run, any of a, b, c, e, p, f (default: all; e gives (d); f is p with 1 or 2 processes)",
+        default="aobcepf",
+        help="scenarios to run, any of a, o, b, c, e, p, f (default: all; e gives (d); f is p with 1 or 2 processes)",
     )
     parser.add_argument("--profile", type=Path, help="sample each daemon with py-spy into DIR/<scenario>.txt")
     parser.add_argument("--shipper-src", type=Path, default=daemon.REPO, help="run shipper from this source tree")

@@ -23,15 +23,19 @@ FREEPLAY_PROJECT = "11111111-2222-3333-4444-555555555555"
 VENDORS = ("freeplay", "humanloop", "keywordsai")
 
 
-def sinks_toml(workdir: Path, remote_url: str, vendors: tuple[str, ...] = VENDORS) -> str:
-    """One sink per vendor, all pointed at the fake remote, each with its own key file."""
+def sinks_toml(workdir: Path, remote_url: str, vendors: tuple[str, ...] = VENDORS, extra: str = "") -> str:
+    """One sink per vendor, all pointed at the fake remote, each with its own key file (and Freeplay's project, for
+    spans from the OTLP receiver), and `extra` keys each."""
     lines = []
     for vendor in vendors:
         key = workdir / f"{vendor}.key"
         key.write_text(f"bench-{vendor}-key\n")
         key.chmod(0o600)
         base = f"{remote_url}/api" if vendor == "freeplay" else remote_url
-        lines.append(f'[sinks.{vendor}]\ntype = "{vendor}"\nbase_url = "{base}"\napi_key_file = "{key}"\n')
+        project = f'project_id = "{FREEPLAY_PROJECT}"\n' if vendor == "freeplay" else ""
+        lines.append(
+            f'[sinks.{vendor}]\ntype = "{vendor}"\nbase_url = "{base}"\napi_key_file = "{key}"\n{project}{extra}'
+        )
     return "\n".join(lines)
 
 

@@ -68,17 +68,15 @@ class Held:
         return part_key(self.span.trace_id.hex(), self.span.span_id.hex())
 
 
-def held_row(
-    planned: Spooled, sink: str, span: Span, service: str, due: float, links: Mapping[str, str | None]
-) -> NewRow:
-    """The row that holds `span` for `sink` until `due`, in the place its vendor record (`planned`) would take:
-    `{"export": <OTLP/JSON of the span alone>, "links": {"parent_step", "parent_agent", "session"}}`."""
+def held_row(planned: NewRow, span: Span, service: str, due: float, links: Mapping[str, str | None]) -> NewRow:
+    """The row that holds `span` until `due` in the place of its vendor record (`planned`, with a stand-in
+    message): `{"export": <OTLP/JSON of the span alone>, "links": {"parent_step", "parent_agent", "session"}}`."""
     request = ExportTraceServiceRequest()
     resource = request.resource_spans.add()
     resource.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value=service)))
     resource.scope_spans.add().spans.append(span)
     body = orjson.dumps({"export": orjson.Fragment(wire.to_json(request)), "links": dict(links)})
-    return planned.row(sink, None)._replace(path=SPAN_PATH, query=None, body=body, due=due)
+    return planned._replace(path=SPAN_PATH, query=None, body=body, due=due)
 
 
 def part_row(sink: str, trace_id: str, span_id: str, event: Event, keep_until: float) -> NewRow:

@@ -27,7 +27,7 @@ from shipper.otlp.join import STAND_IN, held_row, part_row, plan_record
 from shipper.otlp.steps import AGENT, step_of
 from shipper.otlp.tree import Id, Tree, ancestors_first
 from shipper.records import BadInput, NewRow
-from shipper.vendors.base import Adapter, Spooled
+from shipper.vendors.base import Adapter
 from shipper.vendors.llm import LlmCall, Step
 
 # What a resource without `service.name` is called, as the SDKs name it.
@@ -88,12 +88,11 @@ def plan_spans(request: ExportTraceServiceRequest, sinks: Sequence[VendorSink], 
         if isinstance(planned, str):
             plan.refuse(f"span {span.name!r}: {planned}")
             continue
-        for name, spooled in planned:
-            if held:
-                links = {"parent_step": step, "parent_agent": agent, "session": session}
-                plan.rows.append(held_row(spooled, name, span, service, hold_until, links))
-            else:
-                plan.rows.append(spooled.row(name, None))
+        if held:
+            links = {"parent_step": step, "parent_agent": agent, "session": session}
+            plan.rows.extend(held_row(row, span, service, hold_until, links) for row in planned)
+        else:
+            plan.rows.extend(planned)
         recorded[span.trace_id, span.span_id] = record.session
         if isinstance(record, Step) and record.kind == AGENT:
             agents.add((span.trace_id, span.span_id))
@@ -144,14 +143,12 @@ def _spans(request: ExportTraceServiceRequest) -> Iterator[tuple[str, Span]]:
                 yield service if isinstance(service, str) and service else UNKNOWN_SERVICE, span
 
 
-def _for_every_sink(record: LlmCall | Step, sinks: Sequence[VendorSink]) -> list[tuple[str, Spooled]] | str:
-    """The record planned for each sink, or why one of them refused it (its adapter; or a body JSON cannot hold)."""
-    planned: list[tuple[str, Spooled]] = []
+def _for_every_sink(record: LlmCall | Step, sinks: Sequence[VendorSink]) -> list[NewRow] | str:
+    """The record's row for each sink, or why one of them refused it (its adapter; or a body JSON cannot hold)."""
+    planned: list[NewRow] = []
     for sink in sinks:
         try:
-            spooled = plan_record(record, sink.adapter, sink.config)
-            spooled.row(sink.name, None)  # a body JSON cannot hold is refused here, not at the append
+            planned.append(plan_record(record, sink.adapter, sink.config).row(sink.name, None))
         except BadInput as exc:
             return f"sink {sink.name}: {exc}"
-        planned.append((sink.name, spooled))
     return planned
