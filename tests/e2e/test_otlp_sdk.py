@@ -22,6 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from opentelemetry.exporter.otlp.json.http._log_exporter import OTLPLogExporter as JsonLogExporter
+from opentelemetry.exporter.otlp.json.http.trace_exporter import OTLPSpanExporter as JsonSpanExporter
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -209,19 +211,24 @@ async def test_an_export_that_does_not_parse_is_a_400_without_retry_after_on_the
             assert response.status == 400 and "Retry-After" not in response.headers
 
 
-def instrumented_call(instrumentation: str, base_url: str, endpoint: str, logs_first: bool = True) -> bool:
+def instrumented_call(
+    instrumentation: str, base_url: str, endpoint: str, logs_first: bool = True, encoding: str = "protobuf"
+) -> bool:
     """An app as its instrumentation's docs set it up: a BatchSpanProcessor with the OTLP exporter (and a
     BatchLogRecordProcessor with the OTLP log exporter, for what the instrumentation writes on the logs signal), the
     instrumentor, one chat completion; True when both processors flushed (every export answered 200), the logs
-    first or the spans first."""
+    first or the spans first. `encoding`: the SDK's protobuf exporters, or its OTLP/JSON ones."""
     import openai
     from opentelemetry.instrumentation.openai import OpenAIInstrumentor as OpenLLMetry
     from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor as OpenAIV2
 
+    spans, records = (
+        (OTLPSpanExporter, OTLPLogExporter) if encoding == "protobuf" else (JsonSpanExporter, JsonLogExporter)
+    )
     provider = TracerProvider(resource=Resource.create({"service.name": "calc-app"}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"http://{endpoint}/v1/traces")))
+    provider.add_span_processor(BatchSpanProcessor(spans(endpoint=f"http://{endpoint}/v1/traces")))
     logs = LoggerProvider(resource=Resource.create({"service.name": "calc-app"}))
-    logs.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"http://{endpoint}/v1/logs")))
+    logs.add_log_record_processor(BatchLogRecordProcessor(records(endpoint=f"http://{endpoint}/v1/logs")))
     instrumentor = OpenAIV2() if instrumentation == "openai-v2" else OpenLLMetry()
     instrumentor.instrument(tracer_provider=provider, logger_provider=logs)
     try:
@@ -269,19 +276,25 @@ async def test_a_chat_completion_an_instrumented_app_makes_reaches_every_vendor(
     assert (prompt_log["messages"], prompt_log["output"], prompt_log["output_tokens"]) == (ASKED, "4", 1)
 
 
-@pytest.mark.parametrize("logs_first", [True, False], ids=["logs-first", "spans-first"])
+@pytest.mark.parametrize(
+    ("logs_first", "encoding"),
+    [(True, "protobuf"), (False, "protobuf"), (True, "json")],
+    ids=["logs-first", "spans-first", "otlp-json"],
+)
 async def test_a_chat_completion_whose_messages_openai_v2_puts_on_the_logs_signal_reaches_every_vendor_with_them(
-    otlp: Otlp, logs_first: bool, monkeypatch: pytest.MonkeyPatch
+    otlp: Otlp, logs_first: bool, encoding: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`EVENT_ONLY`: the span carries no messages, one `gen_ai.client.inference.operation.details` log record tied to
-    it carries them, in an export request of its own; shipper joins the two, whichever came first."""
+    it carries them, in an export request of its own; shipper joins the two, whichever came first, sent by the SDK's
+    protobuf exporters or its OTLP/JSON ones."""
     monkeypatch.setenv("OTEL_SEMCONV_STABILITY_OPT_IN", "gen_ai_latest_experimental")
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "EVENT_ONLY")
     rig = otlp.rig
     for fake in rig.fakes:
         await fake.start()
     async with OpenAIFake() as openai_fake:
-        assert await asyncio.to_thread(instrumented_call, "openai-v2", openai_fake.base_url, otlp.endpoint, logs_first)
+        called = instrumented_call, "openai-v2", openai_fake.base_url, otlp.endpoint, logs_first, encoding
+        assert await asyncio.to_thread(*called)
     await delivered(rig, 1)
     (log,) = [seen.body for seen in rig.kw.accepted("POST", "/api/request-logs/create/")]
     assert (log["prompt_messages"], log["completion_message"]) == (ASKED, REPLY)
@@ -297,6 +310,35 @@ async def test_a_chat_completion_whose_messages_openai_v2_puts_on_the_logs_signa
     # The log record left the spool with the records it was joined to, and nothing was dead-lettered.
     await wait_for(lambda: read(rig.spool, lambda spool: spool.waiting()) == 0, timeout=30)
     assert rig.dead_letters() == []
+
+
+async def test_the_sdks_otlp_json_exporter_is_read_with_its_hex_ids_and_int64_strings(otlp: Otlp) -> None:
+    """The SDK's OTLP/JSON exporter, as it writes a request (checked on a plain remote first), into shipper."""
+    spans = app_spans()
+    remote = FakeRemote()
+    await remote.start()
+    try:
+        assert await asyncio.to_thread(JsonSpanExporter(endpoint=f"{remote.url}/v1/traces").export, spans) == (
+            SpanExportResult.SUCCESS
+        )
+    finally:
+        await remote.stop()
+    (sent,) = remote.received
+    assert sent.headers["Content-Type"] == "application/json"
+    wire_span = sent.json()["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    assert re.fullmatch("[0-9a-f]{32}", wire_span["traceId"]) and re.fullmatch("[0-9a-f]{16}", wire_span["spanId"])
+    assert isinstance(wire_span["startTimeUnixNano"], str)  # int64 as a string, as OTLP/JSON has it
+
+    rig = otlp.rig
+    for fake in rig.fakes:
+        await fake.start()
+    exporter = JsonSpanExporter(endpoint=f"http://{otlp.endpoint}/v1/traces")
+    assert await asyncio.to_thread(exporter.export, spans) == SpanExportResult.SUCCESS
+    await delivered(rig, 6)
+    named = by_span(spans)
+    log = keywords_log(rig, named["chat new"])
+    assert (log["prompt_messages"], log["prompt_tokens"]) == (ASKED, 12)
+    assert log["trace_unique_id"] == format(named["chat new"].context.trace_id, "032x")
 
 
 async def post(endpoint: str, signal: str, body: bytes) -> None:
