@@ -51,10 +51,11 @@ def span(
     span_id: bytes = SPAN,
     parent: bytes = PARENT,
     error: str | None = None,
+    start_ns: int = START_NS,
 ) -> Span:
     made = Span(
         trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=name, kind=Span.SPAN_KIND_CLIENT,
-        start_time_unix_nano=START_NS, end_time_unix_nano=END_NS, attributes=pairs(attrs),
+        start_time_unix_nano=start_ns, end_time_unix_nano=max(END_NS, start_ns), attributes=pairs(attrs),
     )  # fmt: skip
     for event_name, fields in events:
         made.events.add(name=event_name, time_unix_nano=START_NS, attributes=pairs(fields))

@@ -62,6 +62,29 @@ def attributes(pairs: Iterable[KeyValue]) -> dict[str, Any]:
     return {pair.key: value(pair.value) for pair in pairs}
 
 
+def any_value(item: Any) -> AnyValue:
+    """The inverse of `value` for what it gives (a bytes value comes back as its hex text): how a span kept as plain
+    JSON (join.py) is a Span again."""
+    if isinstance(item, bool):
+        return AnyValue(bool_value=item)
+    if isinstance(item, int):
+        return AnyValue(int_value=item)
+    if isinstance(item, float):
+        return AnyValue(double_value=item)
+    out = AnyValue()
+    if isinstance(item, list):
+        out.array_value.values.extend(any_value(entry) for entry in item)
+    elif isinstance(item, dict):
+        out.kvlist_value.values.extend(key_values(item))
+    elif item is not None:
+        out.string_value = str(item)
+    return out
+
+
+def key_values(attrs: Mapping[str, Any]) -> list[KeyValue]:
+    return [KeyValue(key=key, value=any_value(item)) for key, item in attrs.items()]
+
+
 def is_llm(attrs: Mapping[str, Any]) -> bool:
     """Any attribute may hold any type (a list where a name belongs): only the expected text counts."""
     operation = attrs.get("gen_ai.operation.name")

@@ -7,9 +7,9 @@ waits in memory: both are spool rows of each routed vendor sink, and the join ha
 
 - A **held span**: an LLM span read with no input messages. Its row has the key, scope and `after` the vendor's own
   record of it will have (planned now, from the call with a stand-in message), so it keeps its place in the
-  vendor's order, but its body is the span itself (OTLP/JSON, path SPAN_PATH, with the parent links resolved from
-  its export request, tree.py, and the session it inherited), and it is not handed out before `[otlp] logs_wait`
-  has passed: time for the logs to arrive.
+  vendor's order, but its body is the span itself (as plain JSON, path SPAN_PATH, with the parent links resolved
+  from its export request, tree.py, and the session it inherited), and it is not handed out before `[otlp]
+  logs_wait` has passed: time for the logs to arrive.
 - A **part**: one content log record, a row of kind PART_KIND keyed by its span (`part_key`), never sent by itself:
   it is held for PART_KEEP seconds, and only one still queued then is handed out, and dead-lettered as an orphan
   (its span never came, or came and left before it).
@@ -29,16 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from shipper.config.sinks import VendorSinkConfig
-from shipper.otlp import wire
-from shipper.otlp.genai import Event, Unmappable, attributes, llm_call
+from shipper.otlp.genai import Event, Unmappable, attributes, key_values, llm_call
 from shipper.records import BadInput, NewRow
 from shipper.vendors.base import Adapter, Spooled
-from shipper.vendors.llm import LlmCall, Step
+from shipper.vendors.llm import SPAN_IDS_FIELD, LlmCall, Step
 
 SPAN_PATH = "/otel/span"  # a held span's row: its body the span, sent as the vendor record it becomes
 PART_PATH = "/otel/part"
@@ -49,6 +46,7 @@ PART_KEEP = 3600.0
 # What a held span is planned with, so its record's key, scope and order are known before its messages are.
 STAND_IN = ({"role": "user", "content": ""},)
 LINKS = ("parent_step", "parent_agent", "session")  # what the export request told of the span (plan.py)
+SPAN_IDS = SPAN_IDS_FIELD
 
 
 def part_key(trace_id: str, span_id: str) -> str:
@@ -69,14 +67,23 @@ class Held:
 
 
 def held_row(planned: NewRow, span: Span, service: str, due: float, links: Mapping[str, str | None]) -> NewRow:
-    """The row that holds `span` until `due` in the place of its vendor record (`planned`, with a stand-in
-    message): `{"export": <OTLP/JSON of the span alone>, "links": {"parent_step", "parent_agent", "session"}}`."""
-    request = ExportTraceServiceRequest()
-    resource = request.resource_spans.add()
-    resource.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value=service)))
-    resource.scope_spans.add().spans.append(span)
-    body = orjson.dumps({"export": orjson.Fragment(wire.to_json(request)), "links": dict(links)})
-    return planned._replace(path=SPAN_PATH, query=None, body=body, due=due)
+    """The row that holds `span` until `due` in the place of its vendor record (`planned`, with a stand-in message).
+
+    Its body is plain JSON, so redaction reads it as it reads any record: the span's name, status message,
+    attributes and events, whose strings the patterns scrub; and, under SPAN_IDS (which every vendor protects from
+    redaction, as it protects the ids that route a record), its ids, times, service and the links its request gave
+    it. Not OTLP/JSON: there, int64s are strings, and a 13-19 digit timestamp that passes the Luhn check would be
+    masked as a card number, leaving a span that no longer parses."""
+    body = {
+        SPAN_IDS: {
+            "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(), "parent_span_id": span.parent_span_id.hex(),
+            "start": span.start_time_unix_nano, "end": span.end_time_unix_nano, "status": span.status.code,
+            "service": service, **links,
+        },
+        "name": span.name, "status_message": span.status.message, "attributes": attributes(span.attributes),
+        "events": [[event.name, attributes(event.attributes)] for event in span.events],
+    }  # fmt: skip
+    return planned._replace(path=SPAN_PATH, query=None, body=orjson.dumps(body), due=due)
 
 
 def part_row(sink: str, trace_id: str, span_id: str, event: Event, keep_until: float) -> NewRow:
@@ -86,21 +93,30 @@ def part_row(sink: str, trace_id: str, span_id: str, event: Event, keep_until: f
 
 
 def read_held(body: bytes) -> Held:
-    """BadInput for a body that is no held span (redaction may have made it unreadable)."""
+    """BadInput for a body that is no held span."""
     try:
         found: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         found = None
-    if not isinstance(found, dict) or not isinstance(found.get("links"), dict):
-        raise BadInput("invalid_body", "the held span's row is not {export, links}")
-    links = {name: value for name, value in found["links"].items() if name in LINKS and isinstance(value, str)}
-    request = wire.decode(orjson.dumps(found.get("export")), wire.JSON, ExportTraceServiceRequest)
-    for resource in request.resource_spans:
-        service = attributes(resource.resource.attributes).get("service.name")
-        for scope in resource.scope_spans:
-            for span in scope.spans:
-                return Held(span, service if isinstance(service, str) else "unknown_service", links)
-    raise BadInput("invalid_body", "the held span's row holds no span")
+    ids = found.get(SPAN_IDS) if isinstance(found, dict) else None
+    if not isinstance(ids, dict) or not isinstance(found.get("attributes"), dict):
+        raise BadInput("invalid_body", f"the held span's row is not {{{SPAN_IDS}, name, attributes, events}}")
+    try:
+        span = Span(
+            trace_id=bytes.fromhex(ids["trace_id"]), span_id=bytes.fromhex(ids["span_id"]),
+            parent_span_id=bytes.fromhex(ids["parent_span_id"]), start_time_unix_nano=ids["start"],
+            end_time_unix_nano=ids["end"], name=str(found.get("name", "")),
+            attributes=key_values(found["attributes"]),
+        )  # fmt: skip
+        span.status.code = ids["status"]
+        span.status.message = str(found.get("status_message") or "")
+        for name, fields in found.get("events") or []:
+            span.events.add(name=name, attributes=key_values(fields))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInput("invalid_body", f"the held span's row does not read as a span: {exc!r}") from None
+    links = {name: ids[name] for name in LINKS if isinstance(ids.get(name), str)}
+    service = ids.get("service")
+    return Held(span, service if isinstance(service, str) else "unknown_service", links)
 
 
 def read_part(body: bytes) -> Event | None:

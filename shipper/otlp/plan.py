@@ -65,12 +65,13 @@ def plan_spans(request: ExportTraceServiceRequest, sinks: Sequence[VendorSink], 
     """`hold_until`: when a span held for its logs may be sent (epoch seconds). Spans are planned ancestors first,
     each linked to its nearest ancestor recorded so far (tree.py)."""
     plan = SpanPlan()
-    services, spans = zip(*_spans(request), strict=True) if request.resource_spans else ((), ())
+    read = list(_spans(request))
+    spans = [span for _, span in read]
     tree = Tree(spans)
     recorded: dict[Id, str | None] = {}  # each span recorded so far, with its session
     agents: set[Id] = set()
     for index in ancestors_first(spans, tree):
-        span, service = spans[index], services[index]
+        service, span = read[index]
         try:
             record = _read(span, service)
         except Unmappable as exc:
@@ -79,17 +80,17 @@ def plan_spans(request: ExportTraceServiceRequest, sinks: Sequence[VendorSink], 
         if record is None:
             plan.passed_over += 1
             continue
-        step, agent = tree.nearest(span, recorded.__contains__), tree.nearest(span, agents.__contains__)
+        parent, agent = tree.nearest(span, recorded.__contains__), tree.nearest(span, agents.__contains__)
         # A record with no conversation of its own is in its parent's: one agent run, one session.
-        session = record.session or (recorded[span.trace_id, bytes.fromhex(step)] if step else None)
-        record = dataclasses.replace(record, parent_step=step, parent_agent=agent, session=session)
+        session = record.session or (recorded[span.trace_id, bytes.fromhex(parent)] if parent else None)
+        record = dataclasses.replace(record, parent_step=parent, parent_agent=agent, session=session)
         held = isinstance(record, LlmCall) and not record.messages
         planned = _for_every_sink(_stand_in(record) if held else record, sinks)
         if isinstance(planned, str):
             plan.refuse(f"span {span.name!r}: {planned}")
             continue
         if held:
-            links = {"parent_step": step, "parent_agent": agent, "session": session}
+            links = {"parent_step": parent, "parent_agent": agent, "session": session}
             plan.rows.extend(held_row(row, span, service, hold_until, links) for row in planned)
         else:
             plan.rows.extend(planned)

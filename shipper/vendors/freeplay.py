@@ -11,7 +11,8 @@ As sent: a completion's usage goes in `call_info.usage` (no cost: Freeplay price
 in `call_info.provider_info` (per call; session metadata would mark every completion of the session); a trace's
 in `custom_metadata`, a trace update's in its `metadata` only when it carries one (a PATCH may replace it whole),
 a metadata PATCH's in the body itself. Feedback and completion updates have no metadata field and carry no mark.
-Redaction never touches `completion_id` or `parent_id`: they key the rows and their order.
+Redaction never touches `completion_id` or `parent_id`: they key the rows and their order (nor a held span's ids,
+shipper/otlp/join.py).
 
 From OpenTelemetry spans (shipper/otlp/): an LLM call is a completion, a tool call or agent run a trace (`kind`
 "tool" / "agent"), in the session of the span's conversation or trace. Every span's Freeplay id (a completion's
@@ -45,7 +46,7 @@ from shipper.vendors.base import (
     uuid4_text,
 )
 from shipper.vendors.base import success_for as _success_for
-from shipper.vendors.llm import LlmCall, Request, Step, derived_id
+from shipper.vendors.llm import SPAN_IDS_FIELD, LlmCall, Request, Step, derived_id
 from shipper.vendors.sent import Sent, Usage, dict_at, itself, obj, sent
 
 P = rf"/v2/projects/{ID}"
@@ -204,7 +205,7 @@ class Freeplay(ClientIds):
     auth_header = "Authorization"
     routes = ROUTES
     outbound = OUTBOUND
-    protected = frozenset({"completion_id", "parent_id"})
+    protected = frozenset({"completion_id", "parent_id", SPAN_IDS_FIELD})
     from_call = staticmethod(from_call)
     from_step = staticmethod(from_step)
 

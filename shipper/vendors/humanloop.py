@@ -18,7 +18,8 @@ all is filled as Humanloop fills it for a fresh log: no evaluator logs yet, coun
 
 As sent: a prompt log's usage goes in `prompt_tokens` / `output_tokens` and its cost in `prompt_cost` /
 `output_cost`; shipper's marks go in a log's `metadata` (an update's only when it carries one). Redaction never
-touches `path`, `id`, `log_id` or `trace_parent_id`: they name the file, key the log and order it after its parent.
+touches `path`, `id`, `log_id` or `trace_parent_id`: they name the file, key the log and order it after its parent
+(nor a held span's ids, shipper/otlp/join.py).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from shipper.vendors.base import (
     plan_routes,
     route,
 )
-from shipper.vendors.llm import LlmCall, Request, Step, derived_id, iso
+from shipper.vendors.llm import SPAN_IDS_FIELD, LlmCall, Request, Step, derived_id, iso
 from shipper.vendors.sent import Sent, Usage, dict_at, obj, sent
 
 # file type → (id field in answers, placeholder prefix for the file, placeholder prefix for its version)
@@ -225,7 +226,7 @@ class Humanloop:
     type = "humanloop"
     auth_header = "X-API-KEY"
     outbound = OUTBOUND
-    protected = frozenset({"path", "id", "log_id", "trace_parent_id"})
+    protected = frozenset({"path", "id", "log_id", "trace_parent_id", SPAN_IDS_FIELD})
     from_call = staticmethod(from_call)
     from_step = staticmethod(from_step)
 

@@ -6,8 +6,8 @@ either, so creates are independent; an update names the server's `unique_id`, le
 
 As sent: a create's usage goes in `prompt_tokens` / `completion_tokens` and its cost in `cost`, unless the app sent
 unit prices (then Keywords AI computes the cost itself); shipper's marks go in `metadata` (of each log of a batch
-update; an update's only when it carries one). No body field needs protecting from redaction: a create carries no
-id, and an update names its log in the path.
+update; an update's only when it carries one). No body field of a drop-in call needs protecting from redaction: a
+create carries no id, and an update names its log in the path (a held span's ids are protected, shipper/otlp/join.py).
 
 From OpenTelemetry spans (shipper/otlp/): an LLM call is a request log with its messages, a tool call or agent run a
 request log with `log_type` "tool" / "agent" and its `input` / `output` (Keywords AI's documented universal
@@ -36,7 +36,7 @@ from shipper.vendors.base import (
     plan_routes,
     route,
 )
-from shipper.vendors.llm import LlmCall, Request, Step, iso
+from shipper.vendors.llm import SPAN_IDS_FIELD, LlmCall, Request, Step, iso
 from shipper.vendors.sent import Sent, Usage, dict_at, sent
 
 LOGGED = {"message": "log successful"}
@@ -138,7 +138,7 @@ class KeywordsAI(ClientIds):
     auth_header = "Authorization"
     routes = ROUTES
     outbound = OUTBOUND
-    protected: frozenset[str] = frozenset()
+    protected = frozenset({SPAN_IDS_FIELD})
     from_call = staticmethod(from_call)
     from_step = staticmethod(from_step)
 

@@ -23,6 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+# The field of a held span's row (shipper/otlp/join.py) with its ids and times: every vendor protects it from
+# redaction, as it protects the ids that route its records.
+SPAN_IDS_FIELD = "otel_span"
 # Ids shipper derives from a span's own ids: the same span exported twice gets the same vendor id.
 _NAMESPACE = uuid.UUID("5f0c1c8e-3d52-4e57-9a57-0b6d4f1c7e21")
 

@@ -4,10 +4,14 @@ messages on it, in either convention's events."""
 
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
 
-from shipper.otlp.genai import content_event
+from shipper.config.transform import RedactConfig
+from shipper.enrich.redact import Redactor
+from shipper.otlp.genai import attributes, content_event
 from shipper.otlp.join import PART_KIND, PART_PATH, SPAN_PATH, joined_call, part_key, plan_record, read_held
 from shipper.otlp.plan import plan_logs, plan_spans
 from shipper.records import BadInput, NewRow
@@ -113,12 +117,31 @@ def test_a_held_span_no_content_came_for_goes_as_it_is_or_is_refused_by_a_vendor
 @pytest.mark.parametrize(
     ("body", "said"),
     [
-        (b"{}", "is not {export, links}"),
-        (b"[1", "is not {export, links}"),
-        (orjson.dumps({"export": {"resourceSpans": "x"}, "links": {}}), "is not a ExportTraceServiceRequest"),
-        (orjson.dumps({"export": {}, "links": {}}), "holds no span"),
+        (b"{}", "is not {otel_span, name, attributes, events}"),
+        (b"[1", "is not {otel_span, name, attributes, events}"),
+        (orjson.dumps({"otel_span": {"trace_id": "zz"}, "attributes": {}}), "does not read as a span"),
+        (orjson.dumps({"otel_span": {}, "attributes": {}}), "does not read as a span"),
     ],
 )
 def test_a_held_span_row_that_no_longer_reads_is_refused_by_name(body: bytes, said: str) -> None:
-    with pytest.raises(BadInput, match=said):
+    with pytest.raises(BadInput, match=re.escape(said)):
         read_held(body)
+
+
+def test_redaction_scrubs_a_held_span_and_its_parts_but_never_its_ids_and_times() -> None:
+    """A 19-digit timestamp that passes the Luhn check is a "card" to the pattern: kept apart, it is never masked."""
+    redactor = Redactor(RedactConfig(builtin=("cards", "emails")))
+    attrs = {**NO_CONTENT, "user.email": "ann@example.com", "timer_ns": LUHN_NS}
+    (row,) = plan_spans(export(span(attrs, start_ns=LUHN_NS)), [SINKS[2]], hold_until=0.0).rows
+    redacted = redactor.redact_row(row, "keywordsai")
+    held = read_held(redacted.body)
+    assert held.span.start_time_unix_nano == LUHN_NS and held.span.trace_id == TRACE
+    assert attributes(held.span.attributes)["user.email"] == "[REDACTED_EMAIL]"
+    assert attributes(held.span.attributes)["timer_ns"] == LUHN_NS  # a number, not a string: no pattern reads it
+    (part,) = plan_logs(
+        logs_export(log_record("gen_ai.user.message", {"content": "ann@example.com"})), [SINKS[2]], 1.0
+    ).rows
+    assert b"ann@example.com" not in redactor.redact_row(part, "keywordsai").body
+
+
+LUHN_NS = 1795347092746001000

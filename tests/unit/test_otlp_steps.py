@@ -177,3 +177,10 @@ def parts(sink: str) -> list[bytes]:
     record.span_id = LLM
     plan = plan_logs(logs_export(record), SINKS, 2.0)
     return [row.body for row in plan.rows if row.sink == sink]
+
+
+def test_a_request_whose_resource_holds_no_spans_plans_nothing() -> None:
+    request = export()
+    assert len(request.resource_spans) == 1
+    plan = plan_spans(request, SINKS, hold_until=0.0)
+    assert (plan.rows, plan.mapped, plan.passed_over, plan.refused) == ([], 0, 0, 0)
