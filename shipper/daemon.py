@@ -176,7 +176,7 @@ class Daemon:
         server = IngestServer(app, self.config.ingest, listeners)
         await server.start()
         stack.push_async_callback(server.stop)
-        if self.config.otlp.http or listeners.otlp:
+        if self.config.otlp.http or self.config.otlp.unix or listeners.otlp:
             await self._serve_otlp(app[IN_FLIGHT_KEY], listeners.otlp, stack)
         admin = AdminServer(self, self.config.admin, listeners.admin)
         stack.push_async_callback(admin.stop)
@@ -202,7 +202,7 @@ class Daemon:
         if not config.otlp.route:  # a socket named otlp was passed, but nothing says where spans go
             raise ConfigError("otlp.route: empty, yet an otlp listener was inherited: name the sinks spans go to")
         app = build_otlp_app(self, self.routing, self.counters, config.ingest, config.otlp, self.redactor, in_flight)
-        self._otlp = otlp_server(app, config.ingest, config.otlp, Listeners(http=inherited))
+        self._otlp = otlp_server(app, config.ingest, config.otlp, inherited)
         await self._otlp.start()
         stack.push_async_callback(self._otlp.stop)
 

@@ -81,8 +81,11 @@ class Config(Section):
     @model_validator(mode="after")
     def _check_otlp(self) -> Config:
         otlp = self.otlp
-        if otlp.http and not otlp.route:
-            raise ValueError("otlp.route: empty while otlp.http listens: name the vendor sinks that record spans")
+        if (otlp.http or otlp.unix) and not otlp.route:
+            listening = "otlp.http" if otlp.http else "otlp.unix"
+            raise ValueError(f"otlp.route: empty while {listening} listens: name the vendor sinks that record spans")
+        if otlp.unix and Path(otlp.unix).resolve() == Path(self.ingest.unix).resolve():
+            raise ValueError(f"otlp.unix = {otlp.unix!r} is ingest.unix too: give the receiver a socket of its own")
         if otlp.http and not is_loopback(parse_host_port(otlp.http)[0]) and not self.ingest.token:
             raise ValueError(f"otlp.http = {otlp.http!r} is not loopback: set [ingest] token so strangers cannot write")
         for name in otlp.route:

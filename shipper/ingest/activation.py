@@ -6,7 +6,7 @@ are set by the unit, outside the daemon's sandbox.
 
 The protocol: `LISTEN_FDS=N` sockets start at fd 3, `LISTEN_PID` names the process they are for, and
 `LISTEN_FDNAMES` (colon-separated) names each one (`FileDescriptorName=`; by default the socket unit's name).
-A socket named `http`, `unix` or `otlp` (the OTLP receiver's TCP listener) takes that role; any other is placed by
+A socket named `http`, `unix` or `otlp` (the OTLP receiver's, TCP or Unix) takes that role; any other is placed by
 its family (AF_UNIX → unix, AF_INET/AF_INET6 → http), since one socket unit can give all its sockets only one name.
 Not responsible for serving the sockets (ingest/server.py).
 """
@@ -39,7 +39,7 @@ class Listeners:
     http: tuple[socket.socket, ...] = ()
     unix: tuple[socket.socket, ...] = ()
     admin: tuple[socket.socket, ...] = ()  # only from a supervisor (supervisor.py), never from systemd
-    otlp: tuple[socket.socket, ...] = ()  # the OTLP receiver's (shipper/ingest/otlp.py)
+    otlp: tuple[socket.socket, ...] = ()  # the OTLP receiver's, TCP or Unix (shipper/ingest/otlp.py)
 
 
 def listen_fds(
@@ -79,10 +79,16 @@ def _role(fd_label: str, sock: socket.socket) -> str:
         raise ActivationError(f"{where} is not a listening stream socket (use ListenStream=)")
     by_family = _ROLE_BY_FAMILY.get(sock.family)
     role = fd_label if fd_label in ("http", "unix", "otlp") else by_family
-    if role is None or ("http" if role == "otlp" else role) != by_family:
+    if role is None or by_family is None or (role != "otlp" and role != by_family):
         family = getattr(sock.family, "name", sock.family)
         raise ActivationError(f"{where} has family {family}, which cannot serve {role or 'ingest'}")
     return role
+
+
+def by_family(sockets: Sequence[socket.socket]) -> Listeners:
+    """Sockets of one role, TCP or Unix (the OTLP receiver's), as the `http` and `unix` listeners of a server."""
+    tcp = tuple(sock for sock in sockets if sock.family != socket.AF_UNIX)
+    return Listeners(http=tcp, unix=tuple(sock for sock in sockets if sock.family == socket.AF_UNIX))
 
 
 def classify(inherited: Sequence[tuple[str, socket.socket]]) -> Listeners:

@@ -12,14 +12,14 @@ import contextlib
 import os
 import shutil
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from shipper.config import Config
 from shipper.config.listeners import parse_host_port
 from shipper.errors import ConfigError
-from shipper.ingest.activation import Listeners
+from shipper.ingest.activation import Listeners, by_family
 from shipper.ingest.socket_claim import claim
 
 BACKLOG = 1024
@@ -27,12 +27,12 @@ BACKLOG = 1024
 
 @dataclass
 class Bound:
-    """Closed (and the socket file removed) on leaving the `with` block."""
+    """Closed (and the socket files removed) on leaving the `with` block."""
 
     listeners: Listeners
     fds: dict[str, list[int]]
-    _socket_file: Path | None = None
-    _claim_fd: int | None = None
+    _socket_files: list[Path] = field(default_factory=list)
+    _claim_fds: list[int] = field(default_factory=list)
 
     def __enter__(self) -> Bound:
         return self
@@ -40,11 +40,11 @@ class Bound:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         for sock in [*self.listeners.http, *self.listeners.unix, *self.listeners.admin, *self.listeners.otlp]:
             sock.close()
-        if self._socket_file is not None:
+        for path in self._socket_files:
             with contextlib.suppress(FileNotFoundError):
-                self._socket_file.unlink()
-        if self._claim_fd is not None:
-            os.close(self._claim_fd)
+                path.unlink()
+        for fd in self._claim_fds:
+            os.close(fd)
 
 
 def _tcp(key: str, address: str) -> socket.socket:
@@ -63,23 +63,24 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _unix(config: Config, bound: Bound) -> socket.socket:
-    path = Path(config.ingest.unix)
+def _unix(key: str, address: str, config: Config, bound: Bound) -> socket.socket:
+    """`key`'s socket at `address` (ingest.unix, otlp.unix), with `[ingest] unix_mode` and `unix_group`."""
+    path = Path(address)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"ingest.unix: cannot create {path.parent}: {exc.strerror or exc}") from None
-    bound._claim_fd = claim(path)
+        raise ConfigError(f"{key}: cannot create {path.parent}: {exc.strerror or exc}") from None
+    bound._claim_fds.append(claim(path))
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     umask = os.umask(0o177)
     try:
         sock.bind(str(path))
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"ingest.unix: cannot listen on {path}: {exc.strerror or exc}") from None
+        raise ConfigError(f"{key}: cannot listen on {path}: {exc.strerror or exc}") from None
     finally:
         os.umask(umask)
-    bound._socket_file = path
+    bound._socket_files.append(path)
     sock.listen(BACKLOG)
     if config.ingest.unix_group:
         try:
@@ -94,16 +95,26 @@ def _unix(config: Config, bound: Bound) -> socket.socket:
     return sock
 
 
+def _otlp(config: Config, inherited: Listeners, bound: Bound) -> tuple[socket.socket, ...]:
+    """The OTLP receiver's TCP and Unix listeners, each the one the service manager passed, else bound here."""
+    passed = by_family(inherited.otlp)
+    tcp = passed.http or ((_tcp("otlp.http", config.otlp.http),) if config.otlp.http else ())
+    unix = passed.unix or ((_unix("otlp.unix", config.otlp.unix, config, bound),) if config.otlp.unix else ())
+    return (*tcp, *unix)
+
+
 def bind_listeners(config: Config, inherited: Listeners) -> Bound:
     bound = Bound(Listeners(), {})
     try:
         http = inherited.http or ((_tcp("ingest.http", config.ingest.http),) if config.ingest.http else ())
         bound.listeners = Listeners(http=http)
-        unix = inherited.unix or ((_unix(config, bound),) if config.ingest.unix else ())
+        unix = inherited.unix or (
+            (_unix("ingest.unix", config.ingest.unix, config, bound),) if config.ingest.unix else ()
+        )
         bound.listeners = Listeners(http=http, unix=unix)
         admin = (_tcp("admin.http", config.admin.http),) if config.admin.http else ()
         bound.listeners = Listeners(http=http, unix=unix, admin=admin)
-        otlp = inherited.otlp or ((_tcp("otlp.http", config.otlp.http),) if config.otlp.http else ())
+        otlp = _otlp(config, inherited, bound)
         bound.listeners = Listeners(http=http, unix=unix, admin=admin, otlp=otlp)
     except BaseException:
         bound.__exit__(None, None, None)

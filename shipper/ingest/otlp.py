@@ -1,4 +1,4 @@
-"""The OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/logs` on a listener of its own (`[otlp] http`).
+"""The OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/logs` on listeners of its own (`[otlp] http`, `unix`).
 
 An app instrumented with OpenTelemetry points its exporter here (`OTEL_EXPORTER_OTLP_ENDPOINT`) and its LLM spans
 become vendor records (shipper/otlp/plan.py), committed to the spool like every other ingest route before the
@@ -16,6 +16,7 @@ Not responsible for what a span means (shipper/otlp/) or for binding the listene
 
 from __future__ import annotations
 
+import socket
 import time
 
 import orjson
@@ -30,7 +31,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from shipper.config.listeners import IngestConfig
 from shipper.config.otlp import OtlpConfig
 from shipper.enrich.redact import Redactor
-from shipper.ingest.activation import Listeners
+from shipper.ingest.activation import by_family
 from shipper.ingest.counters import IngestCounters
 from shipper.ingest.edge import edge
 from shipper.ingest.guard import IN_FLIGHT_KEY, InFlight
@@ -169,9 +170,13 @@ async def otlp_edge(request: web.Request, handler: Handler) -> web.StreamRespons
     return response
 
 
-def otlp_server(app: web.Application, ingest: IngestConfig, otlp: OtlpConfig, inherited: Listeners) -> IngestServer:
-    """Served as the ingest listeners are (server.py), on `[otlp] http` or the socket a supervisor bound for it."""
-    return IngestServer(app, ingest.model_copy(update={"http": otlp.http, "unix": ""}), inherited, section="otlp")
+def otlp_server(
+    app: web.Application, ingest: IngestConfig, otlp: OtlpConfig, inherited: tuple[socket.socket, ...]
+) -> IngestServer:
+    """Served as the ingest listeners are (server.py), on `[otlp] http` and `unix` or the sockets a supervisor (or
+    the service manager) passed for them; the Unix socket with `[ingest] unix_mode` and `unix_group`."""
+    listening = ingest.model_copy(update={"http": otlp.http, "unix": otlp.unix})
+    return IngestServer(app, listening, by_family(inherited), section="otlp")
 
 
 def build_otlp_app(

@@ -37,7 +37,8 @@ class IngestServer:
         section: str = "ingest",
     ) -> None:
         """`listeners`: inherited sockets to serve; None reads them from the environment (LISTEN_FDS) at start.
-        `section`: the config section an error binding `http` names (the OTLP receiver is served by this too)."""
+        `section`: the config section an error binding `http` or `unix` names (the OTLP receiver is served by this
+        too)."""
         self._section = section
         self._app = app
         self._config = config
@@ -103,14 +104,14 @@ class IngestServer:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"ingest.unix: cannot create {path.parent}: {exc.strerror or exc}") from None
+            raise ConfigError(f"{self._section}.unix: cannot create {path.parent}: {exc.strerror or exc}") from None
         # Another daemon (with another spool, so the spool lock cannot tell) may serve this very path.
         self._socket_lock = claim(path)
         # Born owner-only, then opened up to unix_mode: never, even for an instant, wider than configured.
         umask = os.umask(0o177)
         try:
             await self._start_site(
-                web.UnixSite(runner, str(path), backlog=BACKLOG), f"ingest.unix: cannot listen on {path}"
+                web.UnixSite(runner, str(path), backlog=BACKLOG), f"{self._section}.unix: cannot listen on {path}"
             )
         finally:
             os.umask(umask)

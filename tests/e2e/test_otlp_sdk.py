@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import stat
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -363,6 +364,28 @@ async def test_the_log_records_acknowledged_before_a_kill_9_are_joined_to_their_
     (log,) = [seen.body for seen in rig.kw.accepted("POST", "/api/request-logs/create/")]
     assert (log["prompt_messages"], log["completion_message"]) == (ASKED, REPLY)
     assert [seen.body["messages"] for seen in rig.fp.accepted("POST")] == [[*ASKED, REPLY]]
+
+
+async def test_the_receiver_listens_on_a_unix_socket_of_its_own_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[otlp] unix`: bound by the supervisor with ingest's socket mode, and served by the ingest process."""
+    monkeypatch.setenv("SHIPPER__SINKS__FP__PROJECT_ID", PROJECT)
+    path = tmp_path / "otlp.sock"
+    extra = f'[otlp]\nunix = "{path}"\nroute = ["kw"]\n'
+    async with vendor_rig(tmp_path, extra=extra) as rig:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o660
+        body = export_request(span(NEW_GENERATION)).SerializeToString()
+        headers = {"Content-Type": "application/x-protobuf"}
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as session,
+            session.post("http://otlp/v1/traces", data=body, headers=headers) as response,
+        ):
+            assert response.status == 200
+        await wait_for(lambda: len(rig.kw.accepted("POST")) == 1, timeout=30)
+        (log,) = [seen.body for seen in rig.kw.accepted("POST", "/api/request-logs/create/")]
+        assert (log["prompt_messages"], log["completion_message"]) == (ASKED, REPLY)
+    assert not path.exists()  # removed with the rest at the stop
 
 
 async def test_an_otlp_sink_gets_the_export_request_whole_and_retries_until_the_collector_takes_it(

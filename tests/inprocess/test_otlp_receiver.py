@@ -6,11 +6,14 @@ own encoding, and nothing is appended."""
 from __future__ import annotations
 
 import gzip
+import stat
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -28,7 +31,7 @@ from shipper.enrich.redact import Redactor
 from shipper.errors import DiskFull, SpoolError, SpoolFull
 from shipper.ingest.counters import IngestCounters
 from shipper.ingest.guard import InFlight
-from shipper.ingest.otlp import build_otlp_app
+from shipper.ingest.otlp import build_otlp_app, otlp_server
 from shipper.latency import IngestTimers
 from shipper.otlp import wire
 from shipper.otlp.join import PART_KIND, SPAN_PATH, part_key
@@ -280,3 +283,25 @@ async def test_log_records_go_whole_to_an_otlp_sink_and_are_not_refused() -> Non
         assert (row.sink, row.path) == ("col", "/v1/logs")
         assert wire.decode(row.body, wire.JSON, ExportLogsServiceRequest) == logs
         assert served.counters.otlp == {("logs", "forwarded"): 1, ("logs", "passed_over"): 1}
+
+
+async def test_one_process_serves_the_receiver_on_its_own_unix_socket_with_ingests_mode(tmp_path: Path) -> None:
+    intake, counters = Intake(), IngestCounters()
+    routing = Routing(frozenset(["kw"]), vendors={"kw": vendor_sink("kw", "keywordsai", intake.spool)})
+    ingest = IngestConfig(http="127.0.0.1:0", unix="", max_body_bytes=LIMIT, max_items=MAX_SPANS, unix_mode=0o600)
+    path = tmp_path / "otlp.sock"
+    otlp = OtlpConfig(unix=str(path), route=("kw",))
+    server = otlp_server(
+        build_otlp_app(intake, routing, counters, ingest, otlp, Redactor(), InFlight()), ingest, otlp, ()
+    )
+    await server.start()
+    try:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and server.addresses == [f"http://unix:{path}:"]
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as session,
+            session.post("http://otlp/v1/traces", data=two_spans(), headers=PROTOBUF) as response,
+        ):
+            assert response.status == 200
+    finally:
+        await server.stop()
+    assert [row.sink for row in intake.spool.rows.values()] == ["kw"] and not path.exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shipper.ingest.activation import ActivationError, classify, inherited_listeners, listen_fds
+from shipper.ingest.activation import ActivationError, Listeners, by_family, classify, inherited_listeners, listen_fds
 
 
 @pytest.fixture
@@ -141,9 +141,8 @@ def test_a_datagram_socket_is_refused(sockets: list[socket.socket]) -> None:
         classify([("", sock)])
 
 
-def test_a_tcp_socket_named_otlp_serves_the_otlp_receiver(sockets: list[socket.socket], tmp_path: Path) -> None:
-    ingest, otlp = tcp_listener(sockets), tcp_listener(sockets)
-    listeners = classify([("http", ingest), ("otlp", otlp)])
-    assert (listeners.http, listeners.otlp) == ((ingest,), (otlp,))
-    with pytest.raises(ActivationError, match=r"\(otlp\) has family AF_UNIX, which cannot serve otlp"):
-        classify([("otlp", unix_listener(sockets, tmp_path / "o.sock"))])
+def test_a_tcp_or_unix_socket_named_otlp_serves_the_otlp_receiver(sockets: list[socket.socket], tmp_path: Path) -> None:
+    ingest, otlp, otlp_unix = tcp_listener(sockets), tcp_listener(sockets), unix_listener(sockets, tmp_path / "o.sock")
+    listeners = classify([("http", ingest), ("otlp", otlp), ("otlp", otlp_unix)])
+    assert (listeners.http, listeners.unix, listeners.otlp) == ((ingest,), (), (otlp, otlp_unix))
+    assert by_family(listeners.otlp) == Listeners(http=(otlp,), unix=(otlp_unix,))

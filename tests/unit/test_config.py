@@ -369,12 +369,16 @@ def test_the_otlp_receiver_is_off_by_default_and_routes_spans_to_the_named_vendo
     assert (config.otlp.http, config.otlp.route) == ("127.0.0.1:4318", ("fp", "kw"))
     env = {"SHIPPER__OTLP__HTTP": "127.0.0.1:4319", "SHIPPER__OTLP__ROUTE": '["kw"]'}
     assert load_config(write(tmp_path, OTLP_SINKS), env).otlp.route == ("kw",)
+    unix = load_config(write(tmp_path, f'[otlp]\nunix = "run/otlp.sock"\nroute = ["kw"]\n{OTLP_SINKS}'), {})
+    assert (unix.otlp.http, Path(unix.otlp.unix).name) == ("", "otlp.sock")
 
 
 @pytest.mark.parametrize(
     ("otlp", "sinks", "expected"),
     [
         ('http = "127.0.0.1:4318"', OTLP_SINKS, "otlp.route: empty while otlp.http listens"),
+        ('unix = "otlp.sock"', OTLP_SINKS, "otlp.route: empty while otlp.unix listens"),
+        ('unix = "in.sock"\nroute = ["kw"]\n[ingest]\nunix = "in.sock"', OTLP_SINKS, "is ingest.unix too"),
         ('http = "nope"\nroute = ["kw"]', OTLP_SINKS, "otlp.http: expected host:port, got 'nope'"),
         ('http = "0.0.0.0:4318"\nroute = ["kw"]', OTLP_SINKS, "is not loopback: set [ingest] token"),
         ('route = ["nope"]', OTLP_SINKS, "otlp.route: 'nope' is neither a vendor sink nor an otlp sink"),
@@ -390,7 +394,17 @@ def test_the_otlp_receiver_is_off_by_default_and_routes_spans_to_the_named_vendo
             "sink fp needs project_id to record spans",
         ),
     ],
-    ids=["no-route", "bad-address", "off-loopback", "unknown-sink", "not-vendor", "no-key", "no-project"],
+    ids=[
+        "no-route",
+        "unix-no-route",
+        "unix-shared",
+        "bad-address",
+        "off-loopback",
+        "unknown-sink",
+        "not-vendor",
+        "no-key",
+        "no-project",
+    ],
 )
 def test_an_otlp_section_that_cannot_work_is_refused_naming_why(
     tmp_path: Path, otlp: str, sinks: str, expected: str
