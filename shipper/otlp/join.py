@@ -46,7 +46,6 @@ PART_KEEP = 3600.0
 # What a held span is planned with, so its record's key, scope and order are known before its messages are.
 STAND_IN = ({"role": "user", "content": ""},)
 LINKS = ("parent_step", "parent_agent", "session")  # what the export request told of the span (plan.py)
-SPAN_IDS = SPAN_IDS_FIELD
 
 
 def part_key(trace_id: str, span_id: str) -> str:
@@ -70,12 +69,12 @@ def held_row(planned: NewRow, span: Span, service: str, due: float, links: Mappi
     """The row that holds `span` until `due` in the place of its vendor record (`planned`, with a stand-in message).
 
     Its body is plain JSON, so redaction reads it as it reads any record: the span's name, status message,
-    attributes and events, whose strings the patterns scrub; and, under SPAN_IDS (which every vendor protects from
+    attributes and events, whose strings the patterns scrub; and, under SPAN_IDS_FIELD (which every vendor protects from
     redaction, as it protects the ids that route a record), its ids, times, service and the links its request gave
     it. Not OTLP/JSON: there, int64s are strings, and a 13-19 digit timestamp that passes the Luhn check would be
     masked as a card number, leaving a span that no longer parses."""
     body = {
-        SPAN_IDS: {
+        SPAN_IDS_FIELD: {
             "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(), "parent_span_id": span.parent_span_id.hex(),
             "start": span.start_time_unix_nano, "end": span.end_time_unix_nano, "status": span.status.code,
             "service": service, **links,
@@ -98,9 +97,9 @@ def read_held(body: bytes) -> Held:
         found: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         found = None
-    ids = found.get(SPAN_IDS) if isinstance(found, dict) else None
+    ids = found.get(SPAN_IDS_FIELD) if isinstance(found, dict) else None
     if not isinstance(ids, dict) or not isinstance(found.get("attributes"), dict):
-        raise BadInput("invalid_body", f"the held span's row is not {{{SPAN_IDS}, name, attributes, events}}")
+        raise BadInput("invalid_body", f"the held span's row is not {{{SPAN_IDS_FIELD}, name, attributes, events}}")
     try:
         span = Span(
             trace_id=bytes.fromhex(ids["trace_id"]), span_id=bytes.fromhex(ids["span_id"]),
