@@ -12,7 +12,8 @@ explains why that never misses a match); only a hit costs a parse and a walk, wi
 a change costs a re-serialisation. User patterns have no such shortcut: with one configured, every record is parsed.
 
 Ids that route a record are never touched (each vendor module's `protected` fields, at the top of the body):
-rewriting them would break ordering and id mapping. Not responsible for the rule definitions (core/redaction.py),
+rewriting them would break ordering and id mapping; nor are an OTLP export request's ids and int64s (_OTLP_WIRE),
+which must still parse when an `otlp` sink sends it. Not responsible for the rule definitions (core/redaction.py),
 where the mark goes (marks.py) or which ids a vendor protects (shipper/vendors/). The stored API key of a vendor call
 is not part of the body.
 """
@@ -33,6 +34,15 @@ from shipper.records import BadInput, NewRow, json_words
 from shipper.vendors import VENDORS
 
 _NONE: frozenset[str] = frozenset()
+# In an OTLP export request kept as OTLP/JSON (an `otlp` sink's row: top-level resourceSpans or resourceLogs), the
+# fields that must still parse once the row is sent: ids in hex, and int64s written as decimal strings. A 19-digit
+# timestamp that passes the Luhn check is a card number to the pattern; masked, the request no longer parsed and was
+# dead-lettered. Never rewritten at any depth; the attribute values and bodies around them are redacted as ever.
+_OTLP_WIRE = frozenset(
+    {"traceId", "spanId", "parentSpanId", "timeUnixNano", "startTimeUnixNano", "endTimeUnixNano",
+     "observedTimeUnixNano", "intValue"}
+)  # fmt: skip
+_OTLP_REQUESTS = ("resourceSpans", "resourceLogs")
 _UNICODE_ESCAPE = re.compile(r"\\u")  # a compiled literal: sre's prefix search beats `in` for two characters
 
 
@@ -131,13 +141,20 @@ class Redactor:
             if _apply_path(body, rule.matchers, self.mask_with, protected):
                 fired.add("mask")
         if patterns:
-            _scrub_container(body, patterns, fired, protected)
+            _scrub_container(body, patterns, fired, protected, _wire(body, vendor))
         return fired
 
 
 def _protected(vendor: str | None) -> frozenset[str]:
     adapter = VENDORS.get(vendor or "")
     return _NONE if adapter is None else adapter.protected
+
+
+def _wire(body: Any, vendor: str | None) -> frozenset[str]:
+    """The fields never rewritten at any depth: an OTLP export request's ids and int64s (see _OTLP_WIRE)."""
+    if vendor is None and isinstance(body, dict) and any(name in body for name in _OTLP_REQUESTS):
+        return _OTLP_WIRE
+    return _NONE
 
 
 def _scrub(text: str, patterns: tuple[PatternRule, ...], fired: set[str]) -> str:
@@ -155,21 +172,24 @@ def _scrub(text: str, patterns: tuple[PatternRule, ...], fired: set[str]) -> str
     return text
 
 
-def _scrub_container(node: Any, patterns: tuple[PatternRule, ...], fired: set[str], protected: frozenset[str]) -> None:
+def _scrub_container(
+    node: Any, patterns: tuple[PatternRule, ...], fired: set[str], protected: frozenset[str], everywhere: frozenset[str]
+) -> None:
+    """`protected`: keys skipped here (the top level); `everywhere`: keys skipped at every depth."""
     if isinstance(node, dict):
         for key, value in node.items():
-            if key in protected:
+            if key in protected or key in everywhere:
                 continue
             if isinstance(value, str):
                 node[key] = _scrub(value, patterns, fired)
             elif isinstance(value, dict | list):
-                _scrub_container(value, patterns, fired, _NONE)
+                _scrub_container(value, patterns, fired, _NONE, everywhere)
     elif isinstance(node, list):
         for index, value in enumerate(node):
             if isinstance(value, str):
                 node[index] = _scrub(value, patterns, fired)
             elif isinstance(value, dict | list):
-                _scrub_container(value, patterns, fired, _NONE)
+                _scrub_container(value, patterns, fired, _NONE, everywhere)
 
 
 def _apply_path(

@@ -382,3 +382,30 @@ def test_a_body_no_json_library_can_read_is_400_naming_the_item_not_a_crash() ->
     with pytest.raises(BadInput) as caught:
         redactor.redact_rows([clean, unreadable], {})
     assert (status_of(caught.value), caught.value.code, caught.value.detail) == (400, "invalid_json", {"index": 1})
+
+
+def test_an_otlp_export_requests_ids_and_times_survive_card_redaction_and_its_attributes_do_not() -> None:
+    """An `otlp` sink's row is an export request as OTLP/JSON: int64s are decimal strings, and a 19-digit timestamp
+    that passes the Luhn check is a card number to the pattern. Masked, the row no longer parsed and was
+    dead-lettered; the ids and times are left alone at every depth, the attribute values are redacted as ever."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    from shipper.otlp import wire
+
+    stamp = next(t for t in range(1_764_633_600_000_000_000, 1_764_633_600_000_001_000) if luhn(str(t)))
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = bytes(range(16)), bytes(range(8)), "chat"
+    span.start_time_unix_nano, span.end_time_unix_nano = stamp, stamp
+    span.attributes.append(KeyValue(key="card", value=AnyValue(string_value="4111 1111 1111 1111")))
+    span.attributes.append(KeyValue(key="tokens", value=AnyValue(int_value=stamp)))
+    raw = wire.to_json(request)
+    assert str(stamp).encode() in raw and BUILTIN["cards"].sub(str(stamp)) != str(stamp)  # a card to the pattern
+    out = Redactor(RedactConfig(builtin=("cards",))).redact_body(raw, None, "POST", "/v1/traces")
+    parsed = wire.decode(out, wire.JSON, ExportTraceServiceRequest)  # it still parses: the sink can send it
+    sent = parsed.resource_spans[0].scope_spans[0].spans[0]
+    assert (sent.trace_id, sent.span_id) == (span.trace_id, span.span_id)
+    assert (sent.start_time_unix_nano, sent.end_time_unix_nano) == (stamp, stamp)
+    assert sent.attributes[1].value.int_value == stamp
+    assert "4111" not in sent.attributes[0].value.string_value
