@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from shipper.config.nats import NatsLink, check_stream_name, check_subject_prefix
 from shipper.config.section import Section
 
 
@@ -157,14 +158,14 @@ class VendorSinkConfig(_SinkBase):
         return None
 
 
-class JetStreamSinkConfig(_SinkBase):
+class JetStreamSinkConfig(_SinkBase, NatsLink):
     """A NATS JetStream stream: the sidecar publishes its spooled rows there, for a group of relays to deliver.
 
     The spool stays the acknowledgement boundary: a row leaves it only on the stream's PubAck (sinks/jetstream/).
+    The link's keys (servers, TLS, credentials) are NatsLink's, shared with `[relay]`.
     """
 
     type: Literal["jetstream"]
-    servers: list[str] = Field(min_length=1)
     stream: str
     # Messages go to `<subject_prefix>.<partition>`; a stream created here takes `<subject_prefix>.>`.
     subject_prefix: str = "shipper.rows"
@@ -185,51 +186,19 @@ class JetStreamSinkConfig(_SinkBase):
     # The stream drops a message whose Nats-Msg-Id it stored this recently: a row published again (its PubAck was
     # lost, the sidecar died before settling) within the window is stored once. Must exceed the longest retry gap.
     duplicate_window: float = Field(600.0, gt=0)
-    # TLS (verification always on): trust this CA instead of the system's; a client certificate for mutual TLS.
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    # Credentials as nats-py takes them, from files or the environment, never the configuration itself.
-    credentials_file: Path | None = None  # a .creds file (user JWT and nkey seed)
-    nkey_seed_file: Path | None = None
-    token_env: str | None = None
-    token_file: Path | None = None
-    user: str | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
-
-    @field_validator("servers")
-    @classmethod
-    def _check_servers(cls, value: list[str]) -> list[str]:
-        for url in value:
-            if not url.startswith(("nats://", "tls://")) or "@" in url.split("/")[2]:
-                raise ValueError("each server must be a nats:// or tls:// URL without credentials")
-        return value
 
     @field_validator("stream")
     @classmethod
     def _check_stream(cls, value: str) -> str:
-        if not value or any(c in value for c in " \t.*>/\\"):
-            raise ValueError("a stream name without spaces, '.', '*', '>', '/' or '\\'")
-        return value
+        return check_stream_name(value)
 
     @field_validator("subject_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
-        tokens = value.split(".")
-        if not all(tokens) or any(c in value for c in " \t*>"):
-            raise ValueError("dot-separated tokens without spaces or wildcards ('*', '>')")
-        return value
+        return check_subject_prefix(value)
 
     @model_validator(mode="after")
     def _check(self) -> JetStreamSinkConfig:
-        for env, file in (("token_env", "token_file"), ("password_env", "password_file")):
-            if getattr(self, env) and getattr(self, file):
-                raise ValueError(f"set {env} or {file}, not both")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
-        if (self.password_env or self.password_file) and not self.user:
-            raise ValueError("a password needs user")
         if self.duplicate_window <= self.retry_max_backoff + self.timeout:
             raise ValueError(
                 "duplicate_window must exceed retry_max_backoff + timeout, the longest gap between two publishes of"

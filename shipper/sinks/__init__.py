@@ -9,12 +9,13 @@ from shipper.config import SinkConfig
 from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, JetStreamSinkConfig, OtlpSinkConfig
 from shipper.enrich.usage import Enricher
 from shipper.errors import ConfigError
+from shipper.jetstream.options import connect_options
 from shipper.queue.base import Lookups
+from shipper.secrets import read_secret
 from shipper.sinks.base import Sink
 from shipper.sinks.file import FileSink
-from shipper.sinks.http import HttpSink, read_secret
+from shipper.sinks.http import HttpSink
 from shipper.sinks.jetstream import JetStreamSink
-from shipper.sinks.jetstream.connection import connect_options
 from shipper.sinks.otlp import OtlpSink
 from shipper.sinks.transport import trust
 from shipper.sinks.vendor import VendorSink
@@ -62,12 +63,12 @@ def check_secrets(sinks: Mapping[str, SinkConfig], environ: Mapping[str, str]) -
         if isinstance(config, FileSinkConfig):
             continue
         if isinstance(config, JetStreamSinkConfig):
-            connect_options(name, config, environ)
+            connect_options(f"sinks.{name}", config, environ)
             continue
         if isinstance(config, HttpSinkConfig | OtlpSinkConfig):
-            read_secret(name, config.auth_env, config.auth_file, environ)
+            read_secret(f"sinks.{name}", config.auth_env, config.auth_file, environ)
         else:
-            read_secret(name, config.api_key_env, config.api_key_file, environ, "api_key")
+            read_secret(f"sinks.{name}", config.api_key_env, config.api_key_file, environ, "api_key")
         trust(name, config.ca_file)
 
 

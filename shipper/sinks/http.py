@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from urllib.parse import urlencode
 
 import orjson
@@ -17,26 +16,9 @@ from multidict import CIMultiDictProxy
 from shipper.config.sinks import HttpSinkConfig, OtlpSinkConfig
 from shipper.core.retry import Outcome, Verdict, classify_status, parse_retry_after
 from shipper.core.rows import SpoolRow
-from shipper.errors import ConfigError
+from shipper.secrets import read_secret
 from shipper.sinks.base import Batching, OutRequest, failure_detail
 from shipper.sinks.transport import HttpTransport
-
-
-def read_secret(
-    sink: str, env_name: str | None, file: Path | None, environ: Mapping[str, str], key: str = "auth"
-) -> str | None:
-    """A secret from the environment or a file; the error names the config key, never the value."""
-    if env_name:
-        value = environ.get(env_name)
-        if not value:
-            raise ConfigError(f"sinks.{sink}.{key}_env: environment variable {env_name} is not set")
-        return value
-    if file is not None:
-        try:
-            return file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"sinks.{sink}.{key}_file: cannot read {file}: {exc.strerror}") from exc
-    return None
 
 
 def authorized(
@@ -45,7 +27,7 @@ def authorized(
     """The configured headers with the auth header's secret in place, and the forms of that secret (the whole value
     and what follows "Bearer ") that an error detail must never show."""
     headers = dict(config.headers)
-    secret = read_secret(name, config.auth_env, config.auth_file, environ)
+    secret = read_secret(f"sinks.{name}", config.auth_env, config.auth_file, environ)
     if secret is None:
         return headers, ()
     headers[config.auth_header] = secret

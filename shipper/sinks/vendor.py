@@ -24,8 +24,9 @@ from shipper.enrich.usage import Enricher
 from shipper.otlp import join
 from shipper.queue.base import Lookups
 from shipper.records import BadInput
+from shipper.secrets import read_secret
 from shipper.sinks.base import Batching, OutRequest, failure_detail
-from shipper.sinks.http import read_secret, render_query
+from shipper.sinks.http import render_query
 from shipper.sinks.transport import HttpTransport
 from shipper.vendors.base import Adapter
 
@@ -52,7 +53,7 @@ class VendorSink:
         self.concurrency = config.concurrency
         self.base_url = config.base_url
         self.override_key = config.override_key
-        self.sink_key = read_secret(name, config.api_key_env, config.api_key_file, environ, "api_key")
+        self.sink_key = read_secret(f"sinks.{name}", config.api_key_env, config.api_key_file, environ, "api_key")
         self.transport = HttpTransport(
             config.concurrency, config.timeout, KEEP_VENDOR_RESPONSE, config.ca_file, sink=name
         )

@@ -11,8 +11,8 @@ import pytest
 from shipper.config import load_config
 from shipper.config.sinks import JetStreamSinkConfig
 from shipper.errors import ConfigError
+from shipper.jetstream.options import connect_options
 from shipper.sinks import check_secrets
-from shipper.sinks.jetstream.connection import connect_options
 
 
 def sink(**over: Any) -> JetStreamSinkConfig:
@@ -58,7 +58,8 @@ def test_a_bad_jetstream_sink_is_refused_naming_what_is_wrong(over: dict[str, An
 
 def test_secrets_come_from_the_environment_or_files_and_errors_never_show_them(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("tok-123\n")
-    options = connect_options("fleet", sink(token_file=tmp_path / "token", user="u", password_env="PW"), {"PW": "pw"})
+    configured = sink(token_file=tmp_path / "token", user="u", password_env="PW")
+    options = connect_options("sinks.fleet", configured, {"PW": "pw"})
     assert (options["token"], options["user"], options["password"]) == ("tok-123", "u", "pw")
     assert "tls" not in options  # plain nats:// and no TLS file: no TLS
     with pytest.raises(ConfigError, match=r"sinks\.fleet\.token_env: environment variable T is not set"):
@@ -68,5 +69,5 @@ def test_secrets_come_from_the_environment_or_files_and_errors_never_show_them(t
 
 
 def test_a_tls_server_gets_a_verifying_context() -> None:
-    options = connect_options("fleet", sink(servers=["tls://127.0.0.1:4222"]), {})
+    options = connect_options("sinks.fleet", sink(servers=["tls://127.0.0.1:4222"]), {})
     assert options["tls"].verify_mode.name == "CERT_REQUIRED"

@@ -1,4 +1,4 @@
-"""The link from a `jetstream` sink to its NATS servers: connection options as nats-py takes them, a connection made
+"""The link from a `jetstream` sink to its NATS servers: a connection made (with jetstream/options.py's options)
 in the background and kept up for as long as the sink lives, and the stream checked (or created) once connected.
 
 Connecting never blocks a start and never gives up: with NATS down the sink answers "not connected" (a retry the
@@ -13,9 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Mapping
-from typing import Any
 
 import nats.errors
 import nats.js.errors
@@ -24,54 +22,13 @@ from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig, StreamInfo
 
 from shipper.config.sinks import JetStreamSinkConfig
-from shipper.errors import ConfigError
+from shipper.jetstream.options import connect_options
 from shipper.logs import Throttled
-from shipper.sinks.http import read_secret
 
 log = logging.getLogger(__name__)
 RECONNECT_WAIT = 1  # seconds (nats-py takes an int)
 CONNECT_TIMEOUT = 2
 LEADER_POLL = 0.05
-
-
-def tls_context(name: str, config: JetStreamSinkConfig) -> ssl.SSLContext | None:
-    """A verifying context when TLS is asked for (a tls:// server, a CA file or a client certificate), else None."""
-    wanted = config.ca_file or config.cert_file or any(url.startswith("tls://") for url in config.servers)
-    if not wanted:
-        return None
-    try:
-        context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
-        if config.cert_file is not None and config.key_file is not None:
-            context.load_cert_chain(str(config.cert_file), str(config.key_file))
-    except ssl.SSLError as exc:
-        raise ConfigError(f"sinks.{name}: TLS files hold no usable certificate or key ({exc.reason})") from None
-    except OSError as exc:
-        raise ConfigError(f"sinks.{name}: cannot load a TLS file: {exc.strerror or exc}") from None
-    return context
-
-
-def connect_options(name: str, config: JetStreamSinkConfig, environ: Mapping[str, str]) -> dict[str, Any]:
-    """nats.connect's keyword arguments for this sink; ConfigError (naming the key, never a value) for a bad secret."""
-    options: dict[str, Any] = {}
-    token = read_secret(name, config.token_env, config.token_file, environ, "token")
-    if token is not None:
-        options["token"] = token
-    if config.user is not None:
-        options["user"] = config.user
-        password = read_secret(name, config.password_env, config.password_file, environ, "password")
-        if password is not None:
-            options["password"] = password
-    for key, path in (("credentials_file", config.credentials_file), ("nkey_seed_file", config.nkey_seed_file)):
-        if path is not None and not path.is_file():
-            raise ConfigError(f"sinks.{name}.{key}: cannot read {path}")
-    if config.credentials_file is not None:
-        options["user_credentials"] = str(config.credentials_file)
-    if config.nkey_seed_file is not None:
-        options["nkeys_seed"] = str(config.nkey_seed_file)
-    context = tls_context(name, config)
-    if context is not None:
-        options["tls"] = context
-    return options
 
 
 class Link:
@@ -80,7 +37,7 @@ class Link:
     def __init__(self, name: str, config: JetStreamSinkConfig, environ: Mapping[str, str], max_pending: int) -> None:
         self._name = name
         self._config = config
-        self._options = connect_options(name, config, environ)
+        self._options = connect_options(f"sinks.{name}", config, environ)
         self._max_pending = max_pending
         self._errors = Throttled(log)
         self._client: Client | None = None
