@@ -2,9 +2,9 @@
 
 Every default and the reason for it lives in the section modules beside this one (process.py: `[daemon]` and
 `[spool]`; listeners.py: `[ingest]` and `[admin]`; sinks.py: `[sinks.NAME]`; transform.py: `[enrich]` and
-`[redact]`); `config/shipper.toml` documents the same values and a test keeps the two equal. Running with no file at
-all uses these defaults (a `file` sink, so nothing needs an account). This module holds what spans sections: which
-kinds a sink table may be, the checks across sections, and loading.
+`[redact]`; relay.py: `[relay]`); `config/shipper.toml` documents the same values and a test keeps the two
+equal. Running with no file at all uses these defaults (a `file` sink, so nothing needs an account). This module
+holds what spans sections: which kinds a sink table may be, the checks across sections, and loading.
 Not responsible for reading secrets' values at import time: sinks resolve them when they are built; nor for how
 a file and the environment become raw data (configfile.py) or how a bad one is explained (configtext.py).
 """
@@ -21,6 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from shipper.config.listeners import AdminConfig, IngestConfig, is_loopback, parse_host_port
 from shipper.config.otlp import OtlpConfig
 from shipper.config.process import DaemonConfig, SpoolConfig
+from shipper.config.relay import RelayConfig
 from shipper.config.section import Section
 from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, JetStreamSinkConfig, OtlpSinkConfig, VendorSinkConfig
 from shipper.config.transform import EnrichConfig, RedactConfig
@@ -48,6 +49,8 @@ class Config(Section):
     sinks: dict[str, SinkConfig] = Field(default_factory=_default_sinks)
     enrich: EnrichConfig = EnrichConfig()
     redact: RedactConfig = RedactConfig()
+    # Only `shipper run --role relay` reads it: the stream it consumes (README: Scaling out).
+    relay: RelayConfig | None = None
 
     @field_validator("sinks")
     @classmethod

@@ -21,12 +21,13 @@ from typing import Any
 import orjson
 
 from shipper.core.leasing import take
-from shipper.core.rows import Lease, Settlement, SpoolRow
+from shipper.core.rows import DeadLetter, Lease, Settlement, SpoolRow
 from shipper.errors import DiskFull, LargerThanSpool, SpoolError, SpoolFull
 from shipper.records import NewRow
 from shipper.spool import sql
 from shipper.spool.bounds import Bounds, excess, row_bytes, rows_to_drop
 from shipper.spool.bundles import unbundle
+from shipper.spool.burial import bury
 from shipper.spool.inserts import Inserts, one
 from shipper.spool.settle import settle
 from shipper.spool.turns import Turns
@@ -40,10 +41,12 @@ Read = Callable[[sqlite3.Connection], Any]
 
 @dataclass(slots=True)
 class Op:
-    """One caller's request to the writer; exactly one of append, settle, lease and read is set (none: a ping)."""
+    """One caller's request to the writer; exactly one of append, bury, settle, lease and read is set (none: a
+    ping)."""
 
     future: asyncio.Future[Any]
     append: Sequence[NewRow] | None = None
+    bury: Sequence[tuple[SpoolRow, DeadLetter]] | None = None
     settle: Settlement | None = None
     lease: tuple[str, int, int, bool] | None = None
     read: Read | None = None
@@ -78,7 +81,7 @@ class GroupWriter:
         """Raises with the transaction rolled back (see `environmental` for what the error says)."""
         outcome = Outcome([None] * len(group))
         try:
-            self._sync_for(conn, any(op.append for op in group))
+            self._sync_for(conn, any(op.append or op.bury for op in group))
             self._turns.take()
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -129,6 +132,9 @@ class GroupWriter:
             counted += queued
             for (i, _), ids in zip(appends, inserted, strict=True):
                 out.results[i] = ids
+        for i, op in enumerate(group):
+            if op.bury is not None:
+                out.results[i] = bury(conn, op.bury)
         merged = Settlement()
         for op in group:
             if op.settle is not None:

@@ -37,6 +37,8 @@ DEAD_ON_ARRIVAL = f"INSERT INTO dead_letters ({COLUMNS}, failed_at, reason) VALU
 HOLD = "UPDATE rows SET next_attempt_at = ? WHERE id = ?"
 # The rows of a sink with a key and a kind, in id order: the log-record content an LLM span waits for (otlp/join.py).
 KEYED_KIND = "SELECT id, body FROM rows WHERE sink = ? AND key = ? AND kind = ? ORDER BY id"
+# A dead letter of a row that was never in `rows` (a relay's message): the whole row and how it ended.
+BURY = f"INSERT INTO dead_letters ({COLUMNS}, {names(OUTCOME)}) VALUES ({marks(DEAD_LETTER)})"
 LAST_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'rows'"
 # Ids come from the rows table's sequence; a row dead on arrival never enters it, so move the sequence past it.
 BUMP_SEQUENCE = "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'rows'"

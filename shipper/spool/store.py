@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from shipper.core.rows import DeadLetter, Lease, Retry, Settlement
+from shipper.core.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
 from shipper.errors import DiskFull, SpoolError
 from shipper.logs import Throttled
 from shipper.records import NewRow
@@ -173,6 +173,12 @@ class Spool:
     async def append(self, rows: Sequence[NewRow]) -> list[int]:
         """Durably add rows; returns their ids once committed."""
         result: list[int] = await self._submit(Op(self._future(), append=rows))
+        return result
+
+    async def bury(self, dead: Sequence[tuple[SpoolRow, DeadLetter]]) -> list[int]:
+        """Dead letters of rows that came from elsewhere (a relay's messages), fsynced like an append: the ids they
+        are known by (`shipper dlq show ID`), once they would survive a power cut."""
+        result: list[int] = await self._submit(Op(self._future(), bury=dead))
         return result
 
     async def lease(self, sink: str, limit: int, max_bytes: int = 1 << 62, bundles: bool = False) -> Lease:

@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from shipper.sinks.jetstream.envelope import decode
+from shipper.jetstream.envelope import decode
 from shipper.spool.reader import SpoolReader
 from tests.jetstream import NatsCluster
 from tests.support import Daemon, post_items, wait_for, write_config

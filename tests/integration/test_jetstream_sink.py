@@ -17,9 +17,9 @@ import orjson
 from shipper.config.sinks import JetStreamSinkConfig
 from shipper.core.rows import SpoolRow
 from shipper.forward.forwarder import Forwarder
+from shipper.jetstream.envelope import MSG_ID, Envelope, decode
 from shipper.records import NewRow
 from shipper.sinks.jetstream import JetStreamSink
-from shipper.sinks.jetstream.envelope import MSG_ID, Envelope, decode
 from shipper.spool import Spool
 from shipper.spool.reader import SpoolReader
 from tests.jetstream import NatsCluster, create_stream

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from shipper.core.rows import SpoolRow
-from shipper.sinks.jetstream.envelope import VERSION, decode, encode, msg_id
+from shipper.jetstream.envelope import VERSION, decode, encode, msg_id
 
 
 def spool_row(**over: object) -> SpoolRow:

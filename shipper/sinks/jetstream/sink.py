@@ -30,9 +30,9 @@ from shipper.config.sinks import JetStreamSinkConfig
 from shipper.core.partition import partition_of
 from shipper.core.retry import Outcome, Verdict
 from shipper.core.rows import SpoolRow
+from shipper.jetstream.envelope import MSG_ID, encode, msg_id
 from shipper.sinks.base import Batching
 from shipper.sinks.jetstream.connection import Link
-from shipper.sinks.jetstream.envelope import MSG_ID, encode, msg_id
 from shipper.sinks.jetstream.state import SidecarState, state_path
 
 

@@ -1,0 +1,385 @@
+"""A relay's queue: the rows a forwarder leases are messages pulled from the stream's partitions, and a row's
+outcome is the message's acknowledgement. It implements the queue seam's Leaser and Lookups (queue/base.py), so the
+relay runs the very forwarders and sinks a sidecar runs.
+
+- **Acked only after the vendor took it.** `settle(delivered)` acknowledges the message (ack_sync: the stream
+  confirmed it); `settle(dead)` writes the dead letter to the relay's own spool file first (`shipper dlq` works where
+  the relay runs), then acknowledges. Nothing is acknowledged on receipt.
+- **Retries are held, not nak'ed.** A retry keeps its message here, due at the time the backoff (or Retry-After)
+  gives, and every held message gets an in_progress() every ack_wait / 3, as does one whose vendor call is slow. A
+  nak(delay) would hand the timing to the stream and let the relay forget the message, but then nothing would hold
+  back the later messages of its key, which the stream goes on handing out: the relay must remember it anyway. So
+  one place decides when a row is due (core/retry.py, as for a sidecar) and the stream redelivers only what a dead or
+  cut-off relay held.
+- **Order.** The held messages are a table in stream order (holding.py) with the ordering rule applied to it; a
+  partition hands out rows only once it is ready (consumer.py: everything unacknowledged of it is in hand), and a
+  redelivered message is recognised by its stream sequence, so it is never sent twice at once.
+- **Shared state.** Ids a vendor taught (Humanloop's) and dead creates go to the relays' bucket (shared.py) before
+  the message is acknowledged, so any relay rewrites an update whose create another delivered.
+- **Ownership.** Which partitions this relay consumes is ownership.py's; a partition given up is drained first (its
+  rows in flight settle) and what it still held is handed back to the stream (nak, in stream order).
+Not responsible for delivering (the forwarders) or for the dead-letter table's schema (the spool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import nats.errors
+import orjson
+from nats.aio.msg import Msg
+
+from shipper.config.relay import RelayConfig
+from shipper.core import order
+from shipper.core.leasing import take
+from shipper.core.rows import DeadLetter, Lease, Retry, SpoolRow
+from shipper.errors import SpoolError
+from shipper.jetstream.envelope import decode
+from shipper.queue.jetstream.consumer import PartitionConsumer
+from shipper.queue.jetstream.holding import Held, Holding
+from shipper.queue.jetstream.link import Link, describe
+from shipper.queue.jetstream.shared import Shared
+
+log = logging.getLogger(__name__)
+# How long giving a partition up waits for its rows in flight to settle before handing back what is left.
+HANDOFF_WAIT = 30.0
+HANDOFF_POLL = 0.05
+ACK_RETRY = 0.5
+
+
+class Graveyard(Protocol):
+    """Where a relay's dead letters are written (its spool file: spool/burial.py)."""
+
+    async def bury(self, dead: Sequence[tuple[SpoolRow, DeadLetter]]) -> list[int]: ...
+
+
+@dataclass(slots=True)
+class RelayCounters:
+    redeliveries: int = 0  # messages the stream handed out again (an earlier delivery was not acknowledged)
+    repeats_held: int = 0  # of those, ones this relay held already: recognised, not a second row
+    pending: dict[int, int] = field(default_factory=dict)  # partition -> messages not handed out yet (lag)
+
+
+def row_of(msg: Msg, sinks: Collection[str]) -> tuple[SpoolRow, str | None]:
+    """The row a message carries, and why it cannot be delivered (None when it can). Earlier deliveries count as
+    attempts the remote may have taken (a repeat, if it now succeeds)."""
+    meta = msg.metadata
+    seq, earlier = meta.sequence.stream, meta.num_delivered - 1
+    try:
+        env = decode(msg.data)
+    except ValueError as exc:
+        body = orjson.dumps(msg.data.decode("utf-8", "replace"))
+        return SpoolRow(seq, "-", None, "-", msg.subject, None, body, time.time(), earlier), f"not a shipper row: {exc}"
+    row = SpoolRow(seq, env.target, env.key, env.method, env.path, env.query, env.body, env.created_at, earlier,
+                   env.scope, env.after, env.kind, None, 1, min(earlier, 1))  # fmt: skip
+    if env.target not in sinks:
+        return row, f"no sink {env.target!r} in this relay's configuration ({', '.join(sorted(sinks))})"
+    return row, None
+
+
+class StreamQueue:
+    def __init__(
+        self,
+        config: RelayConfig,
+        environ: Mapping[str, str],
+        graveyard: Graveyard,
+        sinks: Collection[str],
+        lease_timeout: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.counters = RelayCounters()
+        self.link = Link(config, environ)
+        self._graveyard = graveyard
+        self._sinks = frozenset(sinks)
+        self._lease_timeout = lease_timeout
+        self._clock = clock
+        self._holding: Holding[Msg] = Holding()
+        self._unfit: dict[int, str] = {}  # seq -> why it cannot be delivered: dead-lettered by the janitor
+        self._watchers: dict[str, Callable[[int], None]] = {}
+        self._consumers: dict[int, tuple[PartitionConsumer, asyncio.Task[None]]] = {}
+        self._dead_creates: dict[tuple[int, str, str], int] = {}  # (partition, sink, key) -> dead letter id
+        self._acking: dict[int, int] = {}  # partition -> acknowledgements under way
+        self._acks: set[asyncio.Task[None]] = set()
+        self._shared: Shared | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sweep = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect in the background; consuming starts once connected (until then nothing is held)."""
+        self._tasks.append(asyncio.create_task(self._connected(), name="relay-connect"))
+
+    async def close(self) -> None:
+        """After the forwarders drained: acknowledgements under way get `timeout` to finish, then everything stops
+        (what is still held comes back to a relay after ack_wait)."""
+        if self._acks:
+            await asyncio.wait(set(self._acks), timeout=self.config.timeout)
+        for task in [*self._tasks, *self._acks, *(task for _, task in self._consumers.values())]:
+            task.cancel()
+        for task in [*self._tasks, *self._acks, *(task for _, task in self._consumers.values())]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.link.close()
+
+    @property
+    def owned(self) -> list[int]:
+        return sorted(self._consumers)
+
+    @property
+    def held(self) -> int:
+        return len(self._holding)
+
+    def ready(self, partition: int) -> bool:
+        found = self._consumers.get(partition)
+        return found is not None and found[0].ready
+
+    async def _connected(self) -> None:
+        await self.link.connect()
+        assert self.link.shared is not None
+        self._shared = Shared(self.link.shared)
+        self._tasks.append(asyncio.create_task(self._heartbeats(), name="relay-heartbeats"))
+        self._tasks.append(asyncio.create_task(self._janitor(), name="relay-janitor"))
+        for partition in range(self.config.partitions):
+            await self.gain(partition)
+
+    # -- partitions -----------------------------------------------------------------------------------------------
+
+    async def gain(self, partition: int) -> None:
+        """Start consuming a partition: what was dead-lettered of it is loaded first (its later rows die too)."""
+        js = self.link.js
+        if js is None or partition in self._consumers:
+            return
+        consumer = PartitionConsumer(
+            js,
+            self.config,
+            partition,
+            lambda: sum(1 for _ in self._holding.in_partition(partition)),
+            lambda: not self._acking.get(partition),
+            self._admit,
+            self.link.errors,
+        )
+        task = asyncio.create_task(consumer.run(), name=f"relay-partition-{partition}")
+        task.add_done_callback(self._consumer_done)
+        self._consumers[partition] = (consumer, task)
+
+    async def lose(self, partition: int) -> None:
+        """Stop consuming a partition: no new row leaves it, its rows in flight settle (and are acknowledged), and
+        what is left is handed back to the stream in stream order, for its next owner."""
+        found = self._consumers.pop(partition, None)
+        if found is None:
+            return
+        consumer, task = found
+        consumer.ready = False
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        deadline = time.monotonic() + HANDOFF_WAIT
+        while time.monotonic() < deadline and (  # noqa: ASYNC110 - sends settle in the forwarders, not here
+            self._acking.get(partition) or any(h.leased_until > self._clock() for h in self._in(partition))
+        ):
+            await asyncio.sleep(HANDOFF_POLL)
+        for held in self._in(partition):
+            if held.settled:
+                continue
+            self._holding.forget(held.row.id)
+            self._unfit.pop(held.row.id, None)
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await held.handle.nak()
+
+    def _in(self, partition: int) -> list[Held[Msg]]:
+        return self._holding.in_partition(partition)
+
+    def _consumer_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("relay: %s died", task.get_name(), exc_info=task.exception())
+
+    def _admit(self, partition: int, msgs: list[Msg]) -> None:
+        now = time.monotonic()
+        counts: dict[str, int] = {}
+        for msg in msgs:
+            row, unfit = row_of(msg, self._sinks)
+            redelivered = msg.metadata.num_delivered > 1
+            self.counters.redeliveries += redelivered
+            if not self._holding.admit(row, partition, msg, now):
+                self.counters.repeats_held += 1
+                continue
+            doomed = self._dead_create_of(partition, row)
+            if unfit is None and doomed is not None:
+                unfit = order.reason(doomed, row.after if row.after is not None else row.key)
+            if unfit is not None:
+                self._unfit[row.id] = unfit
+                self._sweep.set()
+            counts[row.sink] = counts.get(row.sink, 0) + 1
+        consumer = self._consumers.get(partition)
+        if consumer is not None:
+            self.counters.pending[partition] = consumer[0].pending
+        for sink, count in counts.items():
+            self._wake(sink, count)
+
+    def _dead_create_of(self, partition: int, row: SpoolRow) -> int | None:
+        own = row.key if row.kind == "update" else None
+        found = [self._dead_creates.get((partition, row.sink, name)) for name in (own, row.after) if name]
+        known = [letter for letter in found if letter is not None]
+        return min(known) if known else None
+
+    def _wake(self, sink: str, count: int) -> None:
+        callback = self._watchers.get(sink)
+        if callback is not None:
+            callback(count)
+
+    # -- the Leaser -----------------------------------------------------------------------------------------------
+
+    def watch(self, sink: str, callback: Callable[[int], None]) -> None:
+        self._watchers[sink] = callback
+
+    async def lease(self, sink: str, limit: int, max_bytes: int = 1 << 62, bundles: bool = False) -> Lease:
+        now = self._clock()
+        rows = (row for row in self._holding.eligible(sink, now, self.ready) if row.id not in self._unfit)
+        taken, _ = take(rows, limit, max_bytes, bundles)
+        leased = self._holding.lease(taken, now + self._lease_timeout)
+        return Lease(leased, self._holding.next_due(sink, now) if len(leased) < limit else None)
+
+    async def settle(
+        self,
+        delivered: Iterable[int] = (),
+        retry: Iterable[Retry] = (),
+        dead: Iterable[DeadLetter] = (),
+        released: Iterable[int] = (),
+        learned: Iterable[tuple[str, str, str]] = (),
+        unbundled: Iterable[int] = (),
+    ) -> None:
+        """Learnt ids and dead letters are written first (SpoolError if they cannot be: the forwarder tries the whole
+        settlement again, and what was written is not written twice); then acknowledgements start, each row still
+        blocking its key until the stream confirms it."""
+        taught = list(learned)
+        if taught:
+            await self._shared_state().learn(taught)
+        await self._bury([(d.id, d) for d in dead])
+        for seq in delivered:
+            self._acknowledge(self._holding.settle(seq))
+        for r in retry:
+            self._holding.retry(r.id, r.next_attempt_at, r.unanswered)
+        for seq in [*released, *unbundled]:  # a relay's rows are single records: a bundle is never handed out
+            self._holding.release(seq)
+
+    # -- the Lookups ----------------------------------------------------------------------------------------------
+
+    async def credential(self, credential_id: int) -> str | None:
+        """No key travels in the stream: a relay's rows carry none, and its sinks deliver with their own."""
+        return None
+
+    async def upstream_id(self, sink: str, local: str) -> str | None:
+        return await self._shared_state().upstream_id(sink, local)
+
+    # -- dead letters and acknowledgements ------------------------------------------------------------------------
+
+    def _shared_state(self) -> Shared:
+        if self._shared is None:
+            raise SpoolError("not connected to NATS yet")
+        return self._shared
+
+    async def _bury(self, dead: list[tuple[int, DeadLetter]]) -> None:
+        """Dead letters with the held rows that die with them (a dead create's updates and dependants), written to
+        the spool file, dead creates told to the other relays, then acknowledged."""
+        chosen: dict[int, tuple[Held[Msg], DeadLetter]] = {}
+        for seq, letter in dead:
+            held = self._holding.get(seq)
+            if held is None or held.settled:
+                continue
+            chosen[seq] = (held, letter)
+            if held.row.kind == "create" and held.row.key is not None:
+                for row in self._holding.dependants(held.row):
+                    reason = order.reason(held.row.id, held.row.key)
+                    chosen.setdefault(row.id, (self._held(row.id), DeadLetter(row.id, None, None, reason)))
+        if not chosen:
+            return
+        fresh = [(held, letter) for held, letter in chosen.values() if held.buried is None]
+        if fresh:
+            ids = await self._graveyard.bury([(held.row, letter) for held, letter in fresh])
+            for (held, _), letter_id in zip(fresh, ids, strict=True):
+                held.buried = letter_id
+        for held, _ in chosen.values():
+            row = held.row
+            if row.kind == "create" and row.key is not None and held.buried is not None:
+                await self._shared_state().died(row.sink, row.key, held.buried)
+                self._dead_creates.setdefault((held.partition, row.sink, row.key), row.id)
+        for seq in chosen:
+            self._acknowledge(self._holding.settle(seq))
+
+    def _held(self, seq: int) -> Held[Msg]:
+        held = self._holding.get(seq)
+        assert held is not None
+        return held
+
+    def _acknowledge(self, held: Held[Msg] | None) -> None:
+        if held is None:
+            return
+        self._acking[held.partition] = self._acking.get(held.partition, 0) + 1
+        task = asyncio.create_task(self._ack(held), name=f"relay-ack-{held.row.id}")
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
+
+    async def _ack(self, held: Held[Msg]) -> None:
+        """Until the stream confirms it (the handle may change meanwhile: a redelivery of the same message)."""
+        try:
+            while True:
+                try:
+                    await held.handle.ack_sync(timeout=self.config.timeout)
+                    break
+                except (nats.errors.Error, TimeoutError, OSError) as exc:
+                    self.link.errors.warning("relay: cannot acknowledge message %d yet: %s", held.row.id, describe(exc))
+                    await asyncio.sleep(ACK_RETRY)
+        finally:
+            self._acking[held.partition] -= 1
+        self._holding.forget(held.row.id)
+        self._unfit.pop(held.row.id, None)
+        consumer = self._consumers.get(held.partition)
+        if consumer is not None:
+            consumer[0].room.set()
+        self._wake(held.row.sink, 1)  # the next row of its key may leave now
+
+    # -- background -----------------------------------------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        """in_progress() for every held message the stream has not heard of for ack_wait / 3: a slow vendor call, a
+        retry's backoff or a row waiting behind its key is not handed to another relay."""
+        interval = self.config.ack_wait / 3
+        while True:
+            await asyncio.sleep(interval / 2)
+            now = time.monotonic()
+            for held in self._holding.stale(now - interval):
+                if held.settled:
+                    continue
+                try:
+                    await held.handle.in_progress()
+                    held.touched = now
+                except (nats.errors.Error, OSError) as exc:
+                    self.link.errors.warning("relay: cannot keep message %d: %s", held.row.id, describe(exc))
+
+    async def _janitor(self) -> None:
+        """Dead-letters what can never be delivered (a message of another shape, a target this relay has no sink
+        for, a row whose create was dead-lettered), in the rule's order, once its partition is ready."""
+        while True:
+            await self._sweep.wait()
+            self._sweep.clear()
+            now = self._clock()
+            doomed: list[tuple[int, DeadLetter]] = []
+            for sink in self._holding.sinks():
+                for row in self._holding.eligible(sink, now, self.ready):
+                    reason = self._unfit.get(row.id)
+                    if reason is not None:
+                        doomed.append((row.id, DeadLetter(row.id, None, None, reason)))
+            try:
+                await self._bury(doomed)
+            except SpoolError as exc:
+                self.link.errors.warning("relay: cannot dead-letter yet: %s", exc)
+                await asyncio.sleep(ACK_RETRY)
+                self._sweep.set()
