@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["json", "text"], default="json", help="JSON lines (default) or text")
     run.add_argument(
         "--role",
-        choices=["all", "ingest", "delivery"],
-        help="run one role only (a supervisor starts these; default: [daemon] ingest_workers / delivery_workers)",
+        choices=["all", "ingest", "delivery", "relay"],
+        help="run one role only (a supervisor starts ingest and delivery; relay consumes [relay]'s stream;"
+        " default: [daemon] ingest_workers / delivery_workers)",
     )
     status = _command(commands, "status", "per-sink state; works with the daemon running or stopped", _status)
     status.add_argument("--json", action="store_true", help="machine-readable output")

@@ -45,7 +45,9 @@ from shipper.logs import Throttled
 from shipper.metrics import Metrics, SpoolLimitsCollector, SpoolMonitor
 from shipper.notify import Notifier
 from shipper.ops.routes import add_routes
-from shipper.roles import Role, deliveries_done, open_spool, serve_control
+from shipper.queue.base import Source
+from shipper.queue.jetstream.queue import StreamQueue
+from shipper.roles import Role, deliveries_done, open_relay, open_spool, serve_control
 from shipper.sinks import build_sink, start_sinks
 from shipper.sinks.bundling import bundle_limits
 from shipper.sinks.routing import Routing
@@ -56,7 +58,7 @@ from shipper.stopping import closing_time, queued, say_stopped
 log = logging.getLogger(__name__)
 
 # Sections a reload cannot apply to a running daemon: listeners, the spool file, and what ingest does to records.
-RESTART_SECTIONS = ("ingest", "admin", "otlp", "spool", "redact", "enrich")
+RESTART_SECTIONS = ("ingest", "admin", "otlp", "spool", "redact", "enrich", "relay")
 
 
 class Daemon:
@@ -98,6 +100,8 @@ class Daemon:
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._drop_log = Throttled(log)
         self._spool: Spool | None = None
+        self._source: Source | None = None  # where the forwarders lease: the spool, or a relay's stream
+        self._relay: StreamQueue | None = None
         self._fleet: Fleet | None = None
         self._otlp: IngestServer | None = None  # the OTLP receiver, when [otlp] http is set
 
@@ -106,6 +110,14 @@ class Daemon:
         if self._spool is None:
             raise RuntimeError("the spool is not open")
         return self._spool
+
+    @property
+    def source(self) -> Source:
+        return self._source if self._source is not None else self.spool
+
+    @property
+    def relay(self) -> StreamQueue | None:
+        return self._relay
 
     @property
     def fleet(self) -> Fleet:
@@ -144,6 +156,9 @@ class Daemon:
             if self.role.serves:
                 server, app = await self._serve(stack)
                 in_flight = app[IN_FLIGHT_KEY]
+            elif self.role is Role.RELAY:
+                server, in_flight = None, InFlight()
+                await self._serve_relay(stack)
             else:
                 server, in_flight = None, InFlight()
                 await serve_control(self, self.spool.owner, stack)
@@ -157,10 +172,13 @@ class Daemon:
 
     async def _start_fleet(self, stack: AsyncExitStack) -> None:
         """Every configured sink started (or none, and a ConfigError naming it), each with its forwarder."""
-        self._fleet = Fleet(self.spool, self.metrics, self.routing, self._side_task_done, deliver=self.role.delivers)
+        if self.role is Role.RELAY:
+            self._relay = await open_relay(self.config, self.spool, stack)
+            self._source = self._relay
+        self._fleet = Fleet(self.source, self.metrics, self.routing, self._side_task_done, deliver=self.role.delivers)
         stack.push_async_callback(self.fleet.close_all)
         sinks = {
-            name: build_sink(name, c, os.environ, self.spool, self.enricher, self.spool.path)
+            name: build_sink(name, c, os.environ, self.source, self.enricher, self.spool.path)
             for name, c in self.config.sinks.items()
         }
         await start_sinks(sinks)
@@ -193,6 +211,25 @@ class Daemon:
             },
         )
         return server, app
+
+    async def _serve_relay(self, stack: AsyncExitStack) -> None:
+        """A relay serves the admin listener alone (metrics, probes, status): nothing is written to it."""
+        listeners = self._listeners if self._listeners is not None else inherited_listeners()
+        admin = AdminServer(self, self.config.admin, listeners.admin)
+        stack.push_async_callback(admin.stop)
+        await admin.start()
+        relay = self.config.relay
+        assert relay is not None  # open_relay refused to start without it
+        log.info(
+            "shipper relay started",
+            extra={
+                "admin": admin.addresses,
+                "stream": relay.stream,
+                "partitions": relay.partitions,
+                "sinks": list(self.config.sinks),
+                "config": str(self.config_path or "built-in defaults"),
+            },
+        )
 
     async def _serve_otlp(
         self, in_flight: InFlight, inherited: tuple[socket.socket, ...], stack: AsyncExitStack
@@ -259,7 +296,7 @@ class Daemon:
                 # A sink whose key the remote refuses is rebuilt even if unchanged: its key file may hold a fixed key.
                 refused = {f.sink.name for f in self.forwarders if f.backoff.auth_failed}
                 built = {
-                    name: build_sink(name, sink, os.environ, self.spool, self.enricher, self.spool.path)
+                    name: build_sink(name, sink, os.environ, self.source, self.enricher, self.spool.path)
                     for name, sink in new.sinks.items()
                     if self.config.sinks.get(name) != sink or name in refused
                 }

@@ -1,11 +1,13 @@
 """What each process of a shipper does: the whole daemon alone, or one role beside others on one spool.
 
-`all` is one process doing everything (the shape of a small install and of most tests). Under the supervisor
-(supervisor.py), `ingest` processes serve the listeners the supervisor bound and append; `delivery` processes lease
-and send. Both attach to the spool the supervisor claimed (spool/claim.py); an append in one wakes the others
-(spool/wakes.py); a delivery process answers the operations routes on a private socket, so the ingest process that
-serves `/metrics` and `/v1/status` can answer for all (ops/gather.py). Not responsible for the daemon's lifecycle
-(daemon.py) or for starting processes (supervisor.py).
+`all` is one process doing everything (the shape of a small install and of most tests). `relay` consumes a JetStream
+stream instead of a spool and delivers what sidecars published there (queue/jetstream/), keeping only its dead
+letters in a spool file of its own; it serves the admin listener alone, and no supervisor starts it. Under the
+supervisor (supervisor.py), `ingest` processes serve the listeners the supervisor bound and append; `delivery`
+processes lease and send. Both attach to the spool the supervisor claimed (spool/claim.py); an append in one wakes
+the others (spool/wakes.py); a delivery process answers the operations routes on a private socket, so the ingest
+process that serves `/metrics` and `/v1/status` can answer for all (ops/gather.py). Not responsible for the daemon's
+lifecycle (daemon.py) or for starting processes (supervisor.py).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from pathlib import Path
 
 from aiohttp import web
 
+from shipper.config import Config
 from shipper.config.process import SpoolConfig
-from shipper.errors import SpoolError
+from shipper.errors import ConfigError, SpoolError
 from shipper.ops.gather import control_address, delivering_peers
 from shipper.ops.routes import Live, add_routes
+from shipper.queue.jetstream.queue import StreamQueue
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
 from shipper.spool.claim import RECOVERED_ENV
@@ -42,11 +46,12 @@ class Role(enum.Enum):
     ALL = "all"
     INGEST = "ingest"
     DELIVERY = "delivery"
+    RELAY = "relay"
 
     @property
     def serves(self) -> bool:
         """Serves the ingest and admin listeners."""
-        return self is not Role.DELIVERY
+        return self in (Role.ALL, Role.INGEST)
 
     @property
     def delivers(self) -> bool:
@@ -58,7 +63,7 @@ async def open_spool(
 ) -> Spool:
     """Alone, the daemon claims its spool; a role attaches to the one its supervisor claimed (or, run alone, shares
     it with other roles alone), and wakes (or is woken by) the processes beside it."""
-    if role is Role.ALL:
+    if role in (Role.ALL, Role.RELAY):
         opened = await Spool.open(spool.path, spool.durability, spool.lease_timeout, bounds, on_death)
         stack.push_async_callback(opened.close)
         return opened
@@ -77,6 +82,17 @@ async def open_spool(
         keeper = asyncio.create_task(_give_back_dead(opened), name="give-back-dead-leases")
         stack.push_async_callback(_cancel, keeper)
     return opened
+
+
+async def open_relay(config: Config, spool: Spool, stack: AsyncExitStack) -> StreamQueue:
+    """A relay's queue over the stream `[relay]` names, its dead letters going to `spool`; closed by the stack after
+    the forwarders drained (their acknowledgements finish first)."""
+    if config.relay is None:
+        raise ConfigError("[relay]: missing: a relay needs the stream it consumes (servers, stream, partitions)")
+    queue = StreamQueue(config.relay, os.environ, spool, list(config.sinks), config.spool.lease_timeout)
+    await queue.start()
+    stack.push_async_callback(queue.close)
+    return queue
 
 
 async def _give_back_dead(spool: Spool) -> None:

@@ -76,6 +76,10 @@ class Health(Protocol):
         ...
 
 
+class Source(Leaser, Lookups, Protocol):
+    """What delivery needs: the rows to lease and the lookups its sinks make (a spool, or a relay's stream)."""
+
+
 class Queue(Appender, Leaser, Lookups, Health, Protocol):
     """Everything a daemon composes from one queue."""
 
