@@ -42,7 +42,7 @@ from shipper.ingest.routes import build_app
 from shipper.ingest.server import IngestServer
 from shipper.latency import IngestTimers
 from shipper.logs import Throttled
-from shipper.metrics import Metrics, SpoolLimitsCollector, SpoolMonitor
+from shipper.metrics import Metrics, RelayCollector, SpoolLimitsCollector, SpoolMonitor
 from shipper.notify import Notifier
 from shipper.ops.routes import add_routes
 from shipper.queue.base import Source
@@ -116,10 +116,6 @@ class Daemon:
         return self._source if self._source is not None else self.spool
 
     @property
-    def relay(self) -> StreamQueue | None:
-        return self._relay
-
-    @property
     def fleet(self) -> Fleet:
         if self._fleet is None:
             raise RuntimeError("no sink is running")
@@ -175,6 +171,7 @@ class Daemon:
         if self.role is Role.RELAY:
             self._relay = await open_relay(self.config, self.spool, stack)
             self._source = self._relay
+            self.metrics.registry.register(RelayCollector(self._relay))
         self._fleet = Fleet(self.source, self.metrics, self.routing, self._side_task_done, deliver=self.role.delivers)
         stack.push_async_callback(self.fleet.close_all)
         sinks = {

@@ -27,6 +27,7 @@ from shipper.errors import SpoolError
 from shipper.forward.forwarder import Forwarder
 from shipper.ingest.counters import IngestCounters
 from shipper.latency import LATENCY_BUCKETS, IngestTimers
+from shipper.queue.jetstream.queue import StreamQueue
 from shipper.spool.stats import SinkStats, SpoolStats, read_stats
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,34 @@ def register_process_metrics(registry: CollectorRegistry) -> None:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     Info("shipper_build", "The running shipper's version", registry=registry).info({"version": __version__})
+
+
+class RelayCollector(Collector):
+    """A relay's share of the stream, read at scrape time: partitions owned, the group's size, messages held, the
+    stream's redeliveries, and each owned partition's lag (messages not handed to a relay yet). Not responsible for
+    any of it (queue/jetstream/)."""
+
+    def __init__(self, relay: StreamQueue) -> None:
+        self._relay = relay
+
+    def collect(self) -> Iterable[Metric]:
+        relay = self._relay
+        yield GaugeMetricFamily("shipper_relay_partitions_owned", "Partitions this relay holds the lease of",
+                                value=len(relay.owned))  # fmt: skip
+        yield GaugeMetricFamily("shipper_relay_members", "Relays alive in the group, as last read", value=relay.members)
+        yield GaugeMetricFamily("shipper_relay_messages_held", "Messages handed to this relay, not yet acknowledged",
+                                value=relay.held)  # fmt: skip
+        yield CounterMetricFamily(
+            "shipper_relay_redeliveries",
+            "Messages the stream handed out again (an earlier delivery was never acknowledged)",
+            value=relay.counters.redeliveries,
+        )
+        lag = GaugeMetricFamily(
+            "shipper_relay_consumer_pending", "Messages of a partition not handed to a relay yet", labels=["partition"]
+        )
+        for partition in relay.owned:
+            lag.add_metric([str(partition)], relay.counters.pending.get(partition, 0))
+        yield lag
 
 
 class SpoolLimitsCollector(Collector):

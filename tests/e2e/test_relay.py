@@ -20,7 +20,7 @@ from aiohttp import web
 from nats.js.api import ConsumerInfo
 
 from tests.jetstream import NatsCluster, patiently
-from tests.support import Daemon, FakeRemote, free_port, post_items, wait_for, write_config
+from tests.support import Daemon, FakeRemote, free_port, metric, post_items, scrape, wait_for, write_config
 
 STREAM = "ROWS"
 PARTITIONS = 4
@@ -182,3 +182,50 @@ async def test_while_the_remote_is_down_the_backlog_waits_in_the_stream(
         await wait_for(lambda: len(set(numbers(remote))) == 400, timeout=90)
         await poll(lambda: settled(nats_cluster))
     assert sorted(set(numbers(remote))) == list(range(400))
+
+
+async def owned(daemon: Daemon) -> int:
+    async with aiohttp.ClientSession() as session:
+        _, samples = await scrape(session, f"http://{daemon.http}")
+    return int(metric(samples, "shipper_relay_partitions_owned") or 0)
+
+
+async def test_two_relays_share_the_partitions_and_a_killed_ones_move_to_the_other(
+    tmp_path: Path, nats_cluster: NatsCluster, remote: FakeRemote
+) -> None:
+    async def slow(request: web.Request, body: bytes) -> None:
+        await asyncio.sleep(0.01)
+
+    remote.async_behaviour = slow
+    side = sidecar(tmp_path, nats_cluster)
+    one, two = relay(tmp_path, nats_cluster, remote, "one"), relay(tmp_path, nats_cluster, remote, "two")
+    async with running(side, one, two):
+
+        async def split_evenly() -> bool:
+            return await owned(one) == await owned(two) == PARTITIONS // 2
+
+        await poll(split_evenly, timeout=30)
+        await post(side, range(1000))
+        await wait_for(lambda: len(remote.received) >= 200, timeout=60)
+        await one.kill9()
+        killed = time.monotonic()
+
+        async def all_moved() -> bool:
+            return await owned(two) == PARTITIONS
+
+        await poll(all_moved, timeout=30)
+        moved = time.monotonic() - killed
+        assert moved < 2 * 3 + 1  # within 2 x lease_ttl (3 s), and a second for the scrape on a busy machine
+        await wait_for(lambda: set(numbers(remote)) == set(range(1000)), timeout=90)
+        await poll(lambda: settled(nats_cluster))
+        # The killed relay comes back: it takes its share back from the other.
+        again = relay(tmp_path, nats_cluster, remote, "one")
+        async with running(again):
+
+            async def shared_again() -> bool:
+                return await owned(again) == await owned(two) == PARTITIONS // 2
+
+            await poll(shared_again, timeout=30)
+            await post(side, range(1000, 1400))
+            await wait_for(lambda: set(numbers(remote)) == set(range(1400)), timeout=90)
+    assert in_order_per_key(numbers(remote))

@@ -44,6 +44,7 @@ from shipper.jetstream.envelope import decode
 from shipper.queue.jetstream.consumer import PartitionConsumer
 from shipper.queue.jetstream.holding import Held, Holding
 from shipper.queue.jetstream.link import Link, describe
+from shipper.queue.jetstream.ownership import Ownership
 from shipper.queue.jetstream.shared import Shared
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ class StreamQueue:
         self._acking: dict[int, int] = {}  # partition -> acknowledgements under way
         self._acks: set[asyncio.Task[None]] = set()
         self._shared: Shared | None = None
+        self._ownership: Ownership | None = None
+        self._owning: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sweep = asyncio.Event()
 
@@ -119,7 +122,12 @@ class StreamQueue:
 
     async def close(self) -> None:
         """After the forwarders drained: acknowledgements under way get `timeout` to finish, then everything stops
-        (what is still held comes back to a relay after ack_wait)."""
+        (what is still held comes back to a relay after ack_wait). The partitions' leases are given back first, what
+        was held handed back to the stream, so the other relays take over at once."""
+        if self._ownership is not None and self._owning is not None:
+            self._owning.cancel()  # no lease taken or renewed from now
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ownership.release_all(), self.config.timeout * 2)
         if self._acks:
             await asyncio.wait(set(self._acks), timeout=self.config.timeout)
         for task in [*self._tasks, *self._acks, *(task for _, task in self._consumers.values())]:
@@ -134,12 +142,17 @@ class StreamQueue:
         return sorted(self._consumers)
 
     @property
+    def members(self) -> int:
+        return len(self._ownership.members) if self._ownership is not None else 0
+
+    @property
     def held(self) -> int:
         return len(self._holding)
 
     def ready(self, partition: int) -> bool:
+        """Rows of the partition may leave: this relay holds its lease and everything unacknowledged is in hand."""
         found = self._consumers.get(partition)
-        return found is not None and found[0].ready
+        return found is not None and found[0].ready and self._ownership is not None and self._ownership.holds(partition)
 
     async def _connected(self) -> None:
         await self.link.connect()
@@ -147,8 +160,10 @@ class StreamQueue:
         self._shared = Shared(self.link.shared)
         self._tasks.append(asyncio.create_task(self._heartbeats(), name="relay-heartbeats"))
         self._tasks.append(asyncio.create_task(self._janitor(), name="relay-janitor"))
-        for partition in range(self.config.partitions):
-            await self.gain(partition)
+        assert self.link.leases is not None
+        self._ownership = Ownership(self.link.leases, self.config, self.gain, self.lose, self.link.errors)
+        self._owning = asyncio.create_task(self._ownership.run(), name="relay-ownership")
+        self._tasks.append(self._owning)
 
     # -- partitions -----------------------------------------------------------------------------------------------
 
