@@ -181,9 +181,22 @@ class StreamQueue:
             self._admit,
             self.link.errors,
         )
-        task = asyncio.create_task(consumer.run(), name=f"relay-partition-{partition}")
+        task = asyncio.create_task(self._consume(consumer), name=f"relay-partition-{partition}")
         task.add_done_callback(self._consumer_done)
         self._consumers[partition] = (consumer, task)
+
+    async def _consume(self, consumer: PartitionConsumer) -> None:
+        partition = consumer.partition
+        while True:
+            try:
+                known = await self._shared_state().dead_creates(partition)
+                break
+            except SpoolError as exc:
+                self.link.errors.warning("relay: partition %d: %s", partition, exc)
+                await asyncio.sleep(ACK_RETRY)
+        for (sink, key), letter in known.items():
+            self._dead_creates.setdefault((partition, sink, key), letter)
+        await consumer.run()
 
     async def lose(self, partition: int) -> None:
         """Stop consuming a partition: no new row leaves it, its rows in flight settle (and are acknowledged), and
@@ -228,7 +241,7 @@ class StreamQueue:
                 continue
             doomed = self._dead_create_of(partition, row)
             if unfit is None and doomed is not None:
-                unfit = order.reason(doomed, row.after if row.after is not None else row.key)
+                unfit = order.reason(*doomed)
             if unfit is not None:
                 self._unfit[row.id] = unfit
                 self._sweep.set()
@@ -239,11 +252,16 @@ class StreamQueue:
         for sink, count in counts.items():
             self._wake(sink, count)
 
-    def _dead_create_of(self, partition: int, row: SpoolRow) -> int | None:
-        own = row.key if row.kind == "update" else None
-        found = [self._dead_creates.get((partition, row.sink, name)) for name in (own, row.after) if name]
-        known = [letter for letter in found if letter is not None]
-        return min(known) if known else None
+    def _dead_create_of(self, partition: int, row: SpoolRow) -> tuple[int, str] | None:
+        """The dead create a row depends on, by the spool's rule (order.dead_on_arrival): (the create's dead letter,
+        its key)."""
+        known = {
+            name: self._dead_creates[(partition, row.sink, name)]
+            for name in (row.key, row.after)
+            if name is not None and (partition, row.sink, name) in self._dead_creates
+        }
+        died = order.dead_on_arrival(row.kind, row.key, row.after, known)
+        return None if died is None else (died, next(name for name, letter in known.items() if letter == died))
 
     def _wake(self, sink: str, count: int) -> None:
         callback = self._watchers.get(sink)
@@ -302,30 +320,32 @@ class StreamQueue:
         return self._shared
 
     async def _bury(self, dead: list[tuple[int, DeadLetter]]) -> None:
-        """Dead letters with the held rows that die with them (a dead create's updates and dependants), written to
-        the spool file, dead creates told to the other relays, then acknowledged."""
-        chosen: dict[int, tuple[Held[Msg], DeadLetter]] = {}
-        for seq, letter in dead:
-            held = self._holding.get(seq)
-            if held is None or held.settled:
-                continue
-            chosen[seq] = (held, letter)
-            if held.row.kind == "create" and held.row.key is not None:
-                for row in self._holding.dependants(held.row):
-                    reason = order.reason(held.row.id, held.row.key)
-                    chosen.setdefault(row.id, (self._held(row.id), DeadLetter(row.id, None, None, reason)))
-        if not chosen:
-            return
-        fresh = [(held, letter) for held, letter in chosen.values() if held.buried is None]
-        if fresh:
-            ids = await self._graveyard.bury([(held.row, letter) for held, letter in fresh])
-            for (held, _), letter_id in zip(fresh, ids, strict=True):
-                held.buried = letter_id
-        for held, _ in chosen.values():
-            row = held.row
-            if row.kind == "create" and row.key is not None and held.buried is not None:
-                await self._shared_state().died(row.sink, row.key, held.buried)
-                self._dead_creates.setdefault((held.partition, row.sink, row.key), row.id)
+        """Dead letters written to the spool file with the held rows that die with them (a dead create's updates
+        and dependants, transitively, each naming its create's dead letter), dead creates told to the other relays,
+        then all acknowledged. Tried again after a failure, nothing is written twice."""
+        batch = [(held, letter) for held, letter in ((self._holding.get(s), d) for s, d in dead) if held is not None]
+        chosen: dict[int, Held[Msg]] = {}
+        while batch:
+            batch = [(held, letter) for held, letter in batch if not held.settled and held.row.id not in chosen]
+            fresh = [(held, letter) for held, letter in batch if held.buried is None]
+            if fresh:
+                ids = await self._graveyard.bury([(held.row, letter) for held, letter in fresh])
+                for (held, _), letter_id in zip(fresh, ids, strict=True):
+                    held.buried = letter_id
+            following: dict[int, tuple[Held[Msg], DeadLetter]] = {}
+            for held, _ in batch:
+                chosen[held.row.id] = held
+                row = held.row
+                if row.kind != "create" or row.key is None or held.buried is None:
+                    continue
+                await self._shared_state().died(held.partition, row.sink, row.key, held.buried)
+                self._dead_creates.setdefault((held.partition, row.sink, row.key), held.buried)
+                reason = order.reason(held.buried, row.key)
+                for dependant in self._holding.dependants(row):
+                    following.setdefault(
+                        dependant.id, (self._held(dependant.id), DeadLetter(dependant.id, None, None, reason))
+                    )
+            batch = list(following.values())
         for seq in chosen:
             self._acknowledge(self._holding.settle(seq))
 

@@ -5,7 +5,8 @@ An update delivered by relay B after relay A delivered its create needs the id A
 A acknowledges the create, so once the stream has forgotten the create, every relay can rewrite the update. A dead
 create is written here before it is acknowledged too: the rows that depend on it die with it on whichever relay
 they reach (the spool's rule, order.dead_on_arrival). Keys are `id.<sink>.<local id>` and
-`dead.<sink>.<key>`, the free-form parts in unpadded base64url (a key may hold any character; the bucket's may not).
+`dead.<partition>.<sink>.<key>` (a key's rows all share its partition, so a relay taking one over reads its dead
+creates alone), the free-form parts in unpadded base64url (a key may hold any character; the bucket's may not).
 Entries never expire, as the spool's id map does not. Not responsible for the connection (link.py).
 """
 
@@ -22,7 +23,7 @@ from nats.js.kv import KeyValue
 from shipper.errors import SpoolError
 from shipper.queue.jetstream.link import describe
 
-# Learnt ids and dead creates kept in this process, to skip a read: they never change once written.
+# Learnt ids kept in this process, to skip a read: they never change once written.
 CACHE = 100_000
 
 
@@ -30,11 +31,14 @@ def _token(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=") or "-"
 
 
+def _text(token: str) -> str:
+    return "" if token == "-" else base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+
+
 class Shared:
     def __init__(self, bucket: KeyValue) -> None:
         self._kv = bucket
         self._ids: dict[tuple[str, str], str] = {}
-        self._dead: dict[tuple[str, str], int] = {}
 
     async def upstream_id(self, sink: str, local: str) -> str | None:
         known = self._ids.get((sink, local))
@@ -51,27 +55,32 @@ class Shared:
             await self._put(f"id.{_token(sink)}.{_token(local)}", upstream.encode())
             _remember(self._ids, (sink, local), upstream)
 
-    async def dead_create(self, sink: str, key: str) -> int | None:
-        """The dead letter of the oldest dead create of `key` (its id where it was dead-lettered), if any."""
-        known = self._dead.get((sink, key))
-        if known is not None:
-            return known
-        found = await self._get(f"dead.{_token(sink)}.{_token(key)}")
-        if found is None:
-            return None
-        letter = int(orjson.loads(found))
-        _remember(self._dead, (sink, key), letter)
-        return letter
+    async def dead_creates(self, partition: int) -> dict[tuple[str, str], int]:
+        """Every dead create of a partition, (sink, key) -> its dead letter's id: what a relay taking the partition
+        over must know before it holds any of its rows (a key's rows all share its partition)."""
+        found: dict[tuple[str, str], int] = {}
+        try:
+            watcher = await self._kv.watch(f"dead.{partition}.>", ignore_deletes=True)
+            try:
+                async for entry in watcher:
+                    if entry is None:  # the end of what the bucket holds now
+                        break
+                    _, _, sink, key = entry.key.split(".", 3)
+                    found[(_text(sink), _text(key))] = int(orjson.loads(entry.value or b"0"))
+            finally:
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        except (nats.errors.Error, TimeoutError) as exc:
+            raise SpoolError(f"cannot read the relays' bucket: {describe(exc)}") from None
+        return found
 
-    async def died(self, sink: str, key: str, letter: int) -> None:
+    async def died(self, partition: int, sink: str, key: str, letter: int) -> None:
         """A create of `key` was dead-lettered as `letter`; the first one written stays (the oldest)."""
         try:
-            await self._kv.create(f"dead.{_token(sink)}.{_token(key)}", orjson.dumps(letter))
+            await self._kv.create(f"dead.{partition}.{_token(sink)}.{_token(key)}", orjson.dumps(letter))
         except nats.js.errors.KeyWrongLastSequenceError:
             pass  # an older dead create of the key is known already
         except (nats.errors.Error, TimeoutError) as exc:
             raise SpoolError(f"cannot record a dead create in the relays' bucket: {describe(exc)}") from None
-        _remember(self._dead, (sink, key), letter)
 
     async def _get(self, key: str) -> bytes | None:
         try:
