@@ -44,7 +44,9 @@ duplicate_window = 120
     return Daemon.from_config(write_config(home, sinks))
 
 
-def relay(tmp_path: Path, cluster: NatsCluster, remote: FakeRemote, name: str = "relay", **over: Any) -> Daemon:
+def relay(
+    tmp_path: Path, cluster: NatsCluster, remote: FakeRemote, name: str = "relay", sink_timeout: float = 5, **over: Any
+) -> Daemon:
     home = tmp_path / name
     home.mkdir(exist_ok=True)
     admin = f"127.0.0.1:{free_port()}"
@@ -65,7 +67,7 @@ type = "http"
 base_url = "{remote.url}"
 retry_initial_backoff = 0.05
 retry_max_backoff = 0.3
-timeout = 5
+timeout = {sink_timeout}
 """
     config = write_config(home, text)
     return Daemon(config, admin, home / "shipper.sock", args=("--role", "relay"))
@@ -116,6 +118,26 @@ async def consumers(cluster: NatsCluster) -> list[ConsumerInfo]:
 async def settled(cluster: NatsCluster) -> bool:
     """Every partition's messages are acknowledged: nothing pending, nothing waiting."""
     return all(not c.num_ack_pending and not c.num_pending for c in await consumers(cluster))
+
+
+async def relay_metric(daemon: Daemon, name: str) -> float:
+    async with aiohttp.ClientSession() as session:
+        _, samples = await scrape(session, f"http://{daemon.http}")
+    found = metric(samples, name)
+    assert found is not None, name
+    return found
+
+
+async def owned(daemon: Daemon) -> int:
+    return int(await relay_metric(daemon, "shipper_relay_partitions_owned"))
+
+
+async def redeliveries(daemon: Daemon) -> int:
+    return int(await relay_metric(daemon, "shipper_relay_redeliveries_total"))
+
+
+async def split_evenly(one: Daemon, two: Daemon) -> bool:
+    return await owned(one) == await owned(two) == PARTITIONS // 2
 
 
 async def poll(check: Callable[[], Awaitable[bool]], timeout: float = 60.0) -> None:
@@ -177,17 +199,14 @@ async def test_while_the_remote_is_down_the_backlog_waits_in_the_stream(
             )
 
         await poll(backlog_in_stream)
+        # Down for longer than twice ack_wait (3 s): what the relay holds is kept with in_progress(), not redelivered.
+        await wait_for(lambda: remote.attempt_times[-1] - remote.attempt_times[0] > 7, timeout=30)
         assert not remote.received
+        assert await redeliveries(rel) == 0
         remote.behaviour = None
         await wait_for(lambda: len(set(numbers(remote))) == 400, timeout=90)
         await poll(lambda: settled(nats_cluster))
     assert sorted(set(numbers(remote))) == list(range(400))
-
-
-async def owned(daemon: Daemon) -> int:
-    async with aiohttp.ClientSession() as session:
-        _, samples = await scrape(session, f"http://{daemon.http}")
-    return int(metric(samples, "shipper_relay_partitions_owned") or 0)
 
 
 async def test_two_relays_share_the_partitions_and_a_killed_ones_move_to_the_other(
@@ -200,11 +219,7 @@ async def test_two_relays_share_the_partitions_and_a_killed_ones_move_to_the_oth
     side = sidecar(tmp_path, nats_cluster)
     one, two = relay(tmp_path, nats_cluster, remote, "one"), relay(tmp_path, nats_cluster, remote, "two")
     async with running(side, one, two):
-
-        async def split_evenly() -> bool:
-            return await owned(one) == await owned(two) == PARTITIONS // 2
-
-        await poll(split_evenly, timeout=30)
+        await poll(lambda: split_evenly(one, two), timeout=30)
         await post(side, range(1000))
         await wait_for(lambda: len(remote.received) >= 200, timeout=60)
         await one.kill9()
@@ -229,3 +244,22 @@ async def test_two_relays_share_the_partitions_and_a_killed_ones_move_to_the_oth
             await post(side, range(1000, 1400))
             await wait_for(lambda: set(numbers(remote)) == set(range(1400)), timeout=90)
     assert in_order_per_key(numbers(remote))
+
+
+async def test_a_vendor_call_slower_than_ack_wait_is_not_handed_to_another_relay(
+    tmp_path: Path, nats_cluster: NatsCluster, remote: FakeRemote
+) -> None:
+    async def slow_first(request: web.Request, body: bytes) -> None:
+        if orjson.loads(body)["n"] == 0:
+            await asyncio.sleep(8)  # ack_wait is 3 s: the relay's in_progress() keeps the message its own
+
+    remote.async_behaviour = slow_first
+    side = sidecar(tmp_path, nats_cluster)
+    one, two = relay(tmp_path, nats_cluster, remote, "one", 15), relay(tmp_path, nats_cluster, remote, "two", 15)
+    async with running(side, one, two):
+        await poll(lambda: split_evenly(one, two), timeout=30)
+        await post(side, range(20))
+        await wait_for(lambda: sorted(numbers(remote)) == list(range(20)), timeout=60)
+        await poll(lambda: settled(nats_cluster))
+        assert await redeliveries(one) == await redeliveries(two) == 0
+    assert sorted(numbers(remote)) == list(range(20))  # each once
