@@ -20,7 +20,17 @@ from aiohttp import web
 from nats.js.api import ConsumerInfo
 
 from tests.jetstream import NatsCluster, patiently
-from tests.support import Daemon, FakeRemote, free_port, metric, post_items, scrape, wait_for, write_config
+from tests.support import (
+    Daemon,
+    FakeRemote,
+    free_port,
+    metric,
+    post_items,
+    run_cli_async,
+    scrape,
+    wait_for,
+    write_config,
+)
 
 STREAM = "ROWS"
 PARTITIONS = 4
@@ -263,3 +273,26 @@ async def test_a_vendor_call_slower_than_ack_wait_is_not_handed_to_another_relay
         await poll(lambda: settled(nats_cluster))
         assert await redeliveries(one) == await redeliveries(two) == 0
     assert sorted(numbers(remote)) == list(range(20))  # each once
+
+
+async def test_dead_letters_live_where_the_relay_runs_and_shipper_dlq_replays_them_from_there(
+    tmp_path: Path, nats_cluster: NatsCluster, remote: FakeRemote
+) -> None:
+    def refuse_three(request: web.Request, body: bytes) -> web.Response | None:
+        return web.json_response({"bad": True}, status=400) if orjson.loads(body)["n"] == 3 else None
+
+    remote.behaviour = refuse_three
+    side, rel = sidecar(tmp_path, nats_cluster), relay(tmp_path, nats_cluster, remote)
+    config = str(rel.config)
+    async with running(side, rel):
+        await post(side, range(10))
+        await wait_for(lambda: len(remote.received) == 9, timeout=60)
+        await poll(lambda: settled(nats_cluster))  # the dead letter's message is acknowledged too
+        code, out, _ = await run_cli_async("dlq", "list", "--config", config)
+        assert code == 0 and "1 dead letter(s)" in out and "HTTP 400" in out, out
+        remote.behaviour = None
+        code, out, _ = await run_cli_async("dlq", "replay", "--config", config)
+        assert code == 0 and "replayed 1 dead letter(s)" in out, out
+        await wait_for(lambda: sorted(numbers(remote)) == list(range(10)), timeout=30)
+        code, out, _ = await run_cli_async("dlq", "list", "--config", config)
+        assert "0 dead letter(s)" in out, out

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import nats.errors
@@ -38,9 +38,10 @@ from nats.aio.msg import Msg
 from shipper.config.relay import RelayConfig
 from shipper.core import order
 from shipper.core.leasing import take
-from shipper.core.rows import DeadLetter, Lease, Retry, SpoolRow
+from shipper.core.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
 from shipper.errors import SpoolError
 from shipper.jetstream.envelope import decode
+from shipper.queue.base import Leaser
 from shipper.queue.jetstream.consumer import PartitionConsumer
 from shipper.queue.jetstream.holding import Held, Holding
 from shipper.queue.jetstream.link import Link, describe
@@ -54,10 +55,13 @@ HANDOFF_POLL = 0.05
 ACK_RETRY = 0.5
 
 
-class Graveyard(Protocol):
-    """Where a relay's dead letters are written (its spool file: spool/burial.py)."""
+class Local(Leaser, Protocol):
+    """The relay's own spool file: where its dead letters are written (spool/burial.py), and where `shipper dlq
+    replay` puts them back to be sent again (they are leased from it beside the stream's rows)."""
 
     async def bury(self, dead: Sequence[tuple[SpoolRow, DeadLetter]]) -> list[int]: ...
+
+    async def credential(self, credential_id: int) -> str | None: ...
 
 
 @dataclass(slots=True)
@@ -84,12 +88,25 @@ def row_of(msg: Msg, sinks: Collection[str]) -> tuple[SpoolRow, str | None]:
     return row, None
 
 
+def local_part(given: Settlement) -> Settlement:
+    """The part of a settlement that is the relay's spool's (negative ids: replayed dead letters), ids as it knows
+    them."""
+    return Settlement(
+        [-i for i in given.delivered if i < 0],
+        [replace(r, id=-r.id) for r in given.retry if r.id < 0],
+        [replace(d, id=-d.id) for d in given.dead if d.id < 0],
+        [-i for i in given.released if i < 0],
+        [],
+        [-i for i in given.unbundled if i < 0],
+    )
+
+
 class StreamQueue:
     def __init__(
         self,
         config: RelayConfig,
         environ: Mapping[str, str],
-        graveyard: Graveyard,
+        local: Local,
         sinks: Collection[str],
         lease_timeout: float,
         clock: Callable[[], float] = time.time,
@@ -97,7 +114,7 @@ class StreamQueue:
         self.config = config
         self.counters = RelayCounters()
         self.link = Link(config, environ)
-        self._graveyard = graveyard
+        self._local = local
         self._sinks = frozenset(sinks)
         self._lease_timeout = lease_timeout
         self._clock = clock
@@ -272,13 +289,19 @@ class StreamQueue:
 
     def watch(self, sink: str, callback: Callable[[int], None]) -> None:
         self._watchers[sink] = callback
+        self._local.watch(sink, callback)
 
     async def lease(self, sink: str, limit: int, max_bytes: int = 1 << 62, bundles: bool = False) -> Lease:
+        """Replayed dead letters first (their ids negated, so a settlement finds its way back), then the stream's."""
+        replayed = await self._local.lease(sink, limit, max_bytes, bundles)
+        local = [row._replace(id=-row.id) for row in replayed.rows]
         now = self._clock()
         rows = (row for row in self._holding.eligible(sink, now, self.ready) if row.id not in self._unfit)
-        taken, _ = take(rows, limit, max_bytes, bundles)
+        room = limit - sum(row.records for row in local)
+        taken = take(rows, room, max_bytes, bundles)[0] if room > 0 else []
         leased = self._holding.lease(taken, now + self._lease_timeout)
-        return Lease(leased, self._holding.next_due(sink, now) if len(leased) < limit else None)
+        later = [due for due in (replayed.next_due, self._holding.next_due(sink, now)) if due is not None]
+        return Lease(local + leased, min(later) if later and len(local) + len(leased) < limit else None)
 
     async def settle(
         self,
@@ -292,22 +315,29 @@ class StreamQueue:
         """Learnt ids and dead letters are written first (SpoolError if they cannot be: the forwarder tries the whole
         settlement again, and what was written is not written twice); then acknowledgements start, each row still
         blocking its key until the stream confirms it."""
-        taught = list(learned)
-        if taught:
-            await self._shared_state().learn(taught)
-        await self._bury([(d.id, d) for d in dead])
-        for seq in delivered:
-            self._acknowledge(self._holding.settle(seq))
-        for r in retry:
-            self._holding.retry(r.id, r.next_attempt_at, r.unanswered)
-        for seq in [*released, *unbundled]:  # a relay's rows are single records: a bundle is never handed out
-            self._holding.release(seq)
+        given = Settlement(list(delivered), list(retry), list(dead), list(released), list(learned), list(unbundled))
+        if given.learned:
+            await self._shared_state().learn(given.learned)
+        local = local_part(given)
+        if local.delivered or local.retry or local.dead or local.released or local.unbundled:
+            await self._local.settle(local.delivered, local.retry, local.dead, local.released, (), local.unbundled)
+        await self._bury([(d.id, d) for d in given.dead if d.id > 0])
+        for seq in given.delivered:
+            if seq > 0:
+                self._acknowledge(self._holding.settle(seq))
+        for r in given.retry:
+            if r.id > 0:
+                self._holding.retry(r.id, r.next_attempt_at, r.unanswered)
+        for seq in [*given.released, *given.unbundled]:  # the stream's rows are single records, never bundles
+            if seq > 0:
+                self._holding.release(seq)
 
     # -- the Lookups ----------------------------------------------------------------------------------------------
 
     async def credential(self, credential_id: int) -> str | None:
-        """No key travels in the stream: a relay's rows carry none, and its sinks deliver with their own."""
-        return None
+        """No key travels in the stream: its rows carry none, and the sinks deliver with their own. A dead letter
+        replayed with `--api-key-env` carries the key it was given, stored in the relay's spool."""
+        return await self._local.credential(credential_id)
 
     async def upstream_id(self, sink: str, local: str) -> str | None:
         return await self._shared_state().upstream_id(sink, local)
@@ -329,7 +359,7 @@ class StreamQueue:
             batch = [(held, letter) for held, letter in batch if not held.settled and held.row.id not in chosen]
             fresh = [(held, letter) for held, letter in batch if held.buried is None]
             if fresh:
-                ids = await self._graveyard.bury([(held.row, letter) for held, letter in fresh])
+                ids = await self._local.bury([(held.row, letter) for held, letter in fresh])
                 for (held, _), letter_id in zip(fresh, ids, strict=True):
                     held.buried = letter_id
             following: dict[int, tuple[Held[Msg], DeadLetter]] = {}
