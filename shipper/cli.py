@@ -164,6 +164,10 @@ def _check_config(config: Config, source: ConfigSource, args: argparse.Namespace
     from shipper.sinks import check_secrets
 
     check_secrets(config.sinks, os.environ)
+    if config.relay is not None:
+        from shipper.jetstream.options import connect_options
+
+        connect_options("relay", config.relay, os.environ)
     if args.print:
         print(
             f"# config: {source.describe()}, with every SHIPPER__* override applied\n{effective_toml(config)}", end=""

@@ -24,16 +24,16 @@ class RelayConfig(NatsLink):
     max_ack_pending: int = Field(256, ge=1, le=65536)
     # How long the stream waits for an acknowledgement before it hands a message out again. A relay keeps what it
     # holds with in_progress() every ack_wait / 3, so only a dead (or cut off) relay's messages come back.
-    ack_wait: float = Field(30.0, ge=1)
+    ack_wait: float = Field(15.0, ge=1)
     # The JetStream key-value bucket where relays hold partition leases, announce themselves and share what a
     # vendor taught one of them (Humanloop's ids): created (with `replicas`) when missing.
     bucket: str = "shipper-relay"
     replicas: int = Field(3, ge=1, le=5)
     # A relay that has not renewed its membership and leases for this long is taken for dead: its partitions go to
     # the others. Renewed every lease_ttl / 3.
-    lease_ttl: float = Field(15.0, ge=1)
+    lease_ttl: float = Field(10.0, ge=1)
     # How long a NATS request (a fetch, an ack, a key-value write) may take before it is tried again.
-    timeout: float = Field(5.0, gt=0)
+    timeout: float = Field(2.0, gt=0)
 
     @field_validator("stream")
     @classmethod

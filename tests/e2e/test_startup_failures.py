@@ -150,3 +150,18 @@ async def test_the_socket_left_by_a_killed_daemon_is_stale_and_replaced_by_the_n
             assert response.status == 200
     finally:
         assert await daemon.terminate() == 0
+
+
+async def test_a_relay_without_its_stream_or_with_a_missing_secret_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = write_config(tmp_path, file_sink(tmp_path))
+    code, _, err = await run_cli_async("run", "--role", "relay", "--config", str(config), timeout=30)
+    assert (code, err.strip()) == (2, "shipper: [relay]: missing: a relay needs the stream it consumes (servers,"
+                                      " stream, partitions)"), err  # fmt: skip
+    relay = '[relay]\nservers = ["nats://127.0.0.1:9"]\nstream = "ROWS"\ntoken_env = "SHIPPER_TEST_NO_TOKEN"\n'
+    config = write_config(tmp_path, file_sink(tmp_path), extra=relay)
+    for command in (("run", "--role", "relay"), ("check-config",)):
+        code, _, err = await run_cli_async(*command, "--config", str(config), timeout=30)
+        assert (code, err.strip()) == (
+            2,
+            "shipper: relay.token_env: environment variable SHIPPER_TEST_NO_TOKEN is not set",
+        )
