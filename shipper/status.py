@@ -32,15 +32,20 @@ MAX_SINK_CHARS = 20
 
 
 def fetch_live(config: Config) -> dict[str, Any] | None:
-    """The running daemon's view, or None when no daemon answers."""
-    candidates: list[http.client.HTTPConnection] = []
+    """The running daemon's view, or None when no daemon answers. A relay serves no ingest listener: with
+    `[relay]` in the config, its admin listener is asked."""
+    candidates: list[tuple[http.client.HTTPConnection, dict[str, str]]] = []
+    headers = {"X-Shipper-Token": config.ingest.token.get_secret_value()} if config.ingest.token else {}
     if config.ingest.unix:
-        candidates.append(UnixConnection(config.ingest.unix, LIVE_TIMEOUT))
+        candidates.append((UnixConnection(config.ingest.unix, LIVE_TIMEOUT), headers))
     if config.ingest.http:
         host, port = parse_host_port(config.ingest.http)
-        candidates.append(http.client.HTTPConnection(host, port, timeout=LIVE_TIMEOUT))
-    headers = {"X-Shipper-Token": config.ingest.token.get_secret_value()} if config.ingest.token else {}
-    for conn in candidates:
+        candidates.append((http.client.HTTPConnection(host, port, timeout=LIVE_TIMEOUT), headers))
+    if config.relay is not None and config.admin.http:
+        host, port = parse_host_port(config.admin.http)
+        admin = {"X-Shipper-Token": config.admin.token.get_secret_value()} if config.admin.token else {}
+        candidates.append((http.client.HTTPConnection(host, port, timeout=LIVE_TIMEOUT), admin))
+    for conn, headers in candidates:
         try:
             conn.request("GET", "/v1/status", headers=headers)
             response = conn.getresponse()
@@ -87,7 +92,8 @@ def gather(config: Config) -> dict[str, Any]:
 
 
 def _addresses(config: Config) -> str:
-    tried = [address for address in (config.ingest.unix and str(config.ingest.unix), config.ingest.http) if address]
+    relay = config.admin.http if config.relay is not None else ""
+    tried = [a for a in (config.ingest.unix and str(config.ingest.unix), config.ingest.http, relay) if a]
     return " or ".join(tried) or "no address (this config has no listener)"
 
 

@@ -290,6 +290,8 @@ async def test_dead_letters_live_where_the_relay_runs_and_shipper_dlq_replays_th
         await poll(lambda: settled(nats_cluster))  # the dead letter's message is acknowledged too
         code, out, _ = await run_cli_async("dlq", "list", "--config", config)
         assert code == 0 and "1 dead letter(s)" in out and "HTTP 400" in out, out
+        code, out, _ = await run_cli_async("status", "--config", config)  # asks the relay's admin listener
+        assert code == 0 and "daemon: running" in out, out
         remote.behaviour = None
         code, out, _ = await run_cli_async("dlq", "replay", "--config", config)
         assert code == 0 and "replayed 1 dead letter(s)" in out, out
