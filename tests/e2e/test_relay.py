@@ -2,7 +2,9 @@
 `jetstream` sink) publishes, the relay (`shipper run --role relay`) consumes the stream's partitions and delivers
 with its own sink. Each record reaches the remote, a message is acknowledged only once the remote took it, a key's
 records arrive in order, a relay killed with -9 mid-stream loses nothing (its messages come back to the next one),
-and while the remote is down the backlog waits in the stream, not in the relay."""
+while the remote is down the backlog waits in the stream, not in the relay; two relays share the partitions and a
+killed one's move to the other; the stream's leader killed, or NATS down entirely, costs nothing; dead letters live
+where the relay runs."""
 
 from __future__ import annotations
 
@@ -298,3 +300,48 @@ async def test_dead_letters_live_where_the_relay_runs_and_shipper_dlq_replays_th
         await wait_for(lambda: sorted(numbers(remote)) == list(range(10)), timeout=30)
         code, out, _ = await run_cli_async("dlq", "list", "--config", config)
         assert "0 dead letter(s)" in out, out
+
+
+async def test_the_streams_leader_killed_mid_stream_costs_no_record_and_no_order(
+    tmp_path: Path, nats_cluster: NatsCluster, remote: FakeRemote
+) -> None:
+    async def slow(request: web.Request, body: bytes) -> None:
+        await asyncio.sleep(0.005)
+
+    remote.async_behaviour = slow
+    side, rel = sidecar(tmp_path, nats_cluster), relay(tmp_path, nats_cluster, remote)
+    async with running(side, rel):
+        await post(side, range(800))
+        await wait_for(lambda: len(remote.received) >= 150, timeout=60)
+        leader = await nats_cluster.leader(STREAM)
+        await nats_cluster.kill9(leader)
+        await wait_for(lambda: set(numbers(remote)) == set(range(800)), timeout=120)
+        await nats_cluster.start(leader)
+        await poll(lambda: settled(nats_cluster), timeout=90)
+    assert len(numbers(remote)) - 800 <= 64  # repeats: only acknowledgements the lost leader took with it
+    assert in_order_per_key(numbers(remote))
+
+
+async def test_with_nats_down_entirely_the_relay_waits_and_goes_on_when_it_is_back(
+    tmp_path: Path, nats_cluster: NatsCluster, remote: FakeRemote
+) -> None:
+    async def slow(request: web.Request, body: bytes) -> None:
+        await asyncio.sleep(0.005)
+
+    remote.async_behaviour = slow
+    side, rel = sidecar(tmp_path, nats_cluster), relay(tmp_path, nats_cluster, remote)
+    async with running(side, rel):
+        await post(side, range(600))
+        await wait_for(lambda: len(remote.received) >= 100, timeout=60)
+        for node in nats_cluster.nodes:
+            await nats_cluster.kill9(node)
+        down = len(remote.received)
+        await post(side, range(600, 800))  # the sidecar acknowledges from its spool meanwhile
+        for node in nats_cluster.nodes:
+            await nats_cluster.start(node, wait=False)
+        await nats_cluster.wait_ready()
+        await wait_for(lambda: set(numbers(remote)) == set(range(800)), timeout=120)
+        await poll(lambda: settled(nats_cluster), timeout=90)
+    assert down < 600  # NATS went down with records of the first batch still in the stream
+    assert len(numbers(remote)) - 800 <= 64  # repeats: only acknowledgements cut off by the outage
+    assert in_order_per_key(numbers(remote))

@@ -124,6 +124,7 @@ class StreamQueue:
         self._consumers: dict[int, tuple[PartitionConsumer, asyncio.Task[None]]] = {}
         self._dead_creates: dict[tuple[int, str, str], int] = {}  # (partition, sink, key) -> dead letter id
         self._acking: dict[int, int] = {}  # partition -> acknowledgements under way
+        self._leaving: dict[int, asyncio.Event] = {}  # partitions being given up: set once they are
         self._acks: set[asyncio.Task[None]] = set()
         self._shared: Shared | None = None
         self._ownership: Ownership | None = None
@@ -204,6 +205,9 @@ class StreamQueue:
 
     async def _consume(self, consumer: PartitionConsumer) -> None:
         partition = consumer.partition
+        leaving = self._leaving.get(partition)
+        if leaving is not None:  # given up a moment ago and taken again: its last holding handed back first
+            await leaving.wait()
         while True:
             try:
                 known = await self._shared_state().dead_creates(partition)
@@ -223,21 +227,26 @@ class StreamQueue:
             return
         consumer, task = found
         consumer.ready = False
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        deadline = time.monotonic() + HANDOFF_WAIT
-        while time.monotonic() < deadline and (  # noqa: ASYNC110 - sends settle in the forwarders, not here
-            self._acking.get(partition) or any(h.leased_until > self._clock() for h in self._in(partition))
-        ):
-            await asyncio.sleep(HANDOFF_POLL)
-        for held in self._in(partition):
-            if held.settled:
-                continue
-            self._holding.forget(held.row.id)
-            self._unfit.pop(held.row.id, None)
-            with contextlib.suppress(nats.errors.Error, OSError):
-                await held.handle.nak()
+        left = self._leaving[partition] = asyncio.Event()
+        try:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            deadline = time.monotonic() + HANDOFF_WAIT
+            while time.monotonic() < deadline and (  # noqa: ASYNC110 - sends settle in the forwarders, not here
+                self._acking.get(partition) or any(h.leased_until > self._clock() for h in self._in(partition))
+            ):
+                await asyncio.sleep(HANDOFF_POLL)
+            for held in self._in(partition):
+                if held.settled:
+                    continue
+                self._holding.forget(held.row.id)
+                self._unfit.pop(held.row.id, None)
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await held.handle.nak()
+        finally:
+            del self._leaving[partition]
+            left.set()
 
     def _in(self, partition: int) -> list[Held[Msg]]:
         return self._holding.in_partition(partition)
