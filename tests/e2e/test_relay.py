@@ -345,3 +345,25 @@ async def test_with_nats_down_entirely_the_relay_waits_and_goes_on_when_it_is_ba
     assert down < 600  # NATS went down with records of the first batch still in the stream
     assert len(numbers(remote)) - 800 <= 64  # repeats: only acknowledgements cut off by the outage
     assert in_order_per_key(numbers(remote))
+
+
+async def test_a_relay_stopped_gives_its_partitions_back_without_waiting_for_their_leases_to_expire(
+    tmp_path: Path, nats_cluster: NatsCluster, remote: FakeRemote
+) -> None:
+    side = sidecar(tmp_path, nats_cluster)
+    one, two = relay(tmp_path, nats_cluster, remote, "one"), relay(tmp_path, nats_cluster, remote, "two")
+    async with running(side, one, two):
+        await poll(lambda: split_evenly(one, two), timeout=30)
+        await post(side, range(300))
+        await wait_for(lambda: len(remote.received) >= 50, timeout=60)
+        stopped = time.monotonic()
+        assert await one.terminate() == 0
+
+        async def all_moved() -> bool:
+            return await owned(two) == PARTITIONS
+
+        await poll(all_moved, timeout=30)
+        assert time.monotonic() - stopped < 3  # lease_ttl: the leases and the membership were given back
+        await wait_for(lambda: set(numbers(remote)) == set(range(300)), timeout=60)
+        await poll(lambda: settled(nats_cluster))
+    assert in_order_per_key(numbers(remote))

@@ -43,9 +43,6 @@ class Holding(Generic[H]):
     def __len__(self) -> int:
         return len(self._held)
 
-    def __contains__(self, seq: int) -> bool:
-        return seq in self._held
-
     def get(self, seq: int) -> Held[H] | None:
         return self._held.get(seq)
 

@@ -46,10 +46,6 @@ class Link:
         self.shared: KeyValue | None = None
         self.leases: KeyValue | None = None
 
-    @property
-    def connected(self) -> bool:
-        return self.client.is_connected
-
     async def connect(self) -> None:
         """Until connected and both buckets are there; every failure is logged (throttled) and tried again."""
         while True:

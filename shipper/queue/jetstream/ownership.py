@@ -86,12 +86,16 @@ class Ownership:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def release_all(self) -> None:
-        """At a stop (the forwarders drained): give every partition back at once, so the others need not wait for
-        the leases to expire."""
+        """At a stop (the forwarders drained): give every partition back and leave the group at once, so the others
+        need not wait for the entries to expire (their shares grow at their next look)."""
         for partition in sorted(self.leases):
             if partition not in self._giving:
                 self._give(partition)
         await asyncio.gather(*self._giving.values(), *self._dropping, return_exceptions=True)
+        try:
+            await self._kv.delete(f"member.{self.me}")
+        except (nats.errors.Error, TimeoutError, OSError) as exc:  # it expires by itself then
+            self._errors.warning("relay: cannot leave the group at once: %s", describe(exc))
 
     async def tick(self) -> None:
         await self._kv.put(f"member.{self.me}", orjson.dumps({"at": time.time()}))

@@ -67,7 +67,6 @@ class Local(Leaser, Protocol):
 @dataclass(slots=True)
 class RelayCounters:
     redeliveries: int = 0  # messages the stream handed out again (an earlier delivery was not acknowledged)
-    repeats_held: int = 0  # of those, ones this relay held already: recognised, not a second row
     pending: dict[int, int] = field(default_factory=dict)  # partition -> messages not handed out yet (lag)
 
 
@@ -263,8 +262,7 @@ class StreamQueue:
             redelivered = msg.metadata.num_delivered > 1
             self.counters.redeliveries += redelivered
             if not self._holding.admit(row, partition, msg, now):
-                self.counters.repeats_held += 1
-                continue
+                continue  # one this relay holds already: the same row, with a fresh handle
             doomed = self._dead_create_of(partition, row)
             if unfit is None and doomed is not None:
                 unfit = order.reason(*doomed)
