@@ -1,5 +1,5 @@
-"""`[sinks.NAME] type = "jetstream"`: its keys, the refusals that name the key, and secrets read from the
-environment or files, never written in the configuration or an error."""
+"""`[sinks.NAME] type = "jetstream"` and `[relay]`: their keys, the refusals that name the key, and secrets read from
+the environment or files, never written in the configuration or an error."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from shipper.config import load_config
+from shipper.config.relay import RelayConfig
 from shipper.config.sinks import JetStreamSinkConfig
 from shipper.errors import ConfigError
 from shipper.jetstream.options import connect_options
@@ -71,3 +72,37 @@ def test_secrets_come_from_the_environment_or_files_and_errors_never_show_them(t
 def test_a_tls_server_gets_a_verifying_context() -> None:
     options = connect_options("sinks.fleet", sink(servers=["tls://127.0.0.1:4222"]), {})
     assert options["tls"].verify_mode.name == "CERT_REQUIRED"
+
+
+def test_a_relay_from_toml_with_its_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "shipper.toml"
+    path.write_text('[relay]\nservers = ["nats://a:4222"]\nstream = "ROWS"\ncredentials_file = "relay.creds"\n')
+    relay = load_config(path, {"SHIPPER__RELAY__PARTITIONS": "32"}).relay
+    assert relay is not None
+    assert (relay.partitions, relay.subject_prefix, relay.durable_prefix, relay.bucket) == (
+        32,
+        "shipper.rows",
+        "shipper-relay",
+        "shipper-relay",
+    )
+    assert (relay.max_ack_pending, relay.ack_wait, relay.lease_ttl, relay.timeout) == (256, 15.0, 10.0, 2.0)
+    assert relay.credentials_file == tmp_path / "relay.creds"
+    assert load_config(None, {}).relay is None  # only a relay's configuration has one
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"servers": []}, "at least 1"),
+        ({"stream": "a.b"}, "stream name"),
+        ({"durable_prefix": "a.b"}, "letters, digits"),
+        ({"bucket": ""}, "letters, digits"),
+        ({"timeout": 5, "ack_wait": 12}, "below ack_wait / 3"),
+        ({"timeout": 3, "lease_ttl": 6}, "below lease_ttl / 3"),
+        ({"token_env": "T", "token_file": "/t"}, "token_env or token_file"),
+        ({"max_ack_pending": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_a_bad_relay_is_refused_naming_what_is_wrong(over: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RelayConfig.model_validate({"servers": ["nats://127.0.0.1:4222"], "stream": "ROWS", **over})
