@@ -18,6 +18,7 @@ from shipper.core.partition import partition_of
 from shipper.core.rows import SpoolRow
 from shipper.forward.forwarder import Forwarder
 from shipper.jetstream.envelope import MSG_ID, encode
+from shipper.queue.jetstream.consumer import consumer_config, durable
 from shipper.queue.jetstream.queue import StreamQueue
 from shipper.sinks.vendor import VendorSink
 from shipper.spool import Spool
@@ -153,3 +154,27 @@ async def test_what_cannot_be_delivered_is_dead_lettered_where_the_relay_runs_an
     others = sorted(letter.reason.split(":")[0] for letter in letters[4:])
     assert others == ["no sink 'nope' in this relay's configuration (hl)", "not a shipper row"]
     assert [seen.body["log_id"] for seen in hl_fake.received] == ["log_fine1"]
+
+
+async def test_a_message_a_dead_relay_held_is_dead_lettered_once_its_partition_is_ready(
+    tmp_path: Path, nats_cluster: NatsCluster, hl_fake: HumanloopFake
+) -> None:
+    """A relay that died holding a message the next cannot deliver: the message comes back after ack_wait, while
+    its partition is not ready yet; it is dead-lettered once the partition is."""
+    await create_stream(nats_cluster, STREAM, ["shipper.rows.>"])
+    row = hl_row(1, "POST", "/v5/prompts/log", {"path": "x", "output": "y"})
+    await publish(nats_cluster, [row], "nope")
+    partition = partition_of(row.key, PARTITIONS, row.id)
+    nc = await nats_cluster.client()
+    try:  # the dead relay: it fetched the message and never acknowledged it
+        js = nc.jetstream(timeout=10)
+        await js.add_consumer(STREAM, consumer_config(relay_config(nats_cluster), partition))
+        sub = await js.pull_subscribe_bind(durable=durable(relay_config(nats_cluster), partition), stream=STREAM)
+        assert len(await sub.fetch(1, timeout=5)) == 1
+    finally:
+        await nc.close()
+    path = tmp_path / "relay.db"
+    async with relay(nats_cluster, path, hl_fake) as queue:
+        await wait_for(lambda: len(dead_letters(path)) == 1, timeout=30)
+        await wait_for(lambda: queue.held == 0, timeout=30)
+    assert await acknowledged(nats_cluster)

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 HANDOFF_WAIT = 30.0
 HANDOFF_POLL = 0.05
 ACK_RETRY = 0.5
+# How often the janitor looks again while rows wait to be dead-lettered.
+JANITOR_POLL = 0.5
 
 
 class Local(Leaser, Protocol):
@@ -130,6 +132,7 @@ class StreamQueue:
         self._owning: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sweep = asyncio.Event()
+        self._burying = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -359,7 +362,12 @@ class StreamQueue:
     async def _bury(self, dead: list[tuple[int, DeadLetter]]) -> None:
         """Dead letters written to the spool file with the held rows that die with them (a dead create's updates
         and dependants, transitively, each naming its create's dead letter), dead creates told to the other relays,
-        then all acknowledged. Tried again after a failure, nothing is written twice."""
+        then all acknowledged. Tried again after a failure, nothing is written twice; one burial at a time (the
+        forwarders' and the janitor's could otherwise both take a dependant)."""
+        async with self._burying:
+            await self._bury_now(dead)
+
+    async def _bury_now(self, dead: list[tuple[int, DeadLetter]]) -> None:
         batch = [(held, letter) for held, letter in ((self._holding.get(s), d) for s, d in dead) if held is not None]
         chosen: dict[int, Held[Msg]] = {}
         while batch:
@@ -416,7 +424,9 @@ class StreamQueue:
         consumer = self._consumers.get(held.partition)
         if consumer is not None:
             consumer[0].room.set()
-        self._wake(held.row.sink, 1)  # the next row of its key may leave now
+        self._wake(held.row.sink, 1)  # the next row of its key may leave now (or be dead-lettered)
+        if self._unfit:
+            self._sweep.set()
 
     # -- background -----------------------------------------------------------------------------------------------
 
@@ -427,9 +437,7 @@ class StreamQueue:
         while True:
             await asyncio.sleep(interval / 2)
             now = time.monotonic()
-            for held in self._holding.stale(now - interval):
-                if held.settled:
-                    continue
+            for held in self._holding.stale(now - interval):  # settled ones too: their acks may be retrying
                 try:
                     await held.handle.in_progress()
                     held.touched = now
@@ -440,7 +448,11 @@ class StreamQueue:
         """Dead-letters what can never be delivered (a message of another shape, a target this relay has no sink
         for, a row whose create was dead-lettered), in the rule's order, once its partition is ready."""
         while True:
-            await self._sweep.wait()
+            if self._unfit:  # some may wait for their partition to be ready, or behind their key: look again
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._sweep.wait(), JANITOR_POLL)
+            else:
+                await self._sweep.wait()
             self._sweep.clear()
             now = self._clock()
             doomed: list[tuple[int, DeadLetter]] = []
