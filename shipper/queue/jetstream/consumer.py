@@ -67,10 +67,11 @@ class PartitionConsumer:
         held: Callable[[], int],
         quiet: Callable[[], bool],
         admit: Callable[[int, list[Msg]], None],
+        on_ready: Callable[[], None],
         errors: Throttled,
     ) -> None:
         """`held`: how many messages of the partition the relay holds; `quiet`: none of them is being acknowledged;
-        `admit`: take fetched messages."""
+        `admit`: take fetched messages; `on_ready`: the partition may hand out rows now."""
         self.partition = partition
         self.ready = False
         self.pending = 0  # messages of the partition in the stream not handed out yet (the lag), as last seen
@@ -80,6 +81,7 @@ class PartitionConsumer:
         self._held = held
         self._quiet = quiet
         self._admit = admit
+        self._on_ready = on_ready
         self._errors = errors
 
     async def run(self) -> None:
@@ -133,3 +135,4 @@ class PartitionConsumer:
         if (info.num_ack_pending or 0) <= self._held() and self._quiet():
             self.ready = True
             log.debug("relay: partition %d ready (%d held)", self.partition, self._held())
+            self._on_ready()

@@ -199,6 +199,7 @@ class StreamQueue:
             lambda: sum(1 for _ in self._holding.in_partition(partition)),
             lambda: not self._acking.get(partition),
             self._admit,
+            self._partition_ready,
             self.link.errors,
         )
         task = asyncio.create_task(self._consume(consumer), name=f"relay-partition-{partition}")
@@ -252,6 +253,12 @@ class StreamQueue:
 
     def _in(self, partition: int) -> list[Held[Msg]]:
         return self._holding.in_partition(partition)
+
+    def _partition_ready(self) -> None:
+        """Rows held there may leave now: the forwarders look at once, and the janitor."""
+        for sink in self._holding.sinks():
+            self._wake(sink, 1)
+        self._sweep.set()
 
     def _consumer_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
