@@ -309,6 +309,8 @@ class Daemon:
                 await self.fleet.remove(name)
             # Only now that the new sinks run: the routes and the configuration the daemon reports.
             self.routing.sinks = frozenset(new.sinks)
+            if self._relay is not None:
+                self._relay.configure(new.sinks)
             self.routing.bundles = bundle_limits(new.sinks)
             self.config = new
             logging.getLogger().setLevel((self.log_level or new.daemon.log_level).upper())

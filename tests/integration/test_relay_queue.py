@@ -39,10 +39,13 @@ def relay_config(cluster: NatsCluster) -> RelayConfig:
 
 
 @contextlib.asynccontextmanager
-async def relay(cluster: NatsCluster, spool_path: Path, hl: HumanloopFake) -> AsyncIterator[StreamQueue]:
-    """One relay with a humanloop sink (its own key), started and stopped as the daemon does."""
+async def relay(
+    cluster: NatsCluster, spool_path: Path, hl: HumanloopFake, sinks: tuple[str, ...] = ("hl",)
+) -> AsyncIterator[StreamQueue]:
+    """One relay with a humanloop sink (its own key), started and stopped as the daemon does; `sinks`: the sinks its
+    configuration names (only `hl` runs a forwarder)."""
     spool = await Spool.open(spool_path)
-    queue = StreamQueue(relay_config(cluster), {"HL": HL_KEY}, spool, ["hl"], lease_timeout=60)
+    queue = StreamQueue(relay_config(cluster), {"HL": HL_KEY}, spool, sinks, lease_timeout=60)
     policy = VendorSinkConfig(type="humanloop", base_url=hl.url, api_key_env="HL", retry_initial_backoff=0.05,
                               retry_max_backoff=0.3, timeout=5)  # fmt: skip
     sink = VendorSink("hl", VENDORS["humanloop"], policy, queue, {"HL": HL_KEY})
@@ -178,3 +181,17 @@ async def test_a_message_a_dead_relay_held_is_dead_lettered_once_its_partition_i
         await wait_for(lambda: len(dead_letters(path)) == 1, timeout=30)
         await wait_for(lambda: queue.held == 0, timeout=30)
     assert await acknowledged(nats_cluster)
+
+
+async def test_messages_for_a_sink_a_reload_removed_are_dead_lettered(
+    tmp_path: Path, nats_cluster: NatsCluster, hl_fake: HumanloopFake
+) -> None:
+    await create_stream(nats_cluster, STREAM, ["shipper.rows.>"])
+    path = tmp_path / "relay.db"
+    async with relay(nats_cluster, path, hl_fake, ("hl", "kw")) as queue:
+        await publish(nats_cluster, [hl_row(1, "POST", "/v5/prompts/log", {"path": "x", "output": "y"})], "kw")
+        await wait_for(lambda: queue.held == 1, timeout=30)  # held for kw: a sink of the configuration
+        queue.configure(["hl"])  # a reload removed it
+        await wait_for(lambda: len(dead_letters(path)) == 1, timeout=30)
+        await wait_for(lambda: queue.held == 0, timeout=30)
+    assert dead_letters(path)[0].reason == "no sink 'kw' in this relay's configuration (hl)"

@@ -113,3 +113,4 @@ def test_under_any_history_a_key_has_one_row_out_and_none_passes_an_older_one(hi
             holding.retry(seq, due=now, unanswered=False)
         else:
             holding.release(seq)
+        assert holding.sinks() == {h.row.sink for h in held_rows(holding)}

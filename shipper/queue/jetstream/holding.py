@@ -13,6 +13,7 @@ Not responsible for NATS (queue.py, consumer.py) or for when a partition may han
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -38,6 +39,7 @@ class Held(Generic[H]):
 class Holding(Generic[H]):
     def __init__(self) -> None:
         self._held: dict[int, Held[H]] = {}  # in stream order (kept sorted: see admit)
+        self._per_sink: Counter[str] = Counter()
         self._last = 0
 
     def __len__(self) -> int:
@@ -55,6 +57,7 @@ class Holding(Generic[H]):
             held.touched = now
             return False
         self._held[row.id] = Held(row, partition, handle, now)
+        self._per_sink[row.sink] += 1
         if row.id < self._last:  # a message handed out again after later ones (another relay's, taken over)
             self._held = dict(sorted(self._held.items()))
         self._last = max(self._last, row.id)
@@ -101,7 +104,12 @@ class Holding(Generic[H]):
 
     def forget(self, seq: int) -> Held[H] | None:
         """The stream confirmed its acknowledgement (or the relay no longer owns its partition)."""
-        return self._held.pop(seq, None)
+        held = self._held.pop(seq, None)
+        if held is not None:
+            self._per_sink[held.row.sink] -= 1
+            if not self._per_sink[held.row.sink]:
+                del self._per_sink[held.row.sink]
+        return held
 
     def dependants(self, create: SpoolRow) -> list[SpoolRow]:
         """The held rows that die with a dead create (younger, its key or naming it `after`), not settled already."""
@@ -121,7 +129,8 @@ class Holding(Generic[H]):
         return [h for h in self._held.values() if h.partition == partition]
 
     def sinks(self) -> set[str]:
-        return {h.row.sink for h in self._held.values()}
+        """The sinks held rows are for (kept as rows come and go: asked after every acknowledgement)."""
+        return set(self._per_sink)
 
     def _waiting(self, sink: str) -> Iterator[order.Waiting]:
         return (

@@ -72,9 +72,9 @@ class RelayCounters:
     pending: dict[int, int] = field(default_factory=dict)  # partition -> messages not handed out yet (lag)
 
 
-def row_of(msg: Msg, sinks: Collection[str]) -> tuple[SpoolRow, str | None]:
-    """The row a message carries, and why it cannot be delivered (None when it can). Earlier deliveries count as
-    attempts the remote may have taken (a repeat, if it now succeeds)."""
+def row_of(msg: Msg) -> tuple[SpoolRow, str | None]:
+    """The row a message carries, and why it cannot be delivered when it is no shipper envelope. Earlier deliveries
+    count as attempts the remote may have taken (a repeat, if it now succeeds)."""
     meta = msg.metadata
     seq, earlier = meta.sequence.stream, meta.num_delivered - 1
     try:
@@ -84,8 +84,6 @@ def row_of(msg: Msg, sinks: Collection[str]) -> tuple[SpoolRow, str | None]:
         return SpoolRow(seq, "-", None, "-", msg.subject, None, body, time.time(), earlier), f"not a shipper row: {exc}"
     row = SpoolRow(seq, env.target, env.key, env.method, env.path, env.query, env.body, env.created_at, earlier,
                    env.scope, env.after, env.kind, None, 1, min(earlier, 1))  # fmt: skip
-    if env.target not in sinks:
-        return row, f"no sink {env.target!r} in this relay's configuration ({', '.join(sorted(sinks))})"
     return row, None
 
 
@@ -268,7 +266,7 @@ class StreamQueue:
         now = time.monotonic()
         counts: dict[str, int] = {}
         for msg in msgs:
-            row, unfit = row_of(msg, self._sinks)
+            row, unfit = row_of(msg)
             redelivered = msg.metadata.num_delivered > 1
             self.counters.redeliveries += redelivered
             if not self._holding.admit(row, partition, msg, now):
@@ -278,6 +276,7 @@ class StreamQueue:
                 unfit = order.reason(*doomed)
             if unfit is not None:
                 self._unfit[row.id] = unfit
+            if unfit is not None or row.sink not in self._sinks:
                 self._sweep.set()
             counts[row.sink] = counts.get(row.sink, 0) + 1
         consumer = self._consumers.get(partition)
@@ -432,7 +431,7 @@ class StreamQueue:
         if consumer is not None:
             consumer[0].room.set()
         self._wake(held.row.sink, 1)  # the next row of its key may leave now (or be dead-lettered)
-        if self._unfit:
+        if self._doomed_held():
             self._sweep.set()
 
     # -- background -----------------------------------------------------------------------------------------------
@@ -451,11 +450,24 @@ class StreamQueue:
                 except (nats.errors.Error, OSError) as exc:
                     self.link.errors.warning("relay: cannot keep message %d: %s", held.row.id, describe(exc))
 
+    def configure(self, sinks: Collection[str]) -> None:
+        """A reload changed the sinks: messages for a sink gone are dead-lettered from now on (the janitor's), those
+        for a sink added are delivered."""
+        self._sinks = frozenset(sinks)
+        self._sweep.set()
+
+    def _no_sink(self, sink: str) -> str:
+        return f"no sink {sink!r} in this relay's configuration ({', '.join(sorted(self._sinks))})"
+
+    def _doomed_held(self) -> bool:
+        """Whether some held message waits to be dead-lettered."""
+        return bool(self._unfit) or any(sink not in self._sinks for sink in self._holding.sinks())
+
     async def _janitor(self) -> None:
         """Dead-letters what can never be delivered (a message of another shape, a target this relay has no sink
         for, a row whose create was dead-lettered), in the rule's order, once its partition is ready."""
         while True:
-            if self._unfit:  # some may wait for their partition to be ready, or behind their key: look again
+            if self._doomed_held():  # some may wait for their partition to be ready, or behind their key
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._sweep.wait(), JANITOR_POLL)
             else:
@@ -464,8 +476,9 @@ class StreamQueue:
             now = self._clock()
             doomed: list[tuple[int, DeadLetter]] = []
             for sink in self._holding.sinks():
+                unknown = None if sink in self._sinks else self._no_sink(sink)
                 for row in self._holding.eligible(sink, now, self.ready):
-                    reason = self._unfit.get(row.id)
+                    reason = self._unfit.get(row.id, unknown)
                     if reason is not None:
                         doomed.append((row.id, DeadLetter(row.id, None, None, reason)))
             try:
