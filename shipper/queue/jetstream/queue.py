@@ -18,6 +18,8 @@ relay runs the very forwarders and sinks a sidecar runs.
   the message is acknowledged, so any relay rewrites an update whose create another delivered.
 - **Ownership.** Which partitions this relay consumes is ownership.py's; a partition given up is drained first (its
   rows in flight settle) and what it still held is handed back to the stream (nak, in stream order).
+- **Replayed dead letters.** `shipper dlq replay` puts them in the relay's spool; they are leased from it beside the
+  stream's rows, their ids negated so that a settlement goes back where the row came from.
 Not responsible for delivering (the forwarders) or for the dead-letter table's schema (the spool).
 """
 
