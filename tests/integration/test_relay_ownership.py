@@ -1,0 +1,87 @@
+"""Partition leases in a real JetStream key-value bucket (queue/jetstream/ownership.py), the relays' ticks driven by
+the test: relays ticking at once never hold one partition both; they split the partitions evenly; one that stops
+ticking (dead) loses its partitions to the others once its leases expire; one that comes back takes its share back,
+the other giving it up drained (its `lose` runs before the lease is deleted)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from nats.aio.client import Client
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.kv import KeyValue
+
+from shipper.config.relay import RelayConfig
+from shipper.logs import Throttled
+from shipper.queue.jetstream.ownership import Ownership
+from tests.jetstream import NatsCluster
+
+PARTITIONS = 8
+TTL = 1.0
+
+
+@pytest.fixture
+async def bucket(nats_cluster: NatsCluster) -> AsyncIterator[KeyValue]:
+    nc: Client = await nats_cluster.client()
+    js = nc.jetstream(timeout=10)
+    config = KeyValueConfig(bucket="leases", ttl=TTL, replicas=3, storage=StorageType.FILE)
+    yield await js.create_key_value(config)
+    await nc.close()
+
+
+class Relay:
+    """An Ownership whose gains and losses are only recorded."""
+
+    def __init__(self, bucket: KeyValue, cluster: NatsCluster) -> None:
+        config = RelayConfig(servers=cluster.urls, stream="ROWS", partitions=PARTITIONS, lease_ttl=TTL, timeout=0.2)
+        self.consuming: set[int] = set()
+        self.lost: list[int] = []
+        self.ownership = Ownership(bucket, config, self.gain, self.lose, Throttled(logging.getLogger(__name__)))
+
+    async def gain(self, partition: int) -> None:
+        self.consuming.add(partition)
+
+    async def lose(self, partition: int) -> None:
+        await asyncio.sleep(0.05)  # draining takes a while: the lease must still be ours meanwhile
+        self.consuming.discard(partition)
+        self.lost.append(partition)
+
+    async def tick(self) -> None:
+        await self.ownership.tick()
+
+
+async def settle(relays: list[Relay], rounds: int = 6) -> None:
+    for _ in range(rounds):
+        await asyncio.gather(*(relay.tick() for relay in relays))  # at once: creates race, one wins each
+        await asyncio.sleep(0.1)
+
+
+def holders(relays: list[Relay]) -> list[int]:
+    """Every partition consumed, each by one relay only."""
+    found = [partition for relay in relays for partition in relay.consuming]
+    assert len(found) == len(set(found)), "a partition held twice"
+    return found
+
+
+async def test_relays_split_the_partitions_and_a_dead_ones_move_and_come_back(
+    bucket: KeyValue, nats_cluster: NatsCluster
+) -> None:
+    one, two = Relay(bucket, nats_cluster), Relay(bucket, nats_cluster)
+    await settle([one, two])
+    assert sorted(holders([one, two])) == list(range(PARTITIONS))
+    assert len(one.consuming) == len(two.consuming) == PARTITIONS // 2
+    dead = set(one.consuming)
+    started = time.monotonic()
+    while not dead <= two.consuming:  # `one` stops ticking: its leases expire, `two` takes them
+        await two.tick()
+        await asyncio.sleep(0.1)
+        assert time.monotonic() - started < 2 * TTL + 1, "the dead relay's partitions did not move in time"
+    back = Relay(bucket, nats_cluster)  # `one` restarted: a new member
+    await settle([back, two], rounds=10)
+    assert sorted(holders([back, two])) == list(range(PARTITIONS))
+    assert len(back.consuming) == len(two.consuming) == PARTITIONS // 2
+    assert set(two.lost) == back.consuming  # what `two` gave back it drained first (lose ran)
