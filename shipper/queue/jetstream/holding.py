@@ -117,6 +117,11 @@ class Holding(Generic[H]):
         found = order.dependants(waiting, self._waiting(create.sink))
         return [self._held[w.id].row for w in found if not self._held[w.id].settled]
 
+    def keyed(self, sink: str, key: str, kind: str) -> list[SpoolRow]:
+        """The held rows of `sink` with this key and kind, in stream order, not settled (what a row joins)."""
+        return [h.row for h in self._held.values() if (h.row.sink, h.row.key, h.row.kind) == (sink, key, kind)
+                and not h.settled]  # fmt: skip
+
     def next_due(self, sink: str, now: float) -> float | None:
         later = [h.due for h in self._held.values() if h.row.sink == sink and h.due > now and not h.settled]
         return min(later) if later else None

@@ -67,6 +67,8 @@ class Local(Leaser, Protocol):
 
     async def credential(self, credential_id: int) -> str | None: ...
 
+    async def keyed(self, sink: str, key: str, kind: str) -> list[tuple[int, bytes]]: ...
+
 
 @dataclass(slots=True)
 class RelayCounters:
@@ -359,6 +361,12 @@ class StreamQueue:
 
     async def upstream_id(self, sink: str, local: str) -> str | None:
         return await self._shared_state().upstream_id(sink, local)
+
+    async def keyed(self, sink: str, key: str, kind: str) -> list[tuple[int, bytes]]:
+        """The rows a row joins at its send (otlp/join.py): those replayed into the relay's spool (ids negated),
+        then those held of the stream."""
+        replayed = [(-row_id, body) for row_id, body in await self._local.keyed(sink, key, kind)]
+        return replayed + [(row.id, row.body) for row in self._holding.keyed(sink, key, kind)]
 
     # -- dead letters and acknowledgements ------------------------------------------------------------------------
 
