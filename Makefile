@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 # What the built-in default configuration writes: the spool, its lock, the socket, the file sink's output.
 SPOOL_DIR := var
 
-.PHONY: run test bench lint soak clean clean-spool
+.PHONY: run test bench bench-fleet lint soak clean clean-spool
 # promtool runs the alert rules' unit tests (deploy/prometheus): Debian's prometheus package, pinned, of which only
 # this one binary is unpacked into .venv, so no Prometheus server is installed or started by a test run. Should Debian
 # replace this version, pin the one `apt-get update; apt-cache policy prometheus` shows.
@@ -62,6 +62,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.enrich
+
+# Sidecars into a 3-node NATS JetStream cluster on loopback, relays out of it (bench/fleet.py): the same pinned
+# nats-server the tests use.
+bench-fleet: $(STAMP) $(NATS_SERVER)
+	$(BIN)/python -m bench.fleet
 
 # SOAK_SECONDS shortens it (default 600).
 soak: $(STAMP)

@@ -125,15 +125,16 @@ async def open_loop(
     return result
 
 
-async def push(target: str, records: Records, total: int, batch: int, connections: int) -> float:
-    """Send `total` records as NDJSON batches as fast as they are acknowledged; returns when the last is acked."""
+async def push(target: str, records: Records, total: int, batch: int, connections: int, offset: int = 0) -> float:
+    """Send `total` records (from the `offset`-th on) as NDJSON batches as fast as they are acknowledged; returns when
+    the last is acked."""
     clients = await _connections(target, connections)
-    firsts = iter(range(0, total, batch))
+    firsts = iter(range(offset, offset + total, batch))
     errors: list[str] = []
 
     async def worker(client: Client) -> None:
         for first in firsts:
-            status, body = await client.request(records.ndjson_request(first, min(batch, total - first)))
+            status, body = await client.request(records.ndjson_request(first, min(batch, offset + total - first)))
             if status != 202:
                 errors.append(f"HTTP {status}: {body[:200]!r}")
                 return

@@ -6,7 +6,9 @@ No cluster or Docker daemon is needed: the files are parsed and checked against 
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,8 @@ import pytest
 
 from shipper.config import load_config
 from shipper.config.process import DaemonConfig
-from shipper.config.sinks import FileSinkConfig, VendorSinkConfig
+from shipper.config.sinks import FileSinkConfig, JetStreamSinkConfig, VendorSinkConfig
+from tests.jetstream import nats_server
 from tests.support import REPO
 
 yaml = pytest.importorskip("yaml")
@@ -157,3 +160,57 @@ def test_compose_environment_alone_is_a_valid_config(compose: dict[str, Any]) ->
     assert f"spool:{dockerfile_workdir()}" in compose["shipper"]["volumes"]
     assert f"spool:{config.spool.path.parent}" in compose["shipper"]["volumes"]
     assert seconds(compose["shipper"]["stop_grace_period"]) > 2 * DaemonConfig().drain_timeout
+
+
+# -- the fleet: 3 NATS nodes, relays, a sidecar (deploy/fleet/) ----------------------------------------------------
+
+FLEET = DEPLOY / "fleet"
+
+
+@pytest.fixture(scope="module")
+def fleet() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load((FLEET / "compose.yaml").read_text())["services"]
+    return services
+
+
+def test_fleet_nats_config_is_valid_for_every_node_and_syncs_before_it_acknowledges(fleet: dict[str, Any]) -> None:
+    """The nodes share one file; each is told its name. The pinned nats-server checks the file as each node reads it."""
+    nodes = [name for name in fleet if name.startswith("nats-")]
+    assert len(nodes) == 3
+    text = (FLEET / "nats.conf").read_text()
+    assert re.search(r"^\s*sync_interval: always$", text, re.MULTILINE)
+    assert sorted(re.findall(r"nats-route://(nats-\d):6222", text)) == sorted(nodes)
+    for node in nodes:
+        env = {"NATS_SERVER_NAME": fleet[node]["environment"]["NATS_SERVER_NAME"], "PATH": os.environ["PATH"]}
+        assert env["NATS_SERVER_NAME"] == node
+        checked = subprocess.run([str(nats_server()), "-t", "-c", str(FLEET / "nats.conf")], env=env,
+                                 capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert checked.returncode == 0, checked.stderr
+        assert f"{node}:/data" in fleet[node]["volumes"]  # each node its own store
+
+
+def test_fleet_sidecar_and_relays_agree_on_the_stream_and_the_relays_deliver_its_target(
+    fleet: dict[str, Any],
+) -> None:
+    sidecar = load_config(FLEET / "sidecar.toml")
+    # The admin listener is off loopback, so it needs the token compose passes in the environment.
+    relay = load_config(FLEET / "relay.toml", environ={"SHIPPER__ADMIN__TOKEN": "t" * 32})
+    [sink] = sidecar.sinks.values()
+    assert isinstance(sink, JetStreamSinkConfig) and relay.relay is not None
+    nodes = {f"nats://{name}:4222" for name in fleet if name.startswith("nats-")}
+    assert set(sink.servers) == set(relay.relay.servers) == nodes
+    assert (sink.stream, sink.partitions, sink.subject_prefix) == (
+        relay.relay.stream,
+        relay.relay.partitions,
+        relay.relay.subject_prefix,
+    )
+    assert sink.target in relay.sinks  # the relay has the sink the sidecar's records are for
+    relays = [name for name in fleet if name.startswith("relay-")]
+    assert len(relays) >= 2
+    for name in relays:
+        service = fleet[name]
+        assert service["command"] == ["run", "--role", "relay", "--config", "/etc/shipper/relay.toml"]
+        assert f"{name}:/var/lib/shipper" in service["volumes"]  # its own dead letters, kept
+        assert seconds(service["stop_grace_period"]) > relay.daemon.drain_timeout
+        assert "SHIPPER__ADMIN__TOKEN" in service["environment"]  # the admin listener is off loopback
+    assert seconds(fleet["sidecar"]["stop_grace_period"]) > sidecar.daemon.drain_timeout
