@@ -49,14 +49,28 @@ class NatsLink(Section):
         return self
 
 
-def check_stream_name(value: str) -> str:
-    if not value or any(c in value for c in " \t.*>/\\"):
-        raise ValueError("a stream name without spaces, '.', '*', '>', '/' or '\\'")
-    return value
+class NatsStream(NatsLink):
+    """Where the rows travel, as the sidecars' `jetstream` sink and the relays must both name it: the same stream,
+    subjects and partitions on both sides."""
 
+    stream: str
+    # Messages are on `<subject_prefix>.<partition>`, partitions 0 .. partitions - 1; a stream the sink creates takes
+    # `<subject_prefix>.>`.
+    subject_prefix: str = "shipper.rows"
+    # Everything one ordering group needs (an entity, a session, a trace) lands in one of these, by a stable hash.
+    partitions: int = Field(16, ge=1, le=4096)
 
-def check_subject_prefix(value: str) -> str:
-    tokens = value.split(".")
-    if not all(tokens) or any(c in value for c in " \t*>"):
-        raise ValueError("dot-separated tokens without spaces or wildcards ('*', '>')")
-    return value
+    @field_validator("stream")
+    @classmethod
+    def _check_stream(cls, value: str) -> str:
+        if not value or any(c in value for c in " \t.*>/\\"):
+            raise ValueError("a stream name without spaces, '.', '*', '>', '/' or '\\'")
+        return value
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        tokens = value.split(".")
+        if not all(tokens) or any(c in value for c in " \t*>"):
+            raise ValueError("dot-separated tokens without spaces or wildcards ('*', '>')")
+        return value

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from shipper.config.nats import NatsLink, check_stream_name, check_subject_prefix
+from shipper.config.nats import NatsStream
 
 
-class RelayConfig(NatsLink):
-    stream: str
-    # As the sidecars' sink: messages are on `<subject_prefix>.<partition>`, partitions 0 .. partitions - 1.
-    subject_prefix: str = "shipper.rows"
-    partitions: int = Field(16, ge=1, le=4096)
+class RelayConfig(NatsStream):
     # One durable pull consumer per partition, `<durable_prefix>-<partition>`, shared by every relay of the group.
     durable_prefix: str = "shipper-relay"
     # Messages a partition's consumer hands out unacknowledged, at most: the relay's memory holds no more than
@@ -34,16 +30,6 @@ class RelayConfig(NatsLink):
     lease_ttl: float = Field(10.0, ge=1)
     # How long a NATS request (a fetch, an ack, a key-value write) may take before it is tried again.
     timeout: float = Field(2.0, gt=0)
-
-    @field_validator("stream")
-    @classmethod
-    def _check_stream(cls, value: str) -> str:
-        return check_stream_name(value)
-
-    @field_validator("subject_prefix")
-    @classmethod
-    def _check_prefix(cls, value: str) -> str:
-        return check_subject_prefix(value)
 
     @field_validator("durable_prefix", "bucket")
     @classmethod

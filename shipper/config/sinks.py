@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from shipper.config.nats import NatsLink, check_stream_name, check_subject_prefix
+from shipper.config.nats import NatsStream
 from shipper.config.section import Section
 
 
@@ -158,19 +158,15 @@ class VendorSinkConfig(_SinkBase):
         return None
 
 
-class JetStreamSinkConfig(_SinkBase, NatsLink):
+class JetStreamSinkConfig(_SinkBase, NatsStream):
     """A NATS JetStream stream: the sidecar publishes its spooled rows there, for a group of relays to deliver.
 
     The spool stays the acknowledgement boundary: a row leaves it only on the stream's PubAck (sinks/jetstream/).
-    The link's keys (servers, TLS, credentials) are NatsLink's, shared with `[relay]`.
+    The link's keys (servers, TLS, credentials) and the stream's (stream, subject_prefix, partitions) are
+    NatsStream's, shared with `[relay]`.
     """
 
     type: Literal["jetstream"]
-    stream: str
-    # Messages go to `<subject_prefix>.<partition>`; a stream created here takes `<subject_prefix>.>`.
-    subject_prefix: str = "shipper.rows"
-    # Everything one ordering group needs (an entity, a session, a trace) lands in one of these, by a stable hash.
-    partitions: int = Field(16, ge=1, le=4096)
     # The sink the relay delivers these rows to, by its name in the relay's configuration (carried in each message).
     target: str
     # Rows per send; every row of a send is published before their PubAcks are awaited. Publishes awaiting a PubAck
@@ -186,16 +182,6 @@ class JetStreamSinkConfig(_SinkBase, NatsLink):
     # The stream drops a message whose Nats-Msg-Id it stored this recently: a row published again (its PubAck was
     # lost, the sidecar died before settling) within the window is stored once. Must exceed the longest retry gap.
     duplicate_window: float = Field(600.0, gt=0)
-
-    @field_validator("stream")
-    @classmethod
-    def _check_stream(cls, value: str) -> str:
-        return check_stream_name(value)
-
-    @field_validator("subject_prefix")
-    @classmethod
-    def _check_prefix(cls, value: str) -> str:
-        return check_subject_prefix(value)
 
     @model_validator(mode="after")
     def _check(self) -> JetStreamSinkConfig:
