@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import nats
@@ -40,9 +40,13 @@ def nats_server() -> Path:
     return Path(found)
 
 
+PEER_OFFLINE = 10005  # "no suitable peers for placement": the meta leader has not yet heard from a peer
+
+
 async def patiently(call: Callable[[], Awaitable[T]], timeout: float = START_TIMEOUT) -> T:
-    """A JetStream API call, tried again when it times out: on a loaded machine (several clusters at once, one that
-    just lost a node) an answer can take longer than a request waits."""
+    """A JetStream API call, tried again when it times out or the meta leader still counts a peer as offline: on a
+    loaded machine (several clusters at once, one that just lost or regained a node) an answer can take longer than a
+    request waits, and a started node's first report to the meta leader can come after its /healthz says 200."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -50,6 +54,10 @@ async def patiently(call: Callable[[], Awaitable[T]], timeout: float = START_TIM
         except TimeoutError:
             if time.monotonic() > deadline:
                 raise
+        except nats.js.errors.APIError as error:
+            if error.err_code != PEER_OFFLINE or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
 @dataclass
@@ -166,6 +174,29 @@ cluster {{
                     if time.monotonic() > deadline:
                         raise AssertionError(f"nats node {node.name} not healthy: {node.log.read_text()[-2000:]}")
                     await asyncio.sleep(0.1)
+            await self._wait_meta_current(session, deadline)
+
+    async def _wait_meta_current(self, session: aiohttp.ClientSession, deadline: float) -> None:
+        """The meta leader counts every running node as a current, online peer: until it does, an R3 stream cannot
+        be placed ("no suitable peers for placement, peer offline") though each node's /healthz says 200."""
+        running = {node.name for node in self.nodes if node.running}
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, KeyError, StopIteration, TypeError):
+                meta = await self._jsz(session, next(node for node in self.nodes if node.running))
+                leader = self.node(meta["leader"])
+                meta = await self._jsz(session, leader)
+                peers = {r["name"] for r in meta.get("replicas", []) if r.get("current") and not r.get("offline")}
+                if meta["leader"] == leader.name and running <= peers | {leader.name}:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the meta leader does not count {sorted(running)} as current peers")
+            await asyncio.sleep(0.1)
+
+    @staticmethod
+    async def _jsz(session: aiohttp.ClientSession, node: Node) -> dict[str, Any]:
+        async with session.get(f"http://127.0.0.1:{node.monitor_port}/jsz") as response:
+            meta: dict[str, Any] = (await response.json())["meta_cluster"]
+            return meta
 
     async def client(self) -> Client:
         """A plain client of the cluster, for the test's own looks at a stream."""

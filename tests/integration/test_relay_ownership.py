@@ -85,3 +85,27 @@ async def test_relays_split_the_partitions_and_a_dead_ones_move_and_come_back(
     assert sorted(holders([back, two])) == list(range(PARTITIONS))
     assert len(back.consuming) == len(two.consuming) == PARTITIONS // 2
     assert set(two.lost) == back.consuming  # what `two` gave back it drained first (lose ran)
+
+
+async def test_a_renewal_whose_answer_was_lost_keeps_the_lease(bucket: KeyValue, nats_cluster: NatsCluster) -> None:
+    """The bucket took a renewal but its answer never came (a timeout): the entry still names this relay, at a
+    revision it did not hear of. That is no lapse: the relay adopts the revision and goes on consuming."""
+    one = Relay(bucket, nats_cluster)
+    await settle([one], rounds=2)
+    assert sorted(one.consuming) == list(range(PARTITIONS))
+    me = one.ownership.me.encode()
+    for partition, lease in one.ownership.leases.items():  # the writes whose answers were lost
+        await bucket.update(f"partition.{partition}", me, last=lease.revision)
+    await one.tick()
+    assert sorted(one.consuming) == list(range(PARTITIONS)) and one.lost == []
+    assert sorted(one.ownership.leases) == list(range(PARTITIONS))
+    other = Relay(bucket, nats_cluster)  # another relay now, and partition 0 taken from `one` behind its back
+    await bucket.delete("partition.0")
+    await bucket.create("partition.0", other.ownership.me.encode())
+    await one.tick()
+    assert 0 not in one.ownership.leases  # a lease another holds is a lapse: given up, drained in the background
+    deadline = time.monotonic() + 5
+    while 0 not in one.lost:
+        assert time.monotonic() < deadline, "the lapsed partition was never drained"
+        await asyncio.sleep(0.01)
+    assert 0 not in one.consuming and sorted(one.ownership.leases) == list(range(1, PARTITIONS))

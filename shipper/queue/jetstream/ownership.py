@@ -3,7 +3,8 @@ entries expire `lease_ttl` after their last write, so a relay that dies loses it
 
 Every lease_ttl / 3 a relay renews its membership (`member.<id>`) and each partition lease it holds
 (`partition.<n>`, compare-and-set on the revision it last wrote: a lease another relay took after it lapsed is not
-written over), reads who is alive and who holds what, and follows shares.py: gives back what exceeds its fair share
+written over; one whose entry still names this relay at a revision it never heard of, a renewal whose answer was
+lost, is adopted), reads who is alive and who holds what, and follows shares.py: gives back what exceeds its fair share
 (draining it first: its rows in flight settle, the rest go back to the stream) and takes free partitions up to it
 (a create, which fails if another relay was first). A relay that could not renew a lease for 2/3 of lease_ttl gives
 the partition up by itself, since another may take it once the entry expires: at most lease_ttl after a relay
@@ -75,13 +76,18 @@ class Ownership:
         return partition in self.leases and partition not in self._giving
 
     async def run(self) -> None:
+        """Tick every lease_ttl / 3, for as long as the relay runs. A tick is bounded by that interval (a bucket call
+        that never answers must not stop the look at lapsed leases), and no failure ends the loop: a relay that no
+        longer ticks would go on consuming partitions whose leases lapsed."""
         interval = self._config.lease_ttl / 3
         while True:
             started = time.monotonic()
             try:
-                await self.tick()
+                await asyncio.wait_for(self.tick(), interval)
             except (nats.errors.Error, TimeoutError, OSError) as exc:
                 self._errors.warning("relay: cannot reach the lease bucket: %s", describe(exc))
+            except Exception:
+                log.exception("relay: partition ownership: a tick failed")
             await self._drop_lapsed()
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
@@ -99,8 +105,7 @@ class Ownership:
 
     async def tick(self) -> None:
         await self._kv.put(f"member.{self.me}", orjson.dumps({"at": time.time()}))
-        for partition in sorted(self.leases):
-            await self._renew(partition)
+        await asyncio.gather(*(self._renew(partition) for partition in sorted(self.leases)))
         members, owners = await self._read()
         self.members = members
         wanted = plan(self.me, members, owners, self._config.partitions)
@@ -111,11 +116,15 @@ class Ownership:
             await self._take(partition)
 
     async def _read(self) -> tuple[list[str], dict[int, str]]:
+        """Who is alive and who holds what, as the bucket has it now. Each entry is awaited for at most the bucket
+        timeout: the watcher's end-of-values marker can fail to come (an entry expiring while the watcher starts),
+        and a tick must not wait for it forever."""
         members: list[str] = []
         owners: dict[int, str] = {}
         watcher = await self._kv.watchall(ignore_deletes=True)
         try:
-            async for entry in watcher:
+            while True:
+                entry = await watcher.updates(timeout=self._config.timeout)  # type: ignore[no-untyped-call]
                 if entry is None:  # the end of what the bucket holds now
                     break
                 if entry.key.startswith("member."):
@@ -127,13 +136,26 @@ class Ownership:
         return sorted(members), owners
 
     async def _renew(self, partition: int) -> None:
-        lease = self.leases[partition]
+        """Compare-and-set on the revision last written. A mismatch is a lapse only if the entry names another relay
+        now: when a renewal's answer was lost (a timeout) the write may still have happened, and the entry then
+        still names this relay at a revision it did not hear of, which it adopts."""
+        lease = self.leases.get(partition)
+        if lease is None:  # given back meanwhile
+            return
+        key = f"partition.{partition}"
         try:
-            lease.revision = await self._kv.update(f"partition.{partition}", self.me.encode(), last=lease.revision)
-            lease.renewed = time.monotonic()
+            lease.revision = await self._kv.update(key, self.me.encode(), last=lease.revision)
         except nats.js.errors.KeyWrongLastSequenceError:
-            log.warning("relay: partition %d: the lease lapsed and another relay holds it now", partition)
-            await self._drop(partition)
+            try:
+                entry = await self._kv.get(key)
+            except nats.js.errors.KeyNotFoundError:  # deleted or expired: another may take it now
+                entry = None
+            if entry is None or entry.value != self.me.encode() or entry.revision is None:
+                log.warning("relay: partition %d: the lease lapsed and another relay may hold it now", partition)
+                await self._drop(partition)
+                return
+            lease.revision = await self._kv.update(key, self.me.encode(), last=entry.revision)
+        lease.renewed = time.monotonic()
 
     async def _take(self, partition: int) -> None:
         try:
