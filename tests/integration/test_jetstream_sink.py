@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from shipper.config.sinks import JetStreamSinkConfig
 from shipper.core.rows import SpoolRow
@@ -268,3 +270,27 @@ async def test_with_no_server_up_a_send_says_not_connected_and_close_stops_tryin
     assert outcome.verdict.value == "retry" and outcome.detail.startswith("not connected to NATS (nats://127.0.0.1:")
     await sink.close()
     assert asyncio.all_tasks() == {asyncio.current_task()}  # nothing left trying in the background
+
+
+async def test_the_first_sends_together_create_the_stream_once(
+    tmp_path: Path, nats_cluster: NatsCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fresh sidecar's first sends come at once: one of them looks the stream up and creates it, the others wait
+    for that (each creating it, and asking for its info while it was being placed, once cost a request the servers
+    dropped: a send held for its whole timeout)."""
+    path = tmp_path / "spool.db"
+    spool = await Spool.open(path)
+    try:
+        await spool.append([new_row(n) for n in range(64)])
+        rows = (await spool.lease("fleet", 64)).rows
+    finally:
+        await spool.close()
+    sink = JetStreamSink("fleet", config(nats_cluster), {}, path)
+    caplog.set_level(logging.INFO, logger="shipper.sinks.jetstream.connection")
+    try:
+        outcomes = await asyncio.gather(*(sink.send(rows[n : n + 8]) for n in range(0, 64, 8)))
+    finally:
+        await sink.close()
+    assert [outcome.verdict.value for outcome in outcomes] == ["delivered"] * 8, [o.detail for o in outcomes]
+    assert [r.getMessage() for r in caplog.records].count("sink fleet: created stream ROWS") == 1
+    assert len(await nats_cluster.messages(STREAM)) == 64

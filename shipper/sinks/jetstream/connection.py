@@ -44,6 +44,7 @@ class Link:
         self._task: asyncio.Task[None] | None = None
         self._js: JetStreamContext | None = None
         self._stream_ready = False
+        self._checking = asyncio.Lock()
 
     def start(self) -> None:
         if self._task is None:
@@ -77,10 +78,15 @@ class Link:
         if self._js is None or self._client is None or not self._client.is_connected:
             return f"not connected to NATS ({', '.join(self._config.servers)})"
         if not self._stream_ready:
-            problem = await self._ensure_stream(self._js)
-            if problem is not None:
-                return problem
-            self._stream_ready = True
+            # One look at a time: the first sends come together, and each creating the stream (and asking for its
+            # info while it is being placed) cost a JetStream API request the servers could drop, unanswered
+            # until `timeout`, with that send's rows held meanwhile (a 10 s stall of a fresh sidecar, measured).
+            async with self._checking:
+                if not self._stream_ready:
+                    problem = await self._ensure_stream(self._js)
+                    if problem is not None:
+                        return problem
+                    self._stream_ready = True
         return self._js
 
     async def _connect(self) -> None:
