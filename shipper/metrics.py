@@ -28,6 +28,7 @@ from shipper.forward.forwarder import Forwarder
 from shipper.ingest.counters import IngestCounters
 from shipper.latency import LATENCY_BUCKETS, IngestTimers
 from shipper.queue.jetstream.queue import StreamQueue
+from shipper.sinks.jetstream import JetStreamSink
 from shipper.spool.stats import SinkStats, SpoolStats, read_stats
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,25 @@ class ShipperCollector(Collector):
                 state.add_metric([name, candidate], 1.0 if candidate == current else 0.0)
         yield from families.values()
         yield from (in_flight, limit, state)
+        yield from self._stream_metrics()
+
+    def _stream_metrics(self) -> Iterator[Metric]:
+        """The `jetstream` sinks' PubAcks: what the stream confirmed, the repeats it dropped, and what is awaited."""
+        published = CounterMetricFamily(
+            "shipper_jetstream_published", "Rows the stream confirmed with a PubAck", labels=["sink"]
+        )
+        duplicates = CounterMetricFamily(
+            "shipper_jetstream_duplicates",
+            "PubAcks that said the stream had the row already (a repeat its dedup window dropped)",
+            labels=["sink"],
+        )
+        pending = GaugeMetricFamily("shipper_jetstream_pubacks_pending", "Publishes awaiting a PubAck", labels=["sink"])
+        for f in self._forwarders():
+            if isinstance(f.sink, JetStreamSink):
+                published.add_metric([f.sink.name], f.sink.published)
+                duplicates.add_metric([f.sink.name], f.sink.duplicates)
+                pending.add_metric([f.sink.name], f.sink.pending_acks)
+        yield from (published, duplicates, pending)
 
     def _spool_metrics(self) -> Iterator[Metric]:
         stats = self._monitor.stats

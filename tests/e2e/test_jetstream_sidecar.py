@@ -12,7 +12,7 @@ import orjson
 from shipper.jetstream.envelope import decode
 from shipper.spool.reader import SpoolReader
 from tests.jetstream import NatsCluster
-from tests.support import Daemon, post_items, wait_for, write_config
+from tests.support import Daemon, metric, post_items, scrape, wait_for, write_config
 
 STREAM = "ROWS"
 
@@ -72,9 +72,16 @@ async def test_with_nats_down_the_sidecar_keeps_acknowledging_and_catches_up(
             await nats_cluster.start(node, wait=False)
         await nats_cluster.wait_ready()
         await wait_for(lambda: waiting(spool) == 0, timeout=60)
+        async with aiohttp.ClientSession() as session:
+            _, samples = await scrape(session, f"http://{daemon.http}")
     finally:
         assert await daemon.terminate() == 0
     assert await stored_numbers(nats_cluster) == list(range(1200))  # all of them, each once
+    # a row counts once, in the send that settled it (a repeat the stream dropped counts as a duplicate too: the
+    # outage may have cut a send off after the stream stored its rows)
+    assert metric(samples, "shipper_jetstream_published_total", sink="fleet") == 1200
+    assert metric(samples, "shipper_jetstream_duplicates_total", sink="fleet") is not None
+    assert metric(samples, "shipper_jetstream_pubacks_pending", sink="fleet") == 0
 
 
 async def test_a_sidecar_killed_mid_publish_publishes_again_and_the_stream_keeps_one_of_each(

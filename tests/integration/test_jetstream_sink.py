@@ -294,3 +294,4 @@ async def test_the_first_sends_together_create_the_stream_once(
     assert [outcome.verdict.value for outcome in outcomes] == ["delivered"] * 8, [o.detail for o in outcomes]
     assert [r.getMessage() for r in caplog.records].count("sink fleet: created stream ROWS") == 1
     assert len(await nats_cluster.messages(STREAM)) == 64
+    assert (sink.published, sink.duplicates, sink.pending_acks) == (64, 0, 0)

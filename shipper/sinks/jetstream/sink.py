@@ -41,12 +41,19 @@ class JetStreamSink:
         self.name = name
         self.concurrency = config.concurrency
         self.batching = Batching(config.batch_max_records, timeout=config.batch_timeout)
+        self.published = 0  # rows the stream confirmed (stored now, or a repeat of one it had)
         self.duplicates = 0  # PubAcks that said the stream had the row already: repeats it dropped
         self._config = config
         self._link = Link(name, config, environ, config.concurrency * config.batch_max_records)
         self._state = SidecarState(state_path(spool), name)
         self._opened = False
         self._opening = asyncio.Lock()
+        self._sending: set[tuple[asyncio.Future[PubAck], ...]] = set()  # each send's publishes, while it waits
+
+    @property
+    def pending_acks(self) -> int:
+        """Publishes on the wire whose PubAck has not come yet (at most concurrency x batch_max_records)."""
+        return sum(1 for futures in self._sending for future in futures if not future.done())
 
     async def start(self) -> None:
         """Nothing to do yet: the connection starts with the first send, so processes that only ingest (and build
@@ -98,7 +105,12 @@ class JetStreamSink:
                     # No wait_stall: with one, nats-py wraps each publish's slot in a wait_for (a task and a timer
                     # per row), which halved the rate (4,300 -> 9,100 records/s); the send's deadline bounds it.
                     pending.append(await js.publish_async(subject, payload, None, self._config.stream, headers))
-                acks = await asyncio.gather(*pending)
+                sending = tuple(pending)
+                self._sending.add(sending)
+                try:
+                    acks = await asyncio.gather(*pending)
+                finally:
+                    self._sending.discard(sending)
         except TimeoutError:
             return self._failed(pending, f"no PubAck within {timeout:g}s")
         except nats.js.errors.APIError as exc:
@@ -107,6 +119,7 @@ class JetStreamSink:
             return self._failed(pending, f"cannot publish: {type(exc).__name__}")
         finally:
             _release(pending)  # also when the send is cancelled (a shutdown's drain)
+        self.published += len(acks)
         self.duplicates += sum(1 for ack in acks if ack.duplicate)
         return Outcome(Verdict.DELIVERED)
 
