@@ -88,7 +88,7 @@ partitions = {PARTITIONS}
 def relay_config(workdir: Path, admin: int, servers: list[str], remote_url: str) -> str:
     return f"""[daemon]
 drain_timeout = 5
-log_level = "warning"
+log_level = "info"  # partitions taken and given back
 
 [relay]
 servers = {json.dumps(servers)}
@@ -346,7 +346,7 @@ def report(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _main(plan: Plan) -> dict[str, Any]:
+async def _main(plan: Plan, keep: bool) -> dict[str, Any]:
     SCRATCH.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="fleet-", dir=SCRATCH))
     remote = RemoteProcess()
@@ -358,17 +358,21 @@ async def _main(plan: Plan) -> dict[str, Any]:
             return fleet.figures
     finally:
         remote.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if keep:
+            print(f"kept {root} (the processes' logs, the spools, the nodes' stores)", file=sys.stderr)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer records (~1 minute)")
     parser.add_argument("--out", type=Path, help="write the raw figures as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, spools, stores)")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    figures = run_loop(_main(plan))
+    figures = run_loop(_main(plan, args.keep))
     print(report(figures))
     if args.out:
         meta = {"date": started, "cpus": os.cpu_count(), "plan": plan.records, "partitions": PARTITIONS}

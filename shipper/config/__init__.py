@@ -76,6 +76,22 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _check_via(self) -> Config:
+        carried: dict[str, str] = {}
+        for name, sink in self.sinks.items():
+            if not isinstance(sink, VendorSinkConfig) or not sink.via:
+                continue
+            if not isinstance(self.sinks.get(sink.via), JetStreamSinkConfig):
+                raise ValueError(f"sinks.{name}.via = {sink.via!r}: no jetstream sink of that name")
+            if sink.via in carried:
+                raise ValueError(
+                    f"sinks {carried[sink.via]} and {name} both go via {sink.via}, whose one `target` names the relay's"
+                    " sink: give each vendor a jetstream sink of its own (they may share the stream)"
+                )
+            carried[sink.via] = name
+        return self
+
+    @model_validator(mode="after")
     def _check_listeners(self) -> Config:
         if not self.ingest.http and not self.ingest.unix:
             raise ValueError("ingest.http and ingest.unix are both empty: nothing would listen")
@@ -97,6 +113,11 @@ class Config(Section):
                 continue
             if not isinstance(sink, VendorSinkConfig):
                 raise ValueError(f"otlp.route: {name!r} is neither a vendor sink nor an otlp sink")
+            if sink.via:
+                raise ValueError(
+                    f"otlp.route: sink {name} goes via {sink.via}; spans do not travel through the stream yet:"
+                    " route them to a vendor sink delivering from here"
+                )
             problem = sink.cannot_record_spans()
             if problem is not None:
                 raise ValueError(f"otlp.route: sink {name} {problem}")

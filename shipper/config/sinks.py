@@ -133,6 +133,10 @@ class VendorSinkConfig(_SinkBase):
     dropin: bool = True
     # Freeplay only: the project that LLM spans received over OTLP are recorded in (a drop-in call names its own).
     project_id: str = ""
+    # The `jetstream` sink this vendor's drop-in calls (and /v1/records items naming this sink) are spooled for: they
+    # go into the stream, for a relay's sink (the jetstream sink's `target`) to deliver with its own key. Empty:
+    # delivered from here.
+    via: str = ""
 
     @model_validator(mode="after")
     def _check(self) -> VendorSinkConfig:

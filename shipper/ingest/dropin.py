@@ -45,7 +45,10 @@ class Planned:
 
 
 def credential_for(sink: VendorSink, headers: Mapping[str, str]) -> str | None:
-    """The key to store with the row: the app's own, unless the sink overrides it; missing_api_key when none exists."""
+    """The key to store with the row: the app's own, unless the sink overrides it; missing_api_key when none exists.
+    None for a call going via the stream: a relay delivers it with its own key, so none is kept."""
+    if sink.config.via:
+        return None
     app_key = sink.adapter.key_from(headers)
     if sink.key_for(app_key) is None:
         header = sink.adapter.auth_header
@@ -66,7 +69,7 @@ def plan_native(sink: VendorSink, row: NewRow, headers: Mapping[str, str]) -> Pl
         raise BadInput(
             "invalid_record", f"{row.method} {row.path} is not a {sink.adapter.type} log route", field="path"
         )
-    return Planned(plan.row(sink.name, credential_for(sink, headers)), plan.status, plan.answer)
+    return Planned(plan.row(sink.spooled_as, credential_for(sink, headers)), plan.status, plan.answer)
 
 
 def _decode(raw: bytes) -> Any:
@@ -102,6 +105,6 @@ async def dropin(request: web.Request) -> web.StreamResponse:
             except ValueError as exc:
                 raise BadInput("invalid_path", f"cannot proxy {plan.path!r}: path {exc}", field="path") from None
             return await proxy(request, sink, plan, raw)
-        await commit(request, [plan.row(sink.name, credential_for(sink, request.headers))])
+        await commit(request, [plan.row(sink.spooled_as, credential_for(sink, request.headers))])
         return json_response(plan.answer, plan.status)
     raise BadInput("not_found", f"{request.method} {request.path}: no such route")

@@ -70,6 +70,11 @@ class VendorSink:
         await self.transport.close()
         await self.reads.close()
 
+    @property
+    def spooled_as(self) -> str:
+        """The sink whose queue this vendor's calls are spooled in: its own, or the `jetstream` sink it goes via."""
+        return self.config.via or self.name
+
     def key_for(self, app_key: str | None) -> str | None:
         """Which key a call from the app travels with: the sink's when it overrides, else the app's own."""
         if self.override_key and self.sink_key:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,14 @@ import orjson
 import pytest
 
 from shipper.spool.reader import SpoolReader, read
-from tests.fakes import Fault, FreeplayFake, HumanloopFake, KeywordsAIFake, Seen
+from tests.fakes import Fault, FreeplayFake, HumanloopFake, KeywordsAIFake
 from tests.fakes import snippets as sdk
+from tests.fakes.compare import assert_json_and_key, fp_ids, hl_ids, host_of, normalized
 from tests.fakes.humanloop import File
 from tests.fakes.rig import FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY, Rig, vendor_rig
 from tests.support import wait_for
 
 FP_BASE = f"/api/v2/projects/{sdk.FP_PROJECT}"
-TIME_KEYS = frozenset({"start_time", "end_time"})
 KW_DOCUMENTED = "/api/request-logs/create/"
 
 
@@ -39,53 +39,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         yield running
 
 
-def host_of(fake: Any) -> str:
-    return f"127.0.0.1:{fake.port}"
-
-
-def _replace(value: Any, ids: dict[str, str], drop: frozenset[str]) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: "<time>" if k in TIME_KEYS and v is not None else _replace(v, ids, drop)
-            for k, v in value.items()
-            if k not in drop
-        }
-    if isinstance(value, list):
-        return [_replace(v, ids, drop) for v in value]
-    if isinstance(value, str):
-        return ids.get(value, value)
-    return value
-
-
-def normalized(requests: Iterable[Seen], ids: dict[str, str], drop: frozenset[str] = frozenset()) -> list[tuple]:
-    """Requests with run-specific ids replaced by names and timestamps blanked, in a stable order."""
-    out = []
-    for seen in requests:
-        path = seen.path
-        for real, name in ids.items():
-            path = path.replace(real, name)
-        body = orjson.dumps(_replace(seen.body, ids, drop), option=orjson.OPT_SORT_KEYS).decode()
-        out.append((seen.method, path, tuple(sorted(seen.query.items())), body))
-    return sorted(out)
-
-
-def assert_json_and_key(requests: Iterable[Seen], header: str, value: str) -> None:
-    for seen in requests:
-        assert seen.headers.get(header) == value, (seen.method, seen.path, header)
-        if seen.method in ("POST", "PATCH"):
-            assert seen.headers["Content-Type"].split(";")[0] == "application/json"
-
-
 # -- Freeplay -------------------------------------------------------------------------------------------------
-
-
-def fp_ids(run: dict[str, Any]) -> dict[str, str]:
-    return {
-        run["session_id"]: "<session>",
-        run["trace_id"]: "<trace>",
-        run["tool_trace_id"]: "<tool>",
-        run["completion_id"]: "<completion>",
-    }
 
 
 async def test_freeplay_sdk_through_shipper_reaches_freeplay_as_if_sent_directly(rig: Rig) -> None:
@@ -156,16 +110,6 @@ async def test_freeplay_paths_without_api_or_with_doubled_slashes_are_forwarded_
 
 
 # -- Humanloop ------------------------------------------------------------------------------------------------
-
-
-def hl_ids(fake: HumanloopFake, run: dict[str, Any]) -> dict[str, str]:
-    files = {
-        fake.file_id("prompt", "demo/calc-prompt"): "<prompt>",
-        fake.file_id("flow", "demo/calc-flow"): "<flow>",
-        fake.file_id("tool", "demo/add"): "<tool>",
-    }
-    logs = {run["log_id"]: "<log>", run["flow_log_id"]: "<flow-log>", run["tool_log_id"]: "<tool-log>"}
-    return {k: v for k, v in {**files, **logs}.items() if k is not None}
 
 
 async def test_humanloop_sdk_through_shipper_reaches_humanloop_as_if_sent_directly(rig: Rig) -> None:

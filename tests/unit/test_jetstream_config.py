@@ -106,3 +106,40 @@ def test_a_relay_from_toml_with_its_defaults(tmp_path: Path) -> None:
 def test_a_bad_relay_is_refused_naming_what_is_wrong(over: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RelayConfig.model_validate({"servers": ["nats://127.0.0.1:4222"], "stream": "ROWS", **over})
+
+
+HL = '[sinks.hl]\ntype = "humanloop"\nvia = "{via}"\n'
+FLEET = '[sinks.{name}]\ntype = "jetstream"\nservers = ["nats://a:4222"]\nstream = "ROWS"\ntarget = "hl"\n'
+OUT = '[sinks.out]\ntype = "http"\nbase_url = "http://127.0.0.1:9"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (HL.format(via="nowhere") + FLEET.format(name="fleet"), "sinks.hl.via = 'nowhere': no jetstream sink"),
+        (HL.format(via="out") + OUT, "sinks.hl.via = 'out': no jetstream sink"),
+        (
+            HL.format(via="fleet") + FLEET.format(name="fleet")
+            + '[sinks.hl2]\ntype = "humanloop"\ndropin = false\nvia = "fleet"\n',
+            "sinks hl and hl2 both go via fleet",
+        ),
+        (
+            HL.format(via="fleet") + FLEET.format(name="fleet") + '[otlp]\nhttp = "127.0.0.1:4318"\nroute = ["hl"]\n',
+            "spans do not travel through the stream yet",
+        ),
+    ],
+)  # fmt: skip
+def test_a_vendor_sink_going_via_what_is_no_jetstream_sink_of_its_own_is_refused(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = tmp_path / "shipper.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, {})
+
+
+def test_a_vendor_sink_via_its_jetstream_sink(tmp_path: Path) -> None:
+    path = tmp_path / "shipper.toml"
+    path.write_text(HL.format(via="fleet") + FLEET.format(name="fleet"))
+    config = load_config(path, {})
+    assert config.sinks["hl"].via == "fleet"  # type: ignore[union-attr]

@@ -1,0 +1,154 @@
+"""The vendors' own SDKs at two sidecars, through a real 3-node JetStream cluster, delivered by two relays to the
+strict fake vendors: each vendor sink at a sidecar goes `via` a `jetstream` sink, so its drop-in calls are
+answered from the sidecar's spool as always and then travel the stream; the relays deliver them with their own
+keys. The fakes must receive what the SDK sends straight to a reference fake (twice: one run per sidecar), every
+update after its create (the fakes refuse anything else), no app key anywhere in the stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+
+from tests.fakes import FreeplayFake, HumanloopFake, KeywordsAIFake
+from tests.fakes import snippets as sdk
+from tests.fakes.compare import assert_json_and_key, fp_ids, hl_ids, host_of, normalized
+from tests.fakes.rig import FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY, PASS_THROUGH, sink_toml
+from tests.jetstream import NatsCluster
+from tests.support import Daemon, free_port, wait_for, write_config
+
+STREAM = "ROWS"
+PARTITIONS = 4
+VENDORS = (("fp", "freeplay"), ("hl", "humanloop"), ("kw", "keywordsai"))
+
+
+def sidecar(home: Path, cluster: NatsCluster, fakes: dict[str, str]) -> Daemon:
+    """Vendor sinks fp, hl, kw, each via a jetstream sink of its own (fleet-fp, ...) whose target is the relay's."""
+    home.mkdir()
+    parts = []
+    for name, vendor in VENDORS:
+        parts.append(sink_toml(name, vendor, fakes[name], None) + f'via = "fleet-{name}"\n')
+        parts.append(
+            f"""[sinks.fleet-{name}]
+type = "jetstream"
+servers = {orjson.dumps(cluster.urls).decode()}
+stream = "{STREAM}"
+target = "{name}"
+partitions = {PARTITIONS}
+timeout = 2
+retry_initial_backoff = 0.05
+retry_max_backoff = 0.5
+duplicate_window = 120
+"""
+        )
+    return Daemon.from_config(write_config(home, "\n".join(parts), extra=PASS_THROUGH))
+
+
+def relay(home: Path, cluster: NatsCluster, fakes: dict[str, str]) -> Daemon:
+    """The relay's sinks fp, hl, kw deliver to the fakes with the relay's own keys."""
+    home.mkdir()
+    admin = f"127.0.0.1:{free_port()}"
+    sinks = []
+    for (name, vendor), key in zip(VENDORS, (FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY), strict=True):
+        key_file = home / f"{name}.key"
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        sinks.append(sink_toml(name, vendor, fakes[name], key_file))
+    extra = f"""
+[admin]
+http = "{admin}"
+
+[relay]
+servers = {orjson.dumps(cluster.urls).decode()}
+stream = "{STREAM}"
+partitions = {PARTITIONS}
+ack_wait = 3
+lease_ttl = 3
+timeout = 0.5
+
+{PASS_THROUGH}
+"""
+    config = write_config(home, "\n".join(sinks), extra=extra)
+    return Daemon(config, admin, home / "shipper.sock", args=("--role", "relay"))
+
+
+@contextlib.asynccontextmanager
+async def running(*daemons: Daemon) -> AsyncIterator[None]:
+    try:
+        for daemon in daemons:
+            await daemon.start()
+        yield
+    finally:
+        for daemon in daemons:
+            await daemon.ensure_stopped()
+
+
+def run_snippets(host: str) -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
+    """Each vendor's contract snippet, as an app would run them, against `host`."""
+    fp = sdk.freeplay_snippet(host)
+    hl = sdk.humanloop_snippet(host)
+    sdk.humanloop_extras(host, hl)
+    kw = sdk.keywords_snippet(host, sdk.KW_KEY)
+    return fp, hl, kw
+
+
+async def test_the_vendors_sdks_at_two_sidecars_reach_the_vendors_through_the_stream_and_two_relays(
+    tmp_path: Path, nats_cluster: NatsCluster
+) -> None:
+    fp, hl, kw = (
+        FreeplayFake(api_keys=(FP_SINK_KEY, sdk.FP_KEY)),
+        HumanloopFake(api_keys=(HL_SINK_KEY, sdk.HL_KEY)),
+        KeywordsAIFake(api_keys=(KW_SINK_KEY,)),
+    )
+    async with fp, hl, kw, FreeplayFake() as fp_ref, HumanloopFake() as hl_ref:
+        fakes = {"fp": fp.url, "hl": hl.url, "kw": kw.url}
+        sidecars = [sidecar(tmp_path / f"sidecar-{n}", nats_cluster, fakes) for n in (1, 2)]
+        relays = [relay(tmp_path / f"relay-{n}", nats_cluster, fakes) for n in (1, 2)]
+        direct_fp = await asyncio.to_thread(sdk.freeplay_snippet, host_of(fp_ref))
+        direct_hl = await asyncio.to_thread(sdk.humanloop_snippet, host_of(hl_ref))
+        await asyncio.to_thread(sdk.humanloop_extras, host_of(hl_ref), direct_hl)
+        async with running(*sidecars, *relays):
+            runs = await asyncio.gather(*(asyncio.to_thread(run_snippets, s.http) for s in sidecars))
+            await wait_for(
+                lambda: (
+                    len(fp.received) >= 2 * len(fp_ref.received)
+                    and len(hl.received) >= 2 * len(hl_ref.received)
+                    and len(kw.received) >= 4
+                ),
+                timeout=60,
+            )
+        messages = await nats_cluster.messages(STREAM)
+    fp_ids_both = {k: v for run in runs for k, v in fp_ids(run[0]).items()}
+    hl_ids_both = {k: v for run in runs for k, v in hl_ids(hl, run[1]).items()}  # the files exist by now
+
+    # what each SDK sent, twice over, as if straight to the vendor; log_id is what shipper adds (the id it told the SDK)
+    assert normalized(fp.received, fp_ids_both) == sorted(2 * normalized(fp_ref.received, fp_ids(direct_fp)))
+    log_ids = frozenset({"log_id"})
+    assert normalized(hl.received, hl_ids_both, log_ids) == sorted(
+        2 * normalized(hl_ref.received, hl_ids(hl_ref, direct_hl), log_ids)
+    )
+    assert [run[2] for run in runs] == [
+        {
+            "create": {"message": "log successful"},
+            "acreate": {"message": "log successful"},
+            "update": "NotImplementedError",
+        }
+    ] * 2
+    assert len(kw.received) == 4
+    for run in runs:  # the Humanloop update reached the file its create made, though the SDK was told a placeholder
+        log = hl.logs[str(run[1]["log_id"])]
+        assert log.file_id == hl.file_id("prompt", "demo/calc-prompt") and log.updates
+    # delivered with the relays' keys; the apps' keys stayed at the sidecars (a stream dump shows none)
+    assert_json_and_key(fp.received, "Authorization", f"Bearer {FP_SINK_KEY}")
+    assert_json_and_key(hl.received, "X-API-KEY", HL_SINK_KEY)
+    assert_json_and_key(kw.received, "Authorization", f"Bearer {KW_SINK_KEY}")
+    assert len(messages) == len(fp.received) + len(hl.received) + len(kw.received)  # each call one message
+    dump = b"".join(repr(message).encode() for message in messages)
+    assert all(key.encode() not in dump for key in (sdk.FP_KEY, sdk.HL_KEY, sdk.KW_KEY))
+    # every update after its create, per entity, at each vendor
+    assert fp.violations == [] and fp.rejected() == [] and fp.duplicates == 0
+    assert hl.violations == [] and hl.unknown_trace_parents == [] and hl.rejected() == []
+    assert kw.rejected() == []
