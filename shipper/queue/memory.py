@@ -179,9 +179,9 @@ class MemoryQueue:
 
     def _dead_creates(self, sink: str) -> dict[str, int]:
         oldest: dict[str, int] = {}
-        for d in self.dead.values():
+        for d in self.dead.values():  # in the order they died, which is not always the order of their ids
             if d.row.sink == sink and d.row.kind == "create" and d.row.key is not None:
-                oldest.setdefault(d.row.key, d.row.id)
+                oldest[d.row.key] = min(d.row.id, oldest.get(d.row.key, d.row.id))
         return oldest
 
     def _dead_letter(self, dead: list[DeadLetter]) -> None:

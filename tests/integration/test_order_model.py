@@ -182,10 +182,23 @@ DEAD_ON_ARRIVAL_IN_ONE_BATCH = [
     ("append", [Spec("b", "k1", None, "k2", "create"), Spec("b", None, None, "k1", None)]),
 ]
 
+# And: the in-memory queue named the dead create that died first, not the oldest, where a key has two (the younger
+# died on arrival, its `after` dead already; the older later).
+TWO_DEAD_CREATES_ONE_KEY = [
+    ("append", [Spec("b", "k1", None, None, "create")]),
+    ("lease", "b", 1, False),
+    ("dead", [0]),
+    ("append", [Spec("b", "k2", None, None, "create"), Spec("b", "k2", None, "k1", "create")]),
+    ("lease", "b", 1, False),
+    ("dead", [0]),
+    ("append", [Spec("b", None, None, "k2", None)]),
+]
+
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @example(TWO_CREATES_ONE_KEY)
 @example(DEAD_ON_ARRIVAL_IN_ONE_BATCH)
+@example(TWO_DEAD_CREATES_ONE_KEY)
 @given(histories)
 def test_the_spool_and_the_pure_rule_choose_the_same_rows_and_dead_letter_the_same_rows(
     history: list[tuple[Any, ...]],
