@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 import aiohttp
 import nats
 import nats.js.errors
+import orjson
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from tests.support import free_port
+from tests.support import Daemon, free_port, write_config
 
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 START_TIMEOUT = 30.0
@@ -257,3 +258,29 @@ async def create_stream(cluster: NatsCluster, name: str, subjects: list[str], du
         await patiently(lambda: nc.jetstream(timeout=10).add_stream(config))
     finally:
         await nc.close()
+
+
+RELAY_KEYS = {"ack_wait": 3, "lease_ttl": 3, "timeout": 0.5}  # short, so a test sees leases move in seconds
+
+
+def relay_daemon(
+    home: Path, cluster: NatsCluster, stream: str, partitions: int, sinks: str, extra: str = "", **keys: object
+) -> Daemon:
+    """`shipper run --role relay` in `home` on `cluster`'s stream, with these sinks, its admin listener on a free
+    port (where /metrics and /v1/status answer)."""
+    home.mkdir(exist_ok=True)
+    admin = f"127.0.0.1:{free_port()}"
+    relay_keys = "\n".join(f"{key} = {orjson.dumps(value).decode()}" for key, value in {**RELAY_KEYS, **keys}.items())
+    text = f"""
+[admin]
+http = "{admin}"
+
+[relay]
+servers = {orjson.dumps(cluster.urls).decode()}
+stream = "{stream}"
+partitions = {partitions}
+{relay_keys}
+
+{extra}
+"""
+    return Daemon(write_config(home, sinks, extra=text), admin, home / "shipper.sock", args=("--role", "relay"))

@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -393,6 +393,18 @@ async def scrape(session: aiohttp.ClientSession, base: str) -> tuple[str, dict[t
         assert response.headers["Content-Type"].startswith("text/plain"), response.headers["Content-Type"]
         text = await response.text()
     return text, parse_metrics(text)
+
+
+@contextlib.asynccontextmanager
+async def running(*daemons: Daemon) -> AsyncIterator[None]:
+    """The daemons started in turn (a sidecar, then its relays, say), and every one stopped however the block ends."""
+    try:
+        for daemon in daemons:
+            await daemon.start()
+        yield
+    finally:
+        for daemon in daemons:
+            await daemon.ensure_stopped()
 
 
 async def wait_for_metrics(

@@ -9,10 +9,9 @@ where the relay runs."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,14 @@ import orjson
 from aiohttp import web
 from nats.js.api import ConsumerInfo
 
-from tests.jetstream import NatsCluster, patiently
+from tests.jetstream import NatsCluster, patiently, relay_daemon
 from tests.support import (
     Daemon,
     FakeRemote,
-    free_port,
     metric,
     post_items,
     run_cli_async,
+    running,
     scrape,
     wait_for,
     write_config,
@@ -59,21 +58,7 @@ duplicate_window = 120
 def relay(
     tmp_path: Path, cluster: NatsCluster, remote: FakeRemote, name: str = "relay", sink_timeout: float = 5, **over: Any
 ) -> Daemon:
-    home = tmp_path / name
-    home.mkdir(exist_ok=True)
-    admin = f"127.0.0.1:{free_port()}"
-    keys = {"ack_wait": 3, "lease_ttl": 3, "timeout": 0.5, "max_ack_pending": 64, **over}
-    relay_keys = "\n".join(f"{key} = {orjson.dumps(value).decode()}" for key, value in keys.items())
-    text = f"""
-[admin]
-http = "{admin}"
-
-[relay]
-servers = {orjson.dumps(cluster.urls).decode()}
-stream = "{STREAM}"
-partitions = {PARTITIONS}
-{relay_keys}
-
+    sinks = f"""
 [sinks.out]
 type = "http"
 base_url = "{remote.url}"
@@ -81,19 +66,7 @@ retry_initial_backoff = 0.05
 retry_max_backoff = 0.3
 timeout = {sink_timeout}
 """
-    config = write_config(home, text)
-    return Daemon(config, admin, home / "shipper.sock", args=("--role", "relay"))
-
-
-@contextlib.asynccontextmanager
-async def running(*daemons: Daemon) -> AsyncIterator[None]:
-    try:
-        for daemon in daemons:
-            await daemon.start()
-        yield
-    finally:
-        for daemon in daemons:
-            await daemon.ensure_stopped()
+    return relay_daemon(tmp_path / name, cluster, STREAM, PARTITIONS, sinks, **{"max_ack_pending": 64, **over})
 
 
 async def post(daemon: Daemon, numbers: range, keys: int = 10) -> None:

@@ -7,8 +7,6 @@ update after its create (the fakes refuse anything else), no app key anywhere in
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -17,8 +15,8 @@ from tests.fakes import FreeplayFake, HumanloopFake, KeywordsAIFake
 from tests.fakes import snippets as sdk
 from tests.fakes.compare import assert_json_and_key, fp_ids, hl_ids, host_of, normalized
 from tests.fakes.rig import FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY, PASS_THROUGH, sink_toml
-from tests.jetstream import NatsCluster
-from tests.support import Daemon, free_port, wait_for, write_config
+from tests.jetstream import NatsCluster, relay_daemon
+from tests.support import Daemon, running, wait_for, write_config
 
 STREAM = "ROWS"
 PARTITIONS = 4
@@ -50,40 +48,13 @@ duplicate_window = 120
 def relay(home: Path, cluster: NatsCluster, fakes: dict[str, str]) -> Daemon:
     """The relay's sinks fp, hl, kw deliver to the fakes with the relay's own keys."""
     home.mkdir()
-    admin = f"127.0.0.1:{free_port()}"
     sinks = []
     for (name, vendor), key in zip(VENDORS, (FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY), strict=True):
         key_file = home / f"{name}.key"
         key_file.write_text(key + "\n")
         key_file.chmod(0o600)
         sinks.append(sink_toml(name, vendor, fakes[name], key_file))
-    extra = f"""
-[admin]
-http = "{admin}"
-
-[relay]
-servers = {orjson.dumps(cluster.urls).decode()}
-stream = "{STREAM}"
-partitions = {PARTITIONS}
-ack_wait = 3
-lease_ttl = 3
-timeout = 0.5
-
-{PASS_THROUGH}
-"""
-    config = write_config(home, "\n".join(sinks), extra=extra)
-    return Daemon(config, admin, home / "shipper.sock", args=("--role", "relay"))
-
-
-@contextlib.asynccontextmanager
-async def running(*daemons: Daemon) -> AsyncIterator[None]:
-    try:
-        for daemon in daemons:
-            await daemon.start()
-        yield
-    finally:
-        for daemon in daemons:
-            await daemon.ensure_stopped()
+    return relay_daemon(home, cluster, STREAM, PARTITIONS, "\n".join(sinks), PASS_THROUGH)
 
 
 def run_snippets(host: str) -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
