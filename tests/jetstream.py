@@ -260,6 +260,22 @@ async def create_stream(cluster: NatsCluster, name: str, subjects: list[str], du
         await nc.close()
 
 
+def jetstream_sink(name: str, cluster: NatsCluster, stream: str, target: str, partitions: int) -> str:
+    """A sidecar's `jetstream` sink into `cluster`, its timings short for tests (retries in well under a second)."""
+    return f"""
+[sinks.{name}]
+type = "jetstream"
+servers = {orjson.dumps(cluster.urls).decode()}
+stream = "{stream}"
+target = "{target}"
+partitions = {partitions}
+timeout = 2
+retry_initial_backoff = 0.05
+retry_max_backoff = 0.5
+duplicate_window = 120
+"""
+
+
 RELAY_KEYS = {"ack_wait": 3, "lease_ttl": 3, "timeout": 0.5}  # short, so a test sees leases move in seconds
 
 

@@ -11,26 +11,14 @@ import orjson
 
 from shipper.jetstream.envelope import decode
 from shipper.spool.reader import SpoolReader
-from tests.jetstream import NatsCluster
+from tests.jetstream import NatsCluster, jetstream_sink
 from tests.support import Daemon, metric, post_items, scrape, wait_for, write_config
 
 STREAM = "ROWS"
 
 
 def sidecar(tmp_path: Path, cluster: NatsCluster) -> Daemon:
-    servers = orjson.dumps(cluster.urls).decode()
-    sinks = f"""
-[sinks.fleet]
-type = "jetstream"
-servers = {servers}
-stream = "{STREAM}"
-target = "humanloop"
-partitions = 4
-timeout = 2
-retry_initial_backoff = 0.05
-retry_max_backoff = 0.5
-duplicate_window = 120
-"""
+    sinks = jetstream_sink("fleet", cluster, STREAM, "humanloop", 4)
     return Daemon.from_config(write_config(tmp_path, sinks))
 
 

@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 from nats.js.api import ConsumerInfo
 
-from tests.jetstream import NatsCluster, patiently, relay_daemon
+from tests.jetstream import NatsCluster, jetstream_sink, patiently, relay_daemon
 from tests.support import (
     Daemon,
     FakeRemote,
@@ -40,18 +40,7 @@ PARTITIONS = 4
 def sidecar(tmp_path: Path, cluster: NatsCluster) -> Daemon:
     home = tmp_path / "sidecar"
     home.mkdir()
-    sinks = f"""
-[sinks.fleet]
-type = "jetstream"
-servers = {orjson.dumps(cluster.urls).decode()}
-stream = "{STREAM}"
-target = "out"
-partitions = {PARTITIONS}
-timeout = 2
-retry_initial_backoff = 0.05
-retry_max_backoff = 0.5
-duplicate_window = 120
-"""
+    sinks = jetstream_sink("fleet", cluster, STREAM, "out", PARTITIONS)
     return Daemon.from_config(write_config(home, sinks))
 
 

@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import orjson
-
 from tests.fakes import FreeplayFake, HumanloopFake, KeywordsAIFake
 from tests.fakes import snippets as sdk
 from tests.fakes.compare import assert_json_and_key, fp_ids, hl_ids, host_of, normalized
 from tests.fakes.rig import FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY, PASS_THROUGH, sink_toml
-from tests.jetstream import NatsCluster, relay_daemon
+from tests.jetstream import NatsCluster, jetstream_sink, relay_daemon
 from tests.support import Daemon, running, wait_for, write_config
 
 STREAM = "ROWS"
@@ -29,19 +27,7 @@ def sidecar(home: Path, cluster: NatsCluster, fakes: dict[str, str]) -> Daemon:
     parts = []
     for name, vendor in VENDORS:
         parts.append(sink_toml(name, vendor, fakes[name], None) + f'via = "fleet-{name}"\n')
-        parts.append(
-            f"""[sinks.fleet-{name}]
-type = "jetstream"
-servers = {orjson.dumps(cluster.urls).decode()}
-stream = "{STREAM}"
-target = "{name}"
-partitions = {PARTITIONS}
-timeout = 2
-retry_initial_backoff = 0.05
-retry_max_backoff = 0.5
-duplicate_window = 120
-"""
-        )
+        parts.append(jetstream_sink(f"fleet-{name}", cluster, STREAM, name, PARTITIONS))
     return Daemon.from_config(write_config(home, "\n".join(parts), extra=PASS_THROUGH))
 
 
