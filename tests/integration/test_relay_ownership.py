@@ -109,3 +109,36 @@ async def test_a_renewal_whose_answer_was_lost_keeps_the_lease(bucket: KeyValue,
         assert time.monotonic() < deadline, "the lapsed partition was never drained"
         await asyncio.sleep(0.01)
     assert 0 not in one.consuming and sorted(one.ownership.leases) == list(range(1, PARTITIONS))
+
+
+async def test_a_relay_cut_off_from_nats_stops_consuming_before_another_takes_its_partitions(
+    bucket: KeyValue, nats_cluster: NatsCluster
+) -> None:
+    """Each relay on its own connection, ticking by itself (Ownership.run). One loses its connection: its ticks fail
+    (each bounded, never hanging), it gives every partition up once its leases were not renewed for 2/3 of lease_ttl,
+    and the other takes them only after they expired: at no moment do both consume one partition."""
+    own = await nats_cluster.client()
+    try:
+        cut = Relay(await own.jetstream(timeout=10).key_value("leases"), nats_cluster)
+        other = Relay(bucket, nats_cluster)
+        runs = [asyncio.create_task(relay.ownership.run()) for relay in (cut, other)]
+        try:
+            deadline = time.monotonic() + 10
+            while len(cut.consuming) != PARTITIONS // 2 or len(other.consuming) != PARTITIONS // 2:
+                holders([cut, other])
+                assert time.monotonic() < deadline, "the relays did not split the partitions"
+                await asyncio.sleep(0.01)
+            held = set(cut.consuming)
+            await own.close()  # cut off: no renewal, no look at the bucket from now on
+            started = time.monotonic()
+            while not held <= other.consuming:
+                holders([cut, other])  # never one partition twice, sampled every 10 ms
+                assert time.monotonic() - started < 3 * TTL + 1, "the cut-off relay's partitions did not move"
+                await asyncio.sleep(0.01)
+            assert cut.consuming == set() and sorted(cut.lost) == sorted(held)
+        finally:
+            for task in runs:
+                task.cancel()
+            await asyncio.gather(*runs, return_exceptions=True)
+    finally:
+        await own.close()
