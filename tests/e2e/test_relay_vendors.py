@@ -9,15 +9,20 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.fakes import FreeplayFake, HumanloopFake, KeywordsAIFake
+import aiohttp
+import pytest
+
+from tests.fakes import RATE_LIMITED, UNAVAILABLE, FreeplayFake, HumanloopFake, KeywordsAIFake
 from tests.fakes import snippets as sdk
 from tests.fakes.compare import assert_json_and_key, fp_ids, hl_ids, host_of, normalized
+from tests.fakes.mixed import first_occurrences, interleave, mixed_records
 from tests.fakes.rig import FP_SINK_KEY, HL_SINK_KEY, KW_SINK_KEY, PASS_THROUGH, sink_toml
 from tests.jetstream import NatsCluster, jetstream_sink, relay_daemon
-from tests.support import Daemon, running, wait_for, write_config
+from tests.support import Daemon, metric, post_items, running, scrape, wait_for, write_config
 
 STREAM = "ROWS"
 PARTITIONS = 4
+FP_OPS = ["completion.create", "completion.update", "completion.feedback"]
 VENDORS = (("fp", "freeplay"), ("hl", "humanloop"), ("kw", "keywordsai"))
 
 
@@ -109,3 +114,62 @@ async def test_the_vendors_sdks_at_two_sidecars_reach_the_vendors_through_the_st
     assert fp.violations == [] and fp.rejected() == [] and fp.duplicates == 0
     assert hl.violations == [] and hl.unknown_trace_parents == [] and hl.rejected() == []
     assert kw.rejected() == []
+
+
+@pytest.mark.timeout(150)
+async def test_a_mixed_vendor_load_survives_a_relays_kill9_in_order_with_its_repeats_counted(
+    tmp_path: Path, nats_cluster: NatsCluster
+) -> None:
+    """2,000 native records for the three vendors (Freeplay completions and traces, Humanloop flow logs with their
+    updates, Keywords AI logs), each entity at one of two sidecars, through the stream to two relays, the fakes
+    refusing 10% with 503 or 429; one relay killed with -9 mid-stream. Every entity arrives whole and in order; a
+    repeat at a vendor is a message the stream handed the surviving relay again (the killed one had sent it and not
+    had it acknowledged)."""
+    seqs, ids = mixed_records(200, 100, 300, 600)
+    fp, hl, kw = (
+        FreeplayFake(api_keys=(FP_SINK_KEY,)),
+        HumanloopFake(api_keys=(HL_SINK_KEY,)),
+        KeywordsAIFake(api_keys=(KW_SINK_KEY,)),
+    )
+    async with fp, hl, kw:
+        for seed, fake in enumerate((fp, hl, kw)):
+            fake.chaos(0.1, [UNAVAILABLE, RATE_LIMITED], seed=seed)
+        fakes = {"fp": fp.url, "hl": hl.url, "kw": kw.url}
+        sidecars = [sidecar(tmp_path / f"sidecar-{n}", nats_cluster, fakes) for n in (1, 2)]
+        killed, survivor = (relay(tmp_path / f"relay-{n}", nats_cluster, fakes) for n in (1, 2))
+
+        def delivered() -> bool:
+            return (
+                all(c in fp.completions and fp.completions[c].feedback for c in ids["fp"])
+                and all(t in fp.traces and fp.traces[t].updates for t in ids["trace"])
+                and all(lid in hl.logs and hl.logs[lid].updates for lid in ids["hl"])
+                and len(kw.logs) >= len(ids["kw"])
+            )
+
+        async with running(*sidecars, killed, survivor), aiohttp.ClientSession() as session:
+            for n, side in enumerate(sidecars):  # an entity's records all at one sidecar, in order
+                items = interleave(seqs[n::2])
+                for start in range(0, len(items), 250):
+                    await post_items(session, f"http://{side.http}/v1/records", items[start : start + 250])
+            await wait_for(lambda: len(hl.logs) >= 100, timeout=60)
+            await killed.kill9()
+            await wait_for(delivered, timeout=90, interval=0.2)
+            _, samples = await scrape(session, f"http://{survivor.http}")
+
+    for cid in ids["fp"]:
+        assert first_occurrences(fp.operations(cid)) == [
+            "completion.create",
+            "completion.update",
+            "completion.feedback",
+        ]
+    for tid in ids["trace"]:
+        assert first_occurrences(fp.operations(tid)) == ["trace.record", "trace.update"]
+    for lid in ids["hl"]:
+        assert first_occurrences(hl.operations(lid)) == ["flow.create", "flow.update"]
+    assert {log.get("custom_identifier") for log in kw.logs.values()} == set(ids["kw"])
+    for fake in (fp, hl, kw):
+        assert fake.chaos_plan is not None and fake.chaos_plan.hits > 10
+        assert fake.violations == [] and fake.rejected() == []
+    redelivered = metric(samples, "shipper_relay_redeliveries_total")
+    assert redelivered is not None and redelivered > 0  # the killed relay's unacknowledged messages
+    assert fp.duplicates + hl.duplicates + kw.duplicates <= redelivered

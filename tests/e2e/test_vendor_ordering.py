@@ -22,16 +22,12 @@ import pytest
 from shipper.spool.reader import DeadRow, read
 from tests.fakes import BAD_REQUEST, RATE_LIMITED, RESET, UNAVAILABLE, Fault, Seen
 from tests.fakes import snippets as sdk
+from tests.fakes.mixed import first_occurrences, interleave, mixed_records
 from tests.fakes.rig import APP_KEYS, SINK_KEYS, Rig, vendor_rig
 from tests.support import ndjson, run_cli, unix_session, wait_for
 
 FP_OPS = ["completion.create", "completion.update", "completion.feedback"]
 HL_OPS = ["prompt.create", "prompt.update"]
-
-
-def first_occurrences(operations: list[str]) -> list[str]:
-    """Operations in arrival order with redeliveries folded into their first arrival."""
-    return list(dict.fromkeys(operations))
 
 
 def rows_attempted(spool: Path, sink: str) -> int:
@@ -309,59 +305,9 @@ async def test_humanloop_update_paths_are_rewritten_with_the_ids_the_remote_assi
 N_FP, N_TRACES, N_HL, N_KW = 1000, 500, 1500, 3000  # 3 + 2 + 2 + 1 records each: 10 000 records
 
 
-def mixed_records() -> tuple[list[list[dict[str, Any]]], dict[str, list[str]]]:
-    """Per-entity record sequences (create first) and the ids to look for at the remotes."""
-    project = sdk.FP_PROJECT
-    seqs: list[list[dict[str, Any]]] = []
-    ids: dict[str, list[str]] = {"fp": [], "trace": [], "hl": [], "kw": []}
-    for n in range(N_FP):
-        sid, cid = str(uuid.uuid4()), str(uuid.uuid4())
-        ids["fp"].append(cid)
-        seqs.append([
-            {"sink": "fp", "path": f"/v2/projects/{project}/sessions/{sid}/completions",
-             "body": {"messages": [{"role": "user", "content": f"q{n}"}], "completion_id": cid}},
-            {"sink": "fp", "path": f"/v2/projects/{project}/completions/{cid}",
-             "body": {"new_messages": [{"role": "assistant", "content": f"a{n}"}], "eval_results": None}},
-            {"sink": "fp", "path": f"/v2/projects/{project}/completion-feedback/id/{cid}", "body": {"n": n}},
-        ])  # fmt: skip
-    for n in range(N_TRACES):
-        sid, tid = str(uuid.uuid4()), str(uuid.uuid4())
-        ids["trace"].append(tid)
-        trace = dict.fromkeys(("agent_name", "parent_id", "custom_metadata", "eval_results", "test_run_info"))
-        trace.update(input=f"i{n}", output=None, kind="agent", name="mix", start_time=None, end_time=None)
-        path = f"/v2/projects/{project}/sessions/{sid}/traces/id/{tid}"
-        seqs.append([
-            {"sink": "fp", "path": path, "body": trace},
-            {"sink": "fp", "method": "PATCH", "path": path, "body": {"output": f"o{n}"}},
-        ])  # fmt: skip
-    for n in range(N_HL):
-        log_id = f"mix-flow-{n}"
-        ids["hl"].append(log_id)
-        seqs.append([
-            {"sink": "hl", "path": "/v5/flows/log",
-             "body": {"path": f"mix/flow-{n % 10}", "log_id": log_id, "inputs": {"n": n}, "log_status": "incomplete"}},
-            {"sink": "hl", "method": "PATCH", "path": f"/v5/flows/logs/{log_id}",
-             "body": {"output": str(n), "log_status": "complete"}},
-        ])  # fmt: skip
-    for n in range(N_KW):
-        ids["kw"].append(f"mix-{n}")
-        body = {"model": "gpt-4o-mini", "input": f"i{n}", "output": "o", "custom_identifier": f"mix-{n}"}
-        seqs.append([{"sink": "kw", "path": "/request-logs/create", "body": body}])
-    return seqs, ids
-
-
-def interleave(seqs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Round-robin over entities: an entity's records keep their order, spread across several batches."""
-    out: list[dict[str, Any]] = []
-    depth = max(len(seq) for seq in seqs)
-    for step in range(depth):
-        out.extend(seq[step] for seq in seqs if step < len(seq))
-    return out
-
-
 @pytest.mark.timeout(120)
 async def test_ten_thousand_mixed_vendor_records_under_20_percent_failures_all_arrive_in_order(tmp_path: Path) -> None:
-    seqs, ids = mixed_records()
+    seqs, ids = mixed_records(N_FP, N_TRACES, N_HL, N_KW)
     items = interleave(seqs)
     assert len(items) == 10_000
     async with vendor_rig(tmp_path, concurrency=32) as rig:
