@@ -45,16 +45,18 @@ PEER_OFFLINE = 10005  # "no suitable peers for placement": the meta leader has n
 
 
 async def patiently(call: Callable[[], Awaitable[T]], timeout: float = START_TIMEOUT) -> T:
-    """A JetStream API call, tried again when it times out or the meta leader still counts a peer as offline: on a
-    loaded machine (several clusters at once, one that just lost or regained a node) an answer can take longer than a
-    request waits, and a started node's first report to the meta leader can come after its /healthz says 200."""
+    """A JetStream API call, tried again when it times out, its consumer is not serving yet (503), or the meta leader
+    still counts a peer as offline: on a loaded machine (several clusters at once, one that just lost or regained a
+    node) an answer can take longer than a request waits, a consumer just made can answer 503 to its first fetch,
+    and a started node's first report to the meta leader can come after its /healthz says 200."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return await call()
-        except TimeoutError:
+        except (TimeoutError, nats.js.errors.ServiceUnavailableError):  # the latter: a consumer just made
             if time.monotonic() > deadline:
                 raise
+            await asyncio.sleep(0.1)
         except nats.js.errors.APIError as error:
             if error.err_code != PEER_OFFLINE or time.monotonic() > deadline:
                 raise
@@ -260,8 +262,12 @@ async def create_stream(cluster: NatsCluster, name: str, subjects: list[str], du
         await nc.close()
 
 
-def jetstream_sink(name: str, cluster: NatsCluster, stream: str, target: str, partitions: int) -> str:
-    """A sidecar's `jetstream` sink into `cluster`, its timings short for tests (retries in well under a second)."""
+def jetstream_sink(
+    name: str, cluster: NatsCluster, stream: str, target: str, partitions: int, retention: str = "limits"
+) -> str:
+    """A sidecar's `jetstream` sink into `cluster`, its timings short for tests (retries in well under a second);
+    the stream it creates keeps what the relays acknowledged unless `retention` says "workqueue", so that a test can
+    look at everything that went through it."""
     return f"""
 [sinks.{name}]
 type = "jetstream"
@@ -273,6 +279,7 @@ timeout = 2
 retry_initial_backoff = 0.05
 retry_max_backoff = 0.5
 duplicate_window = 120
+retention = "{retention}"
 """
 
 

@@ -186,6 +186,14 @@ class JetStreamSinkConfig(_SinkBase, NatsStream):
     # The stream drops a message whose Nats-Msg-Id it stored this recently: a row published again (its PubAck was
     # lost, the sidecar died before settling) within the window is stored once. Must exceed the longest retry gap.
     duplicate_window: float = Field(600.0, gt=0)
+    # The stream the sink creates keeps a message until a relay acknowledged it ("workqueue": one consumer per
+    # partition, as the relays make them), or by its limits alone ("limits", for other readers as well; it then grows
+    # until max_bytes or max_age).
+    retention: Literal["workqueue", "limits"] = "workqueue"
+    # Bounds of the stream the sink creates. Full at max_bytes, the stream refuses new messages (the sidecar holds
+    # them in its spool and retries), never dropping one it stored. max_age drops what is older, delivered or not.
+    max_bytes: int | None = Field(None, gt=0)
+    max_age: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> JetStreamSinkConfig:

@@ -37,10 +37,10 @@ STREAM = "ROWS"
 PARTITIONS = 4
 
 
-def sidecar(tmp_path: Path, cluster: NatsCluster) -> Daemon:
+def sidecar(tmp_path: Path, cluster: NatsCluster, retention: str = "limits") -> Daemon:
     home = tmp_path / "sidecar"
     home.mkdir()
-    sinks = jetstream_sink("fleet", cluster, STREAM, "out", PARTITIONS)
+    sinks = jetstream_sink("fleet", cluster, STREAM, "out", PARTITIONS, retention)
     return Daemon.from_config(write_config(home, sinks))
 
 
@@ -94,6 +94,14 @@ async def settled(cluster: NatsCluster) -> bool:
     return all(not c.num_ack_pending and not c.num_pending for c in await consumers(cluster))
 
 
+async def stream_empty(cluster: NatsCluster) -> bool:
+    nc = await cluster.client()
+    try:
+        return (await patiently(lambda: nc.jetstream(timeout=10).stream_info(STREAM))).state.messages == 0
+    finally:
+        await nc.close()
+
+
 async def relay_metric(daemon: Daemon, name: str) -> float:
     async with aiohttp.ClientSession() as session:
         _, samples = await scrape(session, f"http://{daemon.http}")
@@ -141,7 +149,7 @@ async def test_a_relay_killed_mid_stream_loses_nothing_the_next_delivers_the_res
         await asyncio.sleep(0.01)
 
     remote.async_behaviour = slow
-    side, first = sidecar(tmp_path, nats_cluster), relay(tmp_path, nats_cluster, remote)
+    side, first = sidecar(tmp_path, nats_cluster, "workqueue"), relay(tmp_path, nats_cluster, remote)
     async with running(side, first):
         await post(side, range(800))
         await wait_for(lambda: len(remote.received) >= 150, timeout=60)
@@ -151,6 +159,7 @@ async def test_a_relay_killed_mid_stream_loses_nothing_the_next_delivers_the_res
         async with running(second):
             await wait_for(lambda: set(numbers(remote)) == set(range(800)), timeout=90)
             await poll(lambda: settled(nats_cluster))
+            await poll(lambda: stream_empty(nats_cluster))  # a work queue: what a relay acknowledged is gone
     received = numbers(remote)
     assert in_order_per_key(received)
     # Repeats are only what the first relay had sent and not had acknowledged: at most its sends in flight.

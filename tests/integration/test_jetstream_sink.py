@@ -42,6 +42,7 @@ def config(cluster: NatsCluster, **over: Any) -> JetStreamSinkConfig:
         "retry_initial_backoff": 0.05,
         "retry_max_backoff": 0.5,
         "duplicate_window": 60,
+        "retention": "limits",  # the tests look at everything the stream took
     }
     return JetStreamSinkConfig.model_validate({**fields, **over})
 
@@ -295,3 +296,32 @@ async def test_the_first_sends_together_create_the_stream_once(
     assert [r.getMessage() for r in caplog.records].count("sink fleet: created stream ROWS") == 1
     assert len(await nats_cluster.messages(STREAM)) == 64
     assert (sink.published, sink.duplicates, sink.pending_acks) == (64, 0, 0)
+
+
+async def test_the_stream_the_sink_creates_is_a_work_queue_that_refuses_rather_than_drops_when_full(
+    tmp_path: Path, nats_cluster: NatsCluster
+) -> None:
+    """By default the created stream keeps a message until a relay acknowledged it; bounded, it refuses the next
+    message when full (the send is retried, its rows still in the spool), never dropping one it stored."""
+    path = tmp_path / "spool.db"
+    spool = await Spool.open(path)
+    try:
+        await spool.append([new_row(n, body=orjson.dumps({"pad": "x" * 1000, "n": n})) for n in range(8)])
+        rows = (await spool.lease("fleet", 8)).rows
+    finally:
+        await spool.close()
+    sink = JetStreamSink("fleet", config(nats_cluster, retention="workqueue", max_bytes=4096), {}, path)
+    try:
+        first = await send_until_up(sink, rows[:2])
+        full = await sink.send(rows[2:])
+    finally:
+        await sink.close()
+    assert first.verdict.value == "delivered"
+    assert full.verdict.value == "retry" and "the stream refused a row" in full.detail, full.detail
+    nc = await nats_cluster.client()
+    try:
+        info = await nc.jetstream(timeout=10).stream_info(STREAM)
+    finally:
+        await nc.close()
+    assert (info.config.retention, info.config.discard, info.config.max_bytes) == ("workqueue", "new", 4096)
+    assert 2 <= info.state.messages < 8  # what it took it keeps; the rest it refused

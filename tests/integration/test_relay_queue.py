@@ -27,7 +27,7 @@ from shipper.vendors import VENDORS
 from tests.fakes import HumanloopFake
 from tests.fakes.base import BAD_REQUEST
 from tests.fakes.snippets import HL_KEY
-from tests.jetstream import NatsCluster, create_stream
+from tests.jetstream import NatsCluster, create_stream, patiently
 from tests.support import wait_for
 
 STREAM = "ROWS"
@@ -173,7 +173,7 @@ async def test_a_message_a_dead_relay_held_is_dead_lettered_once_its_partition_i
         js = nc.jetstream(timeout=10)
         await js.add_consumer(STREAM, consumer_config(relay_config(nats_cluster), partition))
         sub = await js.pull_subscribe_bind(durable=durable(relay_config(nats_cluster), partition), stream=STREAM)
-        assert len(await sub.fetch(1, timeout=5)) == 1
+        assert len(await patiently(lambda: sub.fetch(1, timeout=5))) == 1  # a consumer just made may start late
     finally:
         await nc.close()
     path = tmp_path / "relay.db"

@@ -19,7 +19,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig, StreamInfo
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from shipper.config.sinks import JetStreamSinkConfig
 from shipper.jetstream.options import connect_options
@@ -45,6 +45,7 @@ class Link:
         self._js: JetStreamContext | None = None
         self._stream_ready = False
         self._checking = asyncio.Lock()
+        self._refusal: tuple[float, str] | None = None  # (monotonic time, what) of the stream's last refusal
 
     def start(self) -> None:
         if self._task is None:
@@ -112,7 +113,19 @@ class Link:
         self._js = client.jetstream(timeout=self._config.timeout, publish_async_max_pending=self._max_pending)
         log.info("sink %s: connected to NATS", self._name, extra={"sink": self._name})
 
+    def refused_since(self, since: float) -> str | None:
+        """What the stream last refused a publish for, if it did after `since` (monotonic time)."""
+        if self._refusal is None or self._refusal[0] < since:
+            return None
+        return self._refusal[1]
+
     async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.js.errors.APIError):
+            # nats-py 2.16 answers a refused publish_async (a 503 "maximum bytes exceeded", say) here: its reply
+            # handler raises the error instead of setting it on the PubAck's future, which then never resolves.
+            self._refusal = (asyncio.get_running_loop().time(), exc.description or type(exc).__name__)
+            self._errors.warning("sink %s: the stream refused a publish: %s", self._name, self._refusal[1])
+            return
         self._errors.warning("sink %s: NATS connection: %s", self._name, type(exc).__name__ + _detail(exc))
 
     async def _ensure_stream(self, js: JetStreamContext) -> str | None:
@@ -155,6 +168,10 @@ class Link:
                     num_replicas=c.replicas,
                     duplicate_window=c.duplicate_window,
                     storage=StorageType.FILE,
+                    retention=RetentionPolicy(c.retention),
+                    max_bytes=c.max_bytes,
+                    max_age=c.max_age,
+                    discard=DiscardPolicy.NEW,  # full: refuse the next message (it waits in a spool), drop none
                 )
             )
         except (nats.errors.Error, TimeoutError) as exc:

@@ -98,6 +98,7 @@ class JetStreamSink:
     ) -> Outcome:
         pending: list[asyncio.Future[PubAck]] = []
         timeout = self._config.timeout
+        started = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(timeout):
                 for identity, subject, payload in zip(ids, subjects, payloads, strict=True):
@@ -112,7 +113,9 @@ class JetStreamSink:
                 finally:
                     self._sending.discard(sending)
         except TimeoutError:
-            return self._failed(pending, f"no PubAck within {timeout:g}s")
+            refused = self._link.refused_since(started)
+            why = f"the stream refused a row: {refused}" if refused else f"no PubAck within {timeout:g}s"
+            return self._failed(pending, why)
         except nats.js.errors.APIError as exc:
             return self._failed(pending, f"the stream refused a row: {exc.description or exc}")
         except (nats.errors.Error, OSError) as exc:
