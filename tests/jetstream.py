@@ -45,15 +45,17 @@ PEER_OFFLINE = 10005  # "no suitable peers for placement": the meta leader has n
 
 
 async def patiently(call: Callable[[], Awaitable[T]], timeout: float = START_TIMEOUT) -> T:
-    """A JetStream API call, tried again when it times out, its consumer is not serving yet (503), or the meta leader
-    still counts a peer as offline: on a loaded machine (several clusters at once, one that just lost or regained a
-    node) an answer can take longer than a request waits, a consumer just made can answer 503 to its first fetch,
-    and a started node's first report to the meta leader can come after its /healthz says 200."""
+    """A JetStream API call, tried again when it times out, when its consumer or stream is not serving yet, or
+    when the meta leader still counts a peer as offline: on a loaded machine (several clusters at once, one that
+    just lost or regained a node) an answer can take longer than a request waits, a consumer just made can answer
+    503 to its first fetch, a stream just made can have no responders yet on some node, and a started node's first
+    report to the meta leader can come after its /healthz says 200."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return await call()
-        except (TimeoutError, nats.js.errors.ServiceUnavailableError):  # the latter: a consumer just made
+        except (TimeoutError, nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError):
+            # a consumer just made answers 503 at first; a stream just made, no responders on every node yet
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)

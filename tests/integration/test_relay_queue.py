@@ -71,7 +71,8 @@ async def publish(cluster: NatsCluster, rows: list[SpoolRow], target: str = "hl"
         for row in rows:
             group = row.key if row.after is None else row.after
             subject = f"shipper.rows.{partition_of(group, PARTITIONS, row.id)}"
-            await js.publish(subject, encode(row, "test", target), headers={MSG_ID: f"test:{row.id}"})
+            payload, headers = encode(row, "test", target), {MSG_ID: f"test:{row.id}"}
+            await patiently(lambda s=subject, p=payload, h=headers: js.publish(s, p, headers=h))  # a repeat is dropped
     finally:
         await nc.close()
 
@@ -149,12 +150,11 @@ async def test_what_cannot_be_delivered_is_dead_lettered_where_the_relay_runs_an
     first = letters[0]
     assert (first.status, first.path, first.body["log_id"]) == (400, "/prompts/log", log)
     depends = f"depends on row {first.id} (hl:log:{log}), which was dead-lettered"
-    assert [(letter.reason, letter.body["output"]) for letter in letters[1:4]] == [
-        (depends, "u2"),
-        (depends, "u3"),
-        (depends, "late"),
-    ]
-    others = sorted(letter.reason.split(":")[0] for letter in letters[4:])
+    # the held updates died with their create, in their order; the late one on arrival. The others are of other
+    # partitions, so buried in no order against these.
+    dependants = [letter.body["output"] for letter in letters[1:] if letter.reason == depends]
+    assert dependants == ["u2", "u3", "late"]
+    others = sorted(letter.reason.split(":")[0] for letter in letters[1:] if letter.reason != depends)
     assert others == ["no sink 'nope' in this relay's configuration (hl)", "not a shipper row"]
     assert [seen.body["log_id"] for seen in hl_fake.received] == ["log_fine1"]
 

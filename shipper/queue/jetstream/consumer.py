@@ -28,8 +28,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from shipper.config.relay import RelayConfig
+from shipper.jetstream.connect import describe
 from shipper.logs import Throttled
-from shipper.queue.jetstream.link import describe
 
 log = logging.getLogger(__name__)
 # A fetch waits this long for a first message (a long poll), then asks again.

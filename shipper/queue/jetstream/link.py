@@ -23,17 +23,11 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from shipper.config.relay import RelayConfig
+from shipper.jetstream.connect import RECONNECT_WAIT, connect, describe
 from shipper.jetstream.options import connect_options
 from shipper.logs import Throttled
 
 log = logging.getLogger(__name__)
-RECONNECT_WAIT = 1  # seconds (nats-py takes an int)
-CONNECT_TIMEOUT = 2
-
-
-def describe(exc: BaseException) -> str:
-    text = str(exc)
-    return type(exc).__name__ + (f": {text}" if text else "")
 
 
 class Link:
@@ -48,21 +42,7 @@ class Link:
 
     async def connect(self) -> None:
         """Until connected and both buckets are there; every failure is logged (throttled) and tried again."""
-        while True:
-            try:
-                await self.client.connect(
-                    self.config.servers,
-                    name="shipper relay",
-                    connect_timeout=CONNECT_TIMEOUT,
-                    reconnect_time_wait=RECONNECT_WAIT,
-                    max_reconnect_attempts=-1,
-                    error_cb=self._on_error,
-                    **self._options,
-                )
-                break
-            except Exception as exc:  # whatever it is, the answer is to try again later
-                await self._on_error(exc)
-                await asyncio.sleep(RECONNECT_WAIT)
+        await connect(self.client, self.config.servers, "shipper relay", self._options, self._on_error)
         js = self.client.jetstream(timeout=self.config.timeout)
         while self.shared is None or self.leases is None:
             try:

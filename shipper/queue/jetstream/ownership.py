@@ -32,8 +32,8 @@ import orjson
 from nats.js.kv import KeyValue
 
 from shipper.config.relay import RelayConfig
+from shipper.jetstream.connect import describe
 from shipper.logs import Throttled
-from shipper.queue.jetstream.link import describe
 from shipper.queue.jetstream.shares import plan
 
 log = logging.getLogger(__name__)

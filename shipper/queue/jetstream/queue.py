@@ -42,11 +42,12 @@ from shipper.core import order
 from shipper.core.leasing import take
 from shipper.core.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
 from shipper.errors import SpoolError
+from shipper.jetstream.connect import describe
 from shipper.jetstream.envelope import decode
 from shipper.queue.base import Leaser
 from shipper.queue.jetstream.consumer import PartitionConsumer
 from shipper.queue.jetstream.holding import Held, Holding
-from shipper.queue.jetstream.link import Link, describe
+from shipper.queue.jetstream.link import Link
 from shipper.queue.jetstream.ownership import Ownership
 from shipper.queue.jetstream.shared import Shared
 

@@ -21,7 +21,7 @@ import orjson
 from nats.js.kv import KeyValue
 
 from shipper.errors import SpoolError
-from shipper.queue.jetstream.link import describe
+from shipper.jetstream.connect import describe
 
 # Learnt ids kept in this process, to skip a read: they never change once written.
 CACHE = 100_000

@@ -22,12 +22,11 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 from shipper.config.sinks import JetStreamSinkConfig
+from shipper.jetstream.connect import CONNECT_TIMEOUT, connect, describe
 from shipper.jetstream.options import connect_options
 from shipper.logs import Throttled
 
 log = logging.getLogger(__name__)
-RECONNECT_WAIT = 1  # seconds (nats-py takes an int)
-CONNECT_TIMEOUT = 2
 LEADER_POLL = 0.05
 
 
@@ -95,21 +94,7 @@ class Link:
         anything it raises all the same is logged and tried again. The client exists before it connects, so that
         `close` can stop it (and its tasks) even mid-attempt."""
         client = self._client = Client()
-        while True:
-            try:
-                await client.connect(
-                    self._config.servers,
-                    name=f"shipper sink {self._name}",
-                    connect_timeout=CONNECT_TIMEOUT,
-                    reconnect_time_wait=RECONNECT_WAIT,
-                    max_reconnect_attempts=-1,
-                    error_cb=self._on_error,
-                    **self._options,
-                )
-                break
-            except Exception as exc:  # whatever it is, the answer is to try again later
-                await self._on_error(exc)
-                await asyncio.sleep(RECONNECT_WAIT)
+        await connect(client, self._config.servers, f"shipper sink {self._name}", self._options, self._on_error)
         self._js = client.jetstream(timeout=self._config.timeout, publish_async_max_pending=self._max_pending)
         log.info("sink %s: connected to NATS", self._name, extra={"sink": self._name})
 
@@ -126,7 +111,7 @@ class Link:
             self._refusal = (asyncio.get_running_loop().time(), exc.description or type(exc).__name__)
             self._errors.warning("sink %s: the stream refused a publish: %s", self._name, self._refusal[1])
             return
-        self._errors.warning("sink %s: NATS connection: %s", self._name, type(exc).__name__ + _detail(exc))
+        self._errors.warning("sink %s: NATS connection: %s", self._name, describe(exc))
 
     async def _ensure_stream(self, js: JetStreamContext) -> str | None:
         """None when the stream is there, led, and drops repeats long enough; else what is wrong. A stream just
@@ -159,7 +144,7 @@ class Link:
             if not c.create_stream:
                 return f"stream {c.stream} does not exist (create_stream is false)"
         except (nats.errors.Error, TimeoutError) as exc:
-            return f"cannot look up stream {c.stream}: {type(exc).__name__}{_detail(exc)}"
+            return f"cannot look up stream {c.stream}: {describe(exc)}"
         try:
             info = await js.add_stream(
                 StreamConfig(
@@ -175,11 +160,6 @@ class Link:
                 )
             )
         except (nats.errors.Error, TimeoutError) as exc:
-            return f"cannot create stream {c.stream}: {type(exc).__name__}{_detail(exc)}"
+            return f"cannot create stream {c.stream}: {describe(exc)}"
         log.info("sink %s: created stream %s", self._name, c.stream, extra={"sink": self._name})
         return info
-
-
-def _detail(exc: BaseException) -> str:
-    text = str(exc)
-    return f": {text}" if text else ""
