@@ -175,7 +175,7 @@ class JetStreamSinkConfig(_SinkBase, NatsStream):
     target: str
     # Rows per send; every row of a send is published before their PubAcks are awaited. Publishes awaiting a PubAck
     # are bounded by concurrency x batch_max_records.
-    batch_max_records: int = Field(128, ge=1, le=4096)
+    batch_max_records: int = Field(512, ge=1, le=4096)
     batch_timeout: float = Field(0.05, ge=0)
     # How long a published row may wait for its PubAck before the send is retried (a repeat the stream drops).
     timeout: float = Field(10.0, gt=0)

@@ -31,7 +31,7 @@ def test_a_jetstream_sink_from_toml_with_its_defaults(tmp_path: Path) -> None:
     config = load_config(path, {"SHIPPER__SINKS__FLEET__PARTITIONS": "32"}).sinks["fleet"]
     assert isinstance(config, JetStreamSinkConfig)
     assert (config.subject_prefix, config.partitions, config.replicas) == ("shipper.rows", 32, 3)
-    assert (config.batch_max_records, config.duplicate_window, config.create_stream) == (128, 600.0, True)
+    assert (config.batch_max_records, config.duplicate_window, config.create_stream) == (512, 600.0, True)
     assert config.credentials_file == tmp_path / "fleet.creds"  # relative to the file, as every path
 
 
