@@ -195,8 +195,10 @@ def test_fleet_sidecar_and_relays_agree_on_the_stream_and_the_relays_deliver_its
     sidecar = load_config(FLEET / "sidecar.toml")
     # The admin listener is off loopback, so it needs the token compose passes in the environment.
     relay = load_config(FLEET / "relay.toml", environ={"SHIPPER__ADMIN__TOKEN": "t" * 32})
-    [sink] = sidecar.sinks.values()
+    sink, vendor = sidecar.sinks["fleet"], sidecar.sinks["humanloop"]
     assert isinstance(sink, JetStreamSinkConfig) and relay.relay is not None
+    assert isinstance(vendor, VendorSinkConfig) and vendor.via == "fleet"  # the SDK's calls go into the stream
+    assert vendor.api_key_env is None and vendor.api_key_file is None  # the relay holds the key
     nodes = {f"nats://{name}:4222" for name in fleet if name.startswith("nats-")}
     assert set(sink.servers) == set(relay.relay.servers) == nodes
     assert (sink.stream, sink.partitions, sink.subject_prefix) == (
@@ -205,6 +207,7 @@ def test_fleet_sidecar_and_relays_agree_on_the_stream_and_the_relays_deliver_its
         relay.relay.subject_prefix,
     )
     assert sink.target in relay.sinks  # the relay has the sink the sidecar's records are for
+    assert relay.sinks[sink.target].type == vendor.type
     relays = [name for name in fleet if name.startswith("relay-")]
     assert len(relays) >= 2
     for name in relays:
