@@ -10,6 +10,7 @@ which counts records. Records are bench/records.py's (~1 KB, each its own key, s
 Figures, one after the other on one cluster:
   (s) records/s into the stream from one sidecar: from the first request to the last record stored in the stream,
       and acknowledged/s by the sidecar meanwhile;
+  (b) the same for keyless records into a stream of their own, a request's 100 in one message (bundle_max_records);
   (r1) delivered records/s from a backlog in the stream with one relay, then (r2) with two (a new backlog of the
       same size), with each relay's share of the partitions;
   (k) seconds until the partitions of a relay killed with -9 are all owned by the other, against 2 x lease_ttl.
@@ -45,6 +46,8 @@ from bench.wire import connect, get, now
 from tests.jetstream import NatsCluster
 
 STREAM = "BENCH"
+# (b): keyless records into a stream of their own, a request's 100 records in one message (bundle_max_records).
+LOOSE_STREAM = "BENCH_LOOSE"
 PARTITIONS = 16
 LEASE_TTL = 6.0
 BATCH = 100
@@ -82,6 +85,15 @@ servers = {json.dumps(servers)}
 stream = "{STREAM}"
 target = "remote"
 partitions = {PARTITIONS}
+
+[sinks.loose]
+type = "jetstream"
+servers = {json.dumps(servers)}
+stream = "{LOOSE_STREAM}"
+subject_prefix = "shipper.loose"
+target = "remote"
+partitions = {PARTITIONS}
+bundle_max_records = {BATCH}
 """
 
 
@@ -190,15 +202,17 @@ class Fleet:
         self.cluster = cluster
         self.remote = remote
         self.records = Records()
+        self.loose = Records(sink="loose", keyed=False)
         self.figures: dict[str, Any] = {}
         self._relays = 0
         self._base = 0  # the remote's count when the relays of a run started
 
-    async def stored(self) -> int:
+    async def stored(self, stream: str = STREAM) -> int:
+        """Messages in the stream (in LOOSE_STREAM, each holds one request's BATCH records)."""
         nc = await self.cluster.client()
         try:
             with contextlib.suppress(nats.js.errors.NotFoundError):
-                return int((await nc.jetstream(timeout=10).stream_info(STREAM)).state.messages)
+                return int((await nc.jetstream(timeout=10).stream_info(stream)).state.messages)
             return 0
         finally:
             await nc.close()
@@ -229,17 +243,19 @@ class Fleet:
             for process in started:
                 _stop(process)
 
-    async def into_stream(self, sidecar: Process, first: int, name: str) -> None:
-        """(s): push `records` to the sidecar; time until the stream holds them all."""
-        before_stored = await self.stored()
+    async def into_stream(self, sidecar: Process, first: int, name: str, bundled: bool = False) -> None:
+        """(s): push `records` to the sidecar; time until the stream holds them all. `bundled`: (b), keyless
+        records, a request's in one message."""
+        stream, records, per_message = (LOOSE_STREAM, self.loose, BATCH) if bundled else (STREAM, self.records, 1)
+        before_stored = await self.stored(stream)
         groups = {"sidecar": sidecar.pids(), "nats": self._nats_pids()}
         start, cpu = now(), self._cpu(groups)
         target = f"unix:{self.root / 'sidecar' / 'shipper.sock'}"
-        acked = await load.push(target, self.records, self.plan.records, BATCH, CONNECTIONS, first)
-        total = before_stored + self.plan.records
+        acked = await load.push(target, records, self.plan.records, BATCH, CONNECTIONS, first)
+        total = before_stored + self.plan.records // per_message
 
         async def all_stored() -> bool:
-            return await self.stored() >= total
+            return await self.stored(stream) >= total
 
         done = await _until(all_stored, "the stream holding every record")
         spent = self._cpu(groups)
@@ -303,6 +319,7 @@ class Fleet:
         try:
             await _healthy(sidecar)
             await self.into_stream(sidecar, 0, "s")
+            await self.into_stream(sidecar, 0, "b", bundled=True)
             self._base = self.remote.records
             async with self.relays(1) as one:
                 await self.deliver(one, "r1")
@@ -323,12 +340,14 @@ def _per_thousand(before: usage.Snapshot, after: usage.Snapshot, records: int) -
 
 
 def report(figures: dict[str, Any]) -> str:
-    s, r1, r2, k = figures["s"], figures["r1"], figures["r2"], figures["k"]
+    s, b, r1, r2, k = figures["s"], figures["b"], figures["r1"], figures["r2"], figures["k"]
     target = TARGETS["into_stream_per_s"]
     verdict = "pass" if s["into_stream_per_s"] >= target else "short"
     lines = [
         f"(s) one sidecar into the stream, fsync at both hops: {s['into_stream_per_s']:,.0f} rec/s "
         f"(acked {s['acked_per_s']:,.0f}/s; target >= {target:,}: {verdict})",
+        f"(b) keyless records, {BATCH} a message (bundle_max_records): {b['into_stream_per_s']:,.0f} rec/s "
+        f"(acked {b['acked_per_s']:,.0f}/s)",
         f"(r1) delivered with 1 relay: {r1['delivered_per_s']:,.0f} rec/s"
         + (f" STALLED at {r1['delivered']:,} of {r1['records']:,}" if r1["stalled"] else ""),
         f"(r2) delivered with 2 relays: {r2['delivered_per_s']:,.0f} rec/s, partitions {r2['partitions_owned']}"
@@ -340,7 +359,7 @@ def report(figures: dict[str, Any]) -> str:
         )
         + f"(bound 2 x lease_ttl = {k['bound']:.0f} s)",
     ]
-    for name in ("s", "r1", "r2"):
+    for name in ("s", "b", "r1", "r2"):
         cpu = {key.removeprefix("cpu_s_per_1000_"): value for key, value in figures[name].items() if "cpu_s" in key}
         lines.append(f"  {name}: CPU seconds per 1,000 records: " + ", ".join(f"{n} {v:.3f}" for n, v in cpu.items()))
     return "\n".join(lines)

@@ -63,19 +63,22 @@ def _sized_body(rng: random.Random) -> bytes:
     raise AssertionError("unreachable")
 
 
-def _template(body: bytes) -> bytes:
-    item = {"sink": SINK, "method": "POST", "path": "/v1/completions", "key": f"cmpl-{_SEQ}", "body": _SEQ}
+def _template(body: bytes, sink: str, keyed: bool) -> bytes:
+    item: dict[str, Any] = {"sink": sink, "method": "POST", "path": "/v1/completions", "body": _SEQ}
+    if keyed:
+        item["key"] = f"cmpl-{_SEQ}"
     line = orjson.dumps(item).replace(b'"' + _SEQ.encode() + b'"', body)
     return line.replace(b"%", b"%%").replace(_SEQ.encode(), b"%010d") + b"\n"
 
 
 class Records:
-    """`line(seq)` is one NDJSON item, unique by seq (id and key), ~1.1 KB on the wire."""
+    """`line(seq)` is one NDJSON item, unique by seq (its key), ~1.1 KB on the wire; `keyed=False`: without a key,
+    so nothing orders the records (a sink that bundles may store and send many as one)."""
 
-    def __init__(self, seed: int = 7) -> None:
+    def __init__(self, seed: int = 7, sink: str = SINK, keyed: bool = True) -> None:
         rng = random.Random(seed)
         bodies = [_sized_body(rng) for _ in range(POOL)]
-        self._templates = [_template(body) for body in bodies]
+        self._templates = [_template(body, sink, keyed) for body in bodies]
         self._holes = self._templates[0].count(b"%010d")
         self.body_bytes = sum(map(len, bodies)) // POOL
         self.line_bytes = sum(map(len, self._templates)) // POOL

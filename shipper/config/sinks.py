@@ -177,6 +177,10 @@ class JetStreamSinkConfig(_SinkBase, NatsStream):
     # are bounded by concurrency x batch_max_records.
     batch_max_records: int = Field(512, ge=1, le=4096)
     batch_timeout: float = Field(0.05, ge=0)
+    # Keyless records (no key, scope, after or kind: nothing orders them) of one request travel up to this many in
+    # one message; 1: a message per record. A relay whose sink sends records one by one takes such a message into
+    # its own spool, which splits it.
+    bundle_max_records: int = Field(1, ge=1, le=4096)
     # How long a published row may wait for its PubAck before the send is retried (a repeat the stream drops).
     timeout: float = Field(10.0, gt=0)
     # Create the stream when it does not exist (file storage, `replicas` copies, this dedup window); false: an

@@ -7,6 +7,10 @@ Version 1, one row per message (UTF-8 JSON object):
      "kind": "create" | "update" | null, "created_at": <epoch seconds>}
 
 `body` is the record's JSON itself (not a string), so a consumer reads the record with the envelope in one parse.
+
+Version 2, a bundle (several keyless records of one request, sinks/bundling.py): as version 1, with `"records": n`
+and `body` the list of the n records. A reader of version 1 only refuses it (not a version 1 envelope) rather than
+taking the list for one record.
 No credential travels: the row's API key (if the app sent one) stays in the sidecar's spool, and the relay delivers
 with the keys it is configured with for `target`. The identity `Nats-Msg-Id` is `<sidecar>:<row id>:<created_at>`:
 the same however often the row is published, so the stream's dedup window drops a repeat; `created_at` keeps it
@@ -24,6 +28,7 @@ import orjson
 from shipper.core.rows import SpoolRow
 
 VERSION = 1
+BUNDLE_VERSION = 2
 MSG_ID = "Nats-Msg-Id"
 
 
@@ -32,23 +37,27 @@ def msg_id(sidecar: str, row: SpoolRow) -> str:
 
 
 def encode(row: SpoolRow, sidecar: str, target: str) -> bytes:
-    return orjson.dumps(
-        {
-            "v": VERSION,
-            "sidecar": sidecar,
-            "id": row.id,
-            "target": target,
-            "method": row.method,
-            "path": row.path,
-            "query": orjson.Fragment(row.query) if row.query else None,
-            "body": orjson.Fragment(row.body),
-            "key": row.key,
-            "scope": row.scope,
-            "after": row.after,
-            "kind": row.kind,
-            "created_at": row.created_at,
-        }
-    )
+    """A bundle's bodies are JSON texts joined by newlines, none holding one: joined by commas, they are a list."""
+    bundle = row.records > 1
+    body = b"[" + row.body.replace(b"\n", b",") + b"]" if bundle else row.body
+    envelope = {
+        "v": BUNDLE_VERSION if bundle else VERSION,
+        "sidecar": sidecar,
+        "id": row.id,
+        "target": target,
+        "method": row.method,
+        "path": row.path,
+        "query": orjson.Fragment(row.query) if row.query else None,
+        "body": orjson.Fragment(body),
+        "key": row.key,
+        "scope": row.scope,
+        "after": row.after,
+        "kind": row.kind,
+        "created_at": row.created_at,
+    }
+    if bundle:
+        envelope["records"] = row.records
+    return orjson.dumps(envelope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,7 @@ class Envelope:
     after: str | None
     kind: str | None
     created_at: float
+    records: int = 1  # more than one: a bundle, its records' bodies joined by newlines (as the spool keeps them)
 
 
 def decode(data: bytes) -> Envelope:
@@ -75,10 +85,16 @@ def decode(data: bytes) -> Envelope:
         raw: Any = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(raw, dict) or raw.get("v") != VERSION:
-        raise ValueError(f"not a version {VERSION} envelope")
+    if not isinstance(raw, dict) or raw.get("v") not in (VERSION, BUNDLE_VERSION):
+        raise ValueError(f"not a version {VERSION} or {BUNDLE_VERSION} envelope")
     try:
         query = raw["query"]
+        records, body = 1, orjson.dumps(raw["body"])
+        if raw["v"] == BUNDLE_VERSION:
+            bodies, records = raw["body"], raw["records"]
+            if not isinstance(bodies, list) or records != len(bodies) or records < 2:
+                raise ValueError("a bundle envelope whose body is not a list of its records")
+            body = b"\n".join(orjson.dumps(item) for item in bodies)
         return Envelope(
             raw["sidecar"],
             raw["id"],
@@ -86,12 +102,13 @@ def decode(data: bytes) -> Envelope:
             raw["method"],
             raw["path"],
             None if query is None else orjson.dumps(query),
-            orjson.dumps(raw["body"]),
+            body,
             raw["key"],
             raw["scope"],
             raw["after"],
             raw["kind"],
             raw["created_at"],
+            records,
         )
     except KeyError as missing:
         raise ValueError(f"envelope without {missing.args[0]}") from None

@@ -16,9 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shipper.config import SinkConfig
-from shipper.config.sinks import FileSinkConfig, HttpSinkConfig
+from shipper.config.sinks import FileSinkConfig, HttpSinkConfig, JetStreamSinkConfig
 from shipper.records import NewRow
 
+# A bundle travelling as one NATS message stays under this: a quarter of the servers' default max_payload.
+MAX_MESSAGE_BUNDLE_BYTES = 256 << 10
 # A bundle for a sink with no byte limit of its own (the file sink) stays under this.
 MAX_BUNDLE_BYTES = 1 << 20
 
@@ -32,14 +34,17 @@ class BundleLimit:
 
 
 def bundle_limits(sinks: Mapping[str, SinkConfig]) -> dict[str, BundleLimit]:
-    """The sinks whose rows may be bundles: a file sink, and an HTTP sink in batch mode (their sends join records
-    by newlines). Vendor sinks send one record per request and order them; replay-mode HTTP sinks replay each one."""
+    """The sinks whose rows may be bundles: a file sink, an HTTP sink in batch mode (their sends join records by
+    newlines), and a jetstream sink with bundle_max_records (a bundle is one message). Vendor sinks send one record
+    per request and order them; replay-mode HTTP sinks replay each one."""
     limits: dict[str, BundleLimit] = {}
     for name, sink in sinks.items():
         if isinstance(sink, FileSinkConfig) and sink.batch_max_records > 1:
             limits[name] = BundleLimit(sink.batch_max_records, MAX_BUNDLE_BYTES)
         elif isinstance(sink, HttpSinkConfig) and sink.batch and sink.batch_max_records > 1:
             limits[name] = BundleLimit(sink.batch_max_records, min(sink.batch_max_bytes, MAX_BUNDLE_BYTES))
+        elif isinstance(sink, JetStreamSinkConfig) and sink.bundle_max_records > 1:
+            limits[name] = BundleLimit(sink.bundle_max_records, MAX_MESSAGE_BUNDLE_BYTES)
     return limits
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 from nats.js.api import ConsumerInfo
 
@@ -37,15 +38,21 @@ STREAM = "ROWS"
 PARTITIONS = 4
 
 
-def sidecar(tmp_path: Path, cluster: NatsCluster, retention: str = "limits") -> Daemon:
+def sidecar(tmp_path: Path, cluster: NatsCluster, retention: str = "limits", bundles: int = 1) -> Daemon:
     home = tmp_path / "sidecar"
     home.mkdir()
-    sinks = jetstream_sink("fleet", cluster, STREAM, "out", PARTITIONS, retention)
+    sinks = jetstream_sink("fleet", cluster, STREAM, "out", PARTITIONS, retention) + f"bundle_max_records = {bundles}\n"
     return Daemon.from_config(write_config(home, sinks))
 
 
 def relay(
-    tmp_path: Path, cluster: NatsCluster, remote: FakeRemote, name: str = "relay", sink_timeout: float = 5, **over: Any
+    tmp_path: Path,
+    cluster: NatsCluster,
+    remote: FakeRemote,
+    name: str = "relay",
+    sink_timeout: float = 5,
+    batch: bool = False,
+    **over: Any,
 ) -> Daemon:
     sinks = f"""
 [sinks.out]
@@ -54,6 +61,7 @@ base_url = "{remote.url}"
 retry_initial_backoff = 0.05
 retry_max_backoff = 0.3
 timeout = {sink_timeout}
+batch = {"true" if batch else "false"}
 """
     return relay_daemon(tmp_path / name, cluster, STREAM, PARTITIONS, sinks, **{"max_ack_pending": 64, **over})
 
@@ -338,3 +346,36 @@ async def test_a_relay_stopped_gives_its_partitions_back_without_waiting_for_the
         await wait_for(lambda: set(numbers(remote)) == set(range(300)), timeout=60)
         await poll(lambda: settled(nats_cluster))
     assert in_order_per_key(numbers(remote))
+
+
+@pytest.mark.parametrize(
+    ("batch", "most"),
+    [(True, None), (False, None), (True, 10)],
+    ids=["batching-sink", "record-by-record-sink", "batching-sink-refusing-more-than-10"],
+)
+async def test_keyless_records_travel_bundled_and_reach_the_remote_once_each(
+    tmp_path: Path, nats_cluster: NatsCluster, remote: FakeRemote, batch: bool, most: int | None
+) -> None:
+    """With bundle_max_records, a request's keyless records share messages; a relay whose sink batches sends a
+    bundle whole, one whose sink sends record by record takes it into its spool, which splits it, as it does a
+    bundle the remote refused whole (413: too large)."""
+    if most is not None:
+        limit = most
+
+        def too_large(request: web.Request, body: bytes) -> web.Response | None:
+            return web.json_response({"too": "large"}, status=413) if body.count(b"\n") > limit else None
+
+        remote.behaviour = too_large
+    side, rel = sidecar(tmp_path, nats_cluster, bundles=50), relay(tmp_path, nats_cluster, remote, batch=batch)
+    items = [{"sink": "fleet", "path": "/logs", "body": {"n": n}} for n in range(1000)]
+    async with running(side, rel), aiohttp.ClientSession() as session:
+        for start in range(0, 1000, 250):
+            await post_items(session, f"http://{side.http}/v1/records", items[start : start + 250])
+        await wait_for(lambda: len(remote.bodies()) >= 1000, timeout=60)
+        await poll(lambda: settled(nats_cluster))
+    assert sorted(body["n"] for body in remote.bodies()) == list(range(1000))  # each once
+    assert len(await nats_cluster.messages(STREAM)) == 20  # 4 requests of 250, in bundles of 50
+    if most is None:
+        assert (remote.attempts < 1000) is batch  # a batching sink sent bundles whole; the other, a record a request
+    else:
+        assert all(item.body.count(b"\n") <= most for item in remote.received)  # what it took, split to fit

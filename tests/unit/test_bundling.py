@@ -15,7 +15,14 @@ from shipper.config import Config
 from shipper.core.leasing import take
 from shipper.core.rows import SpoolRow
 from shipper.records import NewRow
-from shipper.sinks.bundling import MAX_BUNDLE_BYTES, BundleLimit, bundle_limits, bundled, loose
+from shipper.sinks.bundling import (
+    MAX_BUNDLE_BYTES,
+    MAX_MESSAGE_BUNDLE_BYTES,
+    BundleLimit,
+    bundle_limits,
+    bundled,
+    loose,
+)
 
 LIMITS = {"batch": BundleLimit(3, 1000)}
 
@@ -66,7 +73,8 @@ def test_bundling_keeps_every_record_in_order_under_the_ids_it_would_have_had(sp
     assert all(r.records <= 3 and (r.records == 1 or (r.sink == "batch" and r.key is None)) for r in out)
 
 
-def test_only_file_sinks_and_http_sinks_in_batch_mode_take_bundles() -> None:
+def test_only_file_sinks_http_sinks_in_batch_mode_and_jetstream_sinks_that_ask_take_bundles() -> None:
+    stream = {"type": "jetstream", "servers": ["nats://127.0.0.1:4222"], "stream": "ROWS", "target": "t"}
     config = Config.model_validate(
         {
             "sinks": {
@@ -75,12 +83,15 @@ def test_only_file_sinks_and_http_sinks_in_batch_mode_take_bundles() -> None:
                 "replay": {"type": "http", "base_url": "http://127.0.0.1:1"},
                 "one": {"type": "file", "path": "/tmp/y.ndjson", "batch_max_records": 1},
                 "fp": {"type": "freeplay", "base_url": "http://127.0.0.1:1/api"},
+                "fleet": {**stream, "bundle_max_records": 100},
+                "single": stream,  # a message per record, unless asked
             }
         }
     )
     assert bundle_limits(config.sinks) == {
         "file": BundleLimit(1000, MAX_BUNDLE_BYTES),
         "batch": BundleLimit(1000, 4096),
+        "fleet": BundleLimit(100, MAX_MESSAGE_BUNDLE_BYTES),
     }
 
 

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from shipper.core.rows import SpoolRow
-from shipper.jetstream.envelope import VERSION, decode, encode, msg_id
+from shipper.jetstream.envelope import BUNDLE_VERSION, VERSION, decode, encode, msg_id
 
 
 def spool_row(**over: object) -> SpoolRow:
@@ -62,7 +62,30 @@ def test_the_identity_is_the_rows_own_and_differs_for_a_new_spool_counting_from_
     assert msg_id("s", row) != msg_id("t", row)
 
 
-@pytest.mark.parametrize("data", [b"nope", b"[]", b'{"v": 2}', b'{"v": 1, "id": 1}'])
-def test_decode_refuses_what_is_not_a_version_1_envelope(data: bytes) -> None:
+def test_a_bundle_travels_as_a_list_of_its_records_and_reads_back_as_the_spool_keeps_it() -> None:
+    bodies = [b'{"n":1,"text":"a, b"}', b'{"n":2,"nested":{"x":[1,2]}}', b'"just a string"']
+    row = spool_row(key=None, after=None, kind=None, body=b"\n".join(bodies), records=3)
+    raw = orjson.loads(encode(row, "side1", "out"))
+    assert (raw["v"], raw["records"]) == (BUNDLE_VERSION, 3) == (2, 3)
+    assert raw["body"] == [orjson.loads(body) for body in bodies]  # the records themselves, in order
+    back = decode(encode(row, "side1", "out"))
+    assert back.records == 3 and back.body.split(b"\n") == bodies
+    assert "records" not in orjson.loads(encode(spool_row(), "s", "t"))  # one record: version 1, as before
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"nope",
+        b"[]",
+        b'{"v": 3}',
+        b'{"v": 1, "id": 1}',
+        b'{"v": 2, "sidecar": "s", "id": 1, "target": "t", "method": "POST", "path": "/x", "query": null,'
+        b' "body": {"n": 1}, "key": null, "scope": null, "after": null, "kind": null, "created_at": 1, "records": 1}',
+        b'{"v": 2, "sidecar": "s", "id": 1, "target": "t", "method": "POST", "path": "/x", "query": null,'
+        b' "body": [1, 2, 3], "key": null, "scope": null, "after": null, "kind": null, "created_at": 1, "records": 2}',
+    ],
+)
+def test_decode_refuses_what_is_not_a_version_1_or_2_envelope(data: bytes) -> None:
     with pytest.raises(ValueError):
         decode(data)

@@ -76,6 +76,7 @@ class PartitionConsumer:
         self.ready = False
         self.pending = 0  # messages of the partition in the stream not handed out yet (the lag), as last seen
         self.room = asyncio.Event()  # set when the relay let go of a message of the partition
+        self.stopped = False  # checked by every loop: a cancellation can be lost (tasks.py)
         self._js = js
         self._config = config
         self._held = held
@@ -84,10 +85,18 @@ class PartitionConsumer:
         self._on_ready = on_ready
         self._errors = errors
 
+    def stop(self) -> None:
+        """No row of the partition leaves from now, and the loops end at their next turn."""
+        self.ready = False
+        self.stopped = True
+        self.room.set()
+
     async def run(self) -> None:
         sub = await self._bind()
+        if sub is None:
+            return
         try:
-            while True:
+            while not self.stopped:
                 if not self.ready:
                     await self._look_ready(sub)
                 room = self._config.max_ack_pending - self._held()
@@ -111,17 +120,19 @@ class PartitionConsumer:
             with contextlib.suppress(nats.errors.Error, OSError):
                 await sub.unsubscribe()
 
-    async def _bind(self) -> JetStreamContext.PullSubscription:
-        """Make the consumer (or bring its configuration up to date) and subscribe, for as long as it takes."""
+    async def _bind(self) -> JetStreamContext.PullSubscription | None:
+        """Make the consumer (or bring its configuration up to date) and subscribe, for as long as it takes (None:
+        stopped meanwhile)."""
         c = self._config
         name = durable(c, self.partition)
-        while True:
+        while not self.stopped:
             try:
                 await self._js.add_consumer(c.stream, consumer_config(c, self.partition))
                 return await self._js.pull_subscribe_bind(durable=name, stream=c.stream)
             except (nats.errors.Error, TimeoutError, OSError) as exc:
                 self._errors.warning("relay: partition %d: cannot bind %s: %s", self.partition, name, describe(exc))
                 await asyncio.sleep(TROUBLE_PAUSE)
+        return None  # stopped while binding
 
     async def _look_ready(self, sub: JetStreamContext.PullSubscription) -> None:
         if not self._quiet():

@@ -39,7 +39,7 @@ from nats.aio.msg import Msg
 
 from shipper.config.relay import RelayConfig
 from shipper.core import order
-from shipper.core.leasing import take
+from shipper.core.leasing import take, whole
 from shipper.core.rows import DeadLetter, Lease, Retry, Settlement, SpoolRow
 from shipper.errors import SpoolError
 from shipper.jetstream.connect import describe
@@ -50,6 +50,8 @@ from shipper.queue.jetstream.holding import Held, Holding
 from shipper.queue.jetstream.link import Link
 from shipper.queue.jetstream.ownership import Ownership
 from shipper.queue.jetstream.shared import Shared
+from shipper.queue.jetstream.tasks import stop
+from shipper.records import NewRow
 
 log = logging.getLogger(__name__)
 # How long giving a partition up waits for its rows in flight to settle before handing back what is left.
@@ -70,6 +72,8 @@ class Local(Leaser, Protocol):
 
     async def keyed(self, sink: str, key: str, kind: str) -> list[tuple[int, bytes]]: ...
 
+    async def append(self, rows: Sequence[NewRow]) -> list[int]: ...
+
 
 @dataclass(slots=True)
 class RelayCounters:
@@ -88,7 +92,7 @@ def row_of(msg: Msg) -> tuple[SpoolRow, str | None]:
         body = orjson.dumps(msg.data.decode("utf-8", "replace"))
         return SpoolRow(seq, "-", None, "-", msg.subject, None, body, time.time(), earlier), f"not a shipper row: {exc}"
     row = SpoolRow(seq, env.target, env.key, env.method, env.path, env.query, env.body, env.created_at, earlier,
-                   env.scope, env.after, env.kind, None, 1, min(earlier, 1))  # fmt: skip
+                   env.scope, env.after, env.kind, None, env.records, min(earlier, 1))  # fmt: skip
     return row, None
 
 
@@ -148,16 +152,15 @@ class StreamQueue:
         (what is still held comes back to a relay after ack_wait). The partitions' leases are given back first, what
         was held handed back to the stream, so the other relays take over at once."""
         if self._ownership is not None and self._owning is not None:
-            self._owning.cancel()  # no lease taken or renewed from now
+            await stop(self._owning)  # no lease taken or renewed from now
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ownership.release_all(), self.config.timeout * 2)
         if self._acks:
             await asyncio.wait(set(self._acks), timeout=self.config.timeout)
+        for consumer, _ in self._consumers.values():
+            consumer.stop()
         for task in [*self._tasks, *self._acks, *(task for _, task in self._consumers.values())]:
-            task.cancel()
-        for task in [*self._tasks, *self._acks, *(task for _, task in self._consumers.values())]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop(task)
         await self.link.close()
 
     @property
@@ -232,12 +235,10 @@ class StreamQueue:
         if found is None:
             return
         consumer, task = found
-        consumer.ready = False
+        consumer.stop()
         left = self._leaving[partition] = asyncio.Event()
         try:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop(task)
             deadline = time.monotonic() + HANDOFF_WAIT
             while time.monotonic() < deadline and (  # noqa: ASYNC110 - sends settle in the forwarders, not here
                 self._acking.get(partition) or any(h.leased_until > self._clock() for h in self._in(partition))
@@ -319,7 +320,10 @@ class StreamQueue:
         now = self._clock()
         rows = (row for row in self._holding.eligible(sink, now, self.ready) if row.id not in self._unfit)
         room = limit - sum(row.records for row in local)
-        taken = take(rows, room, max_bytes, bundles)[0] if room > 0 else []
+        taken, met = take(rows, room, max_bytes, bundles) if room > 0 else ([], [])
+        apart = [seq for seq in met if not self._fits(seq, bundles, limit, max_bytes)]  # the others: a later lease
+        if apart:  # bundles this sink cannot send whole: its next lease finds their records in the relay's spool
+            await self._take_apart(apart)
         leased = self._holding.lease(taken, now + self._lease_timeout)
         later = [due for due in (replayed.next_due, self._holding.next_due(sink, now)) if due is not None]
         return Lease(local + leased, min(later) if later and len(local) + len(leased) < limit else None)
@@ -349,9 +353,30 @@ class StreamQueue:
         for r in given.retry:
             if r.id > 0:
                 self._holding.retry(r.id, r.next_attempt_at, r.unanswered)
-        for seq in [*given.released, *given.unbundled]:  # the stream's rows are single records, never bundles
+        for seq in given.released:
             if seq > 0:
                 self._holding.release(seq)
+        await self._take_apart([seq for seq in given.unbundled if seq > 0])
+
+    def _fits(self, seq: int, bundles: bool, limit: int, max_bytes: int) -> bool:
+        """Whether a held bundle may leave whole in some lease of this sink (one with room enough)."""
+        held = self._holding.get(seq)
+        return held is not None and whole(held.row, bundles, limit, max_bytes)
+
+    async def _take_apart(self, seqs: Iterable[int]) -> None:
+        """Bundles (several keyless records in one message) a sink must send record by record, or a send refused in
+        part: written to the relay's spool, which splits them, and then acknowledged (the spool has them durably).
+        Nothing orders keyless records, so they may leave from there beside the stream's rows; but they are this
+        relay's from now on, as replayed dead letters are (a relay that dies keeps them until it is back)."""
+        held = [h for h in (self._holding.get(seq) for seq in seqs) if h is not None and not h.settled]
+        if not held:
+            return
+        rows = [h.row for h in held]
+        await self._local.append(
+            [NewRow(r.sink, r.method, r.path, r.query, r.body, None, records=r.records) for r in rows]
+        )
+        for h in held:
+            self._acknowledge(self._holding.settle(h.row.id))
 
     # -- the Lookups ----------------------------------------------------------------------------------------------
 

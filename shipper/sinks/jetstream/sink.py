@@ -40,7 +40,8 @@ class JetStreamSink:
     def __init__(self, name: str, config: JetStreamSinkConfig, environ: Mapping[str, str], spool: Path) -> None:
         self.name = name
         self.concurrency = config.concurrency
-        self.batching = Batching(config.batch_max_records, timeout=config.batch_timeout)
+        bundles = config.bundle_max_records > 1  # a bundle is published as one message
+        self.batching = Batching(config.batch_max_records, timeout=config.batch_timeout, bundles=bundles)
         self.published = 0  # rows the stream confirmed (stored now, or a repeat of one it had)
         self.duplicates = 0  # PubAcks that said the stream had the row already: repeats it dropped
         self._config = config

@@ -1,0 +1,34 @@
+"""Stopping a relay's task for sure (queue/jetstream/tasks.py): a cancellation the task swallowed (as Python 3.11's
+asyncio.wait_for can) is repeated until the task is done."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shipper.queue.jetstream import tasks
+
+
+async def test_a_task_that_swallows_a_cancellation_is_stopped_all_the_same() -> None:
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.set()  # as wait_for does when its future completes at the moment it is cancelled
+        await asyncio.sleep(3600)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(tasks.stop(task), timeout=5 * tasks.RECANCEL)
+    assert swallowed.is_set() and task.cancelled()
+
+
+async def test_a_task_that_ended_by_itself_is_left_as_it_ended() -> None:
+    async def failing() -> None:
+        raise RuntimeError("its own failure, for its done-callback to report")
+
+    task = asyncio.create_task(failing())
+    await asyncio.sleep(0)
+    await tasks.stop(task)
+    assert isinstance(task.exception(), RuntimeError)
