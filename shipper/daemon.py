@@ -54,6 +54,7 @@ from shipper.sinks.routing import Routing
 from shipper.spool import Spool
 from shipper.spool.bounds import Bounds
 from shipper.stopping import closing_time, queued, say_stopped
+from shipper.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,7 @@ class Daemon:
             await self._open_spool(stack)
             await self._start_fleet(stack)
             monitor = asyncio.create_task(self.monitor.run(), name="spool-monitor")
-            stack.push_async_callback(_cancel, monitor)
+            stack.push_async_callback(stop, monitor)
             if self.role.serves:
                 server, app = await self._serve(stack)
                 in_flight = app[IN_FLIGHT_KEY]
@@ -353,12 +354,6 @@ async def _until_idle(in_flight: InFlight, deadline: float) -> None:
     if in_flight.count:  # requests already committing get their answer
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(in_flight.idle.wait(), max(0.0, deadline - time.monotonic()))
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def run(

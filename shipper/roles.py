@@ -35,6 +35,7 @@ from shipper.spool.claim import RECOVERED_ENV
 from shipper.spool.owners import alive
 from shipper.spool.store import DeathHook
 from shipper.spool.wakes import WakeListener, Waker
+from shipper.tasks import stop
 
 # How often a delivery process looks for dead processes' leases to give back.
 GIVE_BACK_INTERVAL = 5.0
@@ -80,7 +81,7 @@ async def open_spool(
         listener = WakeListener(opened.owner, opened.announce)
         stack.callback(listener.close)
         keeper = asyncio.create_task(_give_back_dead(opened), name="give-back-dead-leases")
-        stack.push_async_callback(_cancel, keeper)
+        stack.push_async_callback(stop, keeper)
     return opened
 
 
@@ -102,12 +103,6 @@ async def _give_back_dead(spool: Spool) -> None:
         await asyncio.sleep(GIVE_BACK_INTERVAL)
         with contextlib.suppress(SpoolError):
             await spool.give_back_dead()
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def deliveries_done(spool: Path, deadline: float) -> None:

@@ -50,8 +50,8 @@ from shipper.queue.jetstream.holding import Held, Holding
 from shipper.queue.jetstream.link import Link
 from shipper.queue.jetstream.ownership import Ownership
 from shipper.queue.jetstream.shared import Shared
-from shipper.queue.jetstream.tasks import stop
 from shipper.records import NewRow
+from shipper.tasks import stop
 
 log = logging.getLogger(__name__)
 # How long giving a partition up waits for its rows in flight to settle before handing back what is left.

@@ -25,6 +25,7 @@ from shipper.config.sinks import JetStreamSinkConfig
 from shipper.jetstream.connect import CONNECT_TIMEOUT, connect, describe
 from shipper.jetstream.options import connect_options
 from shipper.logs import Throttled
+from shipper.tasks import stop
 
 log = logging.getLogger(__name__)
 LEADER_POLL = 0.05
@@ -52,9 +53,7 @@ class Link:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop(self._task)
             self._task = None
         if self._client is not None:
             with contextlib.suppress(nats.errors.Error, OSError, asyncio.CancelledError):

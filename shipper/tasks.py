@@ -1,10 +1,11 @@
-"""Stopping a relay's background task for sure.
+"""Stopping a background task for sure.
 
 On Python 3.11 `asyncio.wait_for` swallows a cancellation that lands as the awaited future completes (it returns the
-result instead; 3.12 rewrote it), and nats-py's fetches and the relay's own waits go through it. One `cancel()` may so
-be lost, and a task awaited after it would be awaited for ever: a partition being given up stayed with neither relay
-(bench-fleet's stall). So a task is cancelled again until it is done, and the loops check a flag of their own too.
-Not responsible for what the tasks do.
+result instead; 3.12 rewrote it), and nats-py's fetches, aiohttp and shipper's own waits go through it. One
+`cancel()` may so be lost, and a task awaited after it would be awaited for ever: a relay's partition being given up
+stayed with neither relay (bench-fleet's stall). So a task is cancelled again until it is done; loops that must end
+check a flag of their own too.
+Not responsible for what the tasks do, nor for reporting how they ended (their done-callbacks do).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Stopping a relay's task for sure (queue/jetstream/tasks.py): a cancellation the task swallowed (as Python 3.11's
+"""Stopping a background task for sure (shipper/tasks.py): a cancellation the task swallowed (as Python 3.11's
 asyncio.wait_for can) is repeated until the task is done."""
 
 from __future__ import annotations
 
 import asyncio
 
-from shipper.queue.jetstream import tasks
+from shipper import tasks
 
 
 async def test_a_task_that_swallows_a_cancellation_is_stopped_all_the_same() -> None:
