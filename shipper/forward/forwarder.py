@@ -32,6 +32,7 @@ from shipper.forward.delivery import Context, Delivery
 from shipper.forward.report import Report, SinkCounters
 from shipper.queue.base import Leaser
 from shipper.sinks.base import Sink
+from shipper.tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,7 @@ class Forwarder:
             return 0
         _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
         abandoned = [row.id for task in pending for row in self._inflight.get(task, ())]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await asyncio.gather(*(stop(task) for task in pending))  # each for sure: a cancellation can be lost
         if abandoned:
             now = self._clock.time()
             cut = [Retry(row_id, now, "cut short by a shutdown", unanswered=True) for row_id in abandoned]
