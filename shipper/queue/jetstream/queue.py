@@ -20,6 +20,9 @@ relay runs the very forwarders and sinks a sidecar runs.
   rows in flight settle) and what it still held is handed back to the stream (nak, in stream order).
 - **Replayed dead letters.** `shipper dlq replay` puts them in the relay's spool; they are leased from it beside the
   stream's rows, their ids negated so that a settlement goes back where the row came from.
+- **Bundles** (a message of several keyless records, envelope version 2) go whole to a sink that takes bundles; for
+  one that sends record by record, or one that refused a bundle whole, they are written to the relay's spool (which
+  splits them) and then acknowledged, and leave from there as replayed dead letters do.
 Not responsible for delivering (the forwarders) or for the dead-letter table's schema (the spool).
 """
 
