@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,7 @@ class Redactor:
     def active(self) -> bool:
         return bool(self.patterns or self.drop or self.mask)
 
-    def redact_rows(self, rows: list[NewRow], vendor_of: dict[str, str]) -> list[NewRow]:
+    def redact_rows(self, rows: list[NewRow], vendor_of: Mapping[str, str]) -> list[NewRow]:
         """Each row with its body redacted (`vendor_of`: sink name → vendor type, for the mark's field)."""
         if not self.active:
             return rows

@@ -132,4 +132,4 @@ class Fleet:
         return abandoned
 
     def _publish(self) -> None:
-        self._routing.vendors = {n: r.sink for n, r in self.running.items() if isinstance(r.sink, VendorSink)}
+        self._routing.serve({n: r.sink for n, r in self.running.items() if isinstance(r.sink, VendorSink)})

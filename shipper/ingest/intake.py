@@ -63,11 +63,7 @@ async def commit(request: web.Request, rows: Sequence[NewRow]) -> list[int]:
     redactor = app[REDACTOR_KEY]
     routing = app[ROUTING_KEY]
     if redactor.active:  # before the append: what redaction removes must never reach the disk
-        # by the queue a row is spooled in: a vendor's own, or the jetstream sink its calls go via
-        vendors = {
-            queue: sink.adapter.type for sink in routing.vendors.values() for queue in {sink.name, sink.spooled_as}
-        }
-        rows = redactor.redact_rows(list(rows), vendors)
+        rows = redactor.redact_rows(list(rows), routing.vendor_queues)
     try:
         ids = await app[SPOOL_KEY].append(bundled(rows, routing.bundles) if routing.bundles else rows)
     except SpoolError as exc:

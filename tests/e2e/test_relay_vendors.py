@@ -26,14 +26,14 @@ FP_OPS = ["completion.create", "completion.update", "completion.feedback"]
 VENDORS = (("fp", "freeplay"), ("hl", "humanloop"), ("kw", "keywordsai"))
 
 
-def sidecar(home: Path, cluster: NatsCluster, fakes: dict[str, str]) -> Daemon:
+def sidecar(home: Path, cluster: NatsCluster, fakes: dict[str, str], extra: str = "") -> Daemon:
     """Vendor sinks fp, hl, kw, each via a jetstream sink of its own (fleet-fp, ...) whose target is the relay's."""
     home.mkdir()
     parts = []
     for name, vendor in VENDORS:
         parts.append(sink_toml(name, vendor, fakes[name], None) + f'via = "fleet-{name}"\n')
         parts.append(jetstream_sink(f"fleet-{name}", cluster, STREAM, name, PARTITIONS))
-    return Daemon.from_config(write_config(home, "\n".join(parts), extra=PASS_THROUGH))
+    return Daemon.from_config(write_config(home, "\n".join(parts), extra=PASS_THROUGH + extra))
 
 
 def relay(home: Path, cluster: NatsCluster, fakes: dict[str, str]) -> Daemon:
@@ -135,7 +135,8 @@ async def test_a_mixed_vendor_load_survives_a_relays_kill9_in_order_with_its_rep
         for seed, fake in enumerate((fp, hl, kw)):
             fake.chaos(0.1, [UNAVAILABLE, RATE_LIMITED], seed=seed)
         fakes = {"fp": fp.url, "hl": hl.url, "kw": kw.url}
-        sidecars = [sidecar(tmp_path / f"sidecar-{n}", nats_cluster, fakes) for n in (1, 2)]
+        redact = '[redact]\nbuiltin = ["emails"]\n'  # at the sidecar, before the spool: by the vendor's rules
+        sidecars = [sidecar(tmp_path / f"sidecar-{n}", nats_cluster, fakes, redact) for n in (1, 2)]
         killed, survivor = (relay(tmp_path / f"relay-{n}", nats_cluster, fakes) for n in (1, 2))
 
         def delivered() -> bool:
@@ -143,10 +144,13 @@ async def test_a_mixed_vendor_load_survives_a_relays_kill9_in_order_with_its_rep
                 all(c in fp.completions and fp.completions[c].feedback for c in ids["fp"])
                 and all(t in fp.traces and fp.traces[t].updates for t in ids["trace"])
                 and all(lid in hl.logs and hl.logs[lid].updates for lid in ids["hl"])
-                and len(kw.logs) >= len(ids["kw"])
+                and len(kw.logs) >= len(ids["kw"]) + 1
             )
 
         async with running(*sidecars, killed, survivor), aiohttp.ClientSession() as session:
+            secret = {"model": "gpt-4o-mini", "input": "mail a@b.example", "output": "o", "custom_identifier": "mailed"}
+            await post_items(session, f"http://{sidecars[0].http}/v1/records", [{"sink": "kw", "body": secret,
+                             "path": "/request-logs/create"}])  # fmt: skip
             for n, side in enumerate(sidecars):  # an entity's records all at one sidecar, in order
                 items = interleave(seqs[n::2])
                 for start in range(0, len(items), 250):
@@ -166,7 +170,9 @@ async def test_a_mixed_vendor_load_survives_a_relays_kill9_in_order_with_its_rep
         assert first_occurrences(fp.operations(tid)) == ["trace.record", "trace.update"]
     for lid in ids["hl"]:
         assert first_occurrences(hl.operations(lid)) == ["flow.create", "flow.update"]
-    assert {log.get("custom_identifier") for log in kw.logs.values()} == set(ids["kw"])
+    assert {log.get("custom_identifier") for log in kw.logs.values()} == {*ids["kw"], "mailed"}
+    (mailed,) = [log for log in kw.logs.values() if log.get("custom_identifier") == "mailed"]
+    assert "a@b.example" not in str(mailed) and mailed["metadata"]["shipper_redacted"] == "emails"  # a kw record
     for fake in (fp, hl, kw):
         assert fake.chaos_plan is not None and fake.chaos_plan.hits > 10
         assert fake.violations == [] and fake.rejected() == []

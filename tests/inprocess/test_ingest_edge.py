@@ -103,7 +103,7 @@ async def edge(tmp_path: Path) -> AsyncIterator[Edge]:
     routing = Routing(frozenset({"remote", "freeplay"}))
     # No key of its own: a drop-in call is spooled only with the key the app sent.
     sink = VendorSinkConfig(type="freeplay", base_url="http://127.0.0.1:9/api")
-    routing.vendors = {"freeplay": VendorSink("freeplay", VENDORS["freeplay"], sink, intake.spool, {})}
+    routing.serve({"freeplay": VendorSink("freeplay", VENDORS["freeplay"], sink, intake.spool, {})})
     config = IngestConfig(
         http="127.0.0.1:0",
         unix=str(tmp_path / "ingest.sock"),
