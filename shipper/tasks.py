@@ -5,7 +5,7 @@ result instead; 3.12 rewrote it), and nats-py's fetches, aiohttp and shipper's o
 `cancel()` may so be lost, and a task awaited after it would be awaited for ever: a relay's partition being given up
 stayed with neither relay (bench-fleet's stall). So a task is cancelled again until it is done; loops that must end
 check a flag of their own too.
-Not responsible for what the tasks do, nor for reporting how they ended (their done-callbacks do).
+Not responsible for what the tasks do.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ RECANCEL = 0.5
 
 
 async def stop(task: asyncio.Task[Any]) -> None:
-    """Cancel `task` (again and again, should a cancellation be swallowed) until it is done; its outcome is left
-    for its done-callbacks."""
+    """Cancel `task` (again and again, should a cancellation be swallowed) until it is done. As `await task` after a
+    cancel would: its cancellation is not raised, an error it ended with is."""
     while not task.done():
         task.cancel()
         await asyncio.wait({task}, timeout=RECANCEL)
-    with contextlib.suppress(asyncio.CancelledError, Exception):
+    with contextlib.suppress(asyncio.CancelledError):
         task.result()

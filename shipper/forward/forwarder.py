@@ -119,7 +119,8 @@ class Forwarder:
             return 0
         _, pending = await asyncio.wait(set(self._inflight), timeout=timeout)
         abandoned = [row.id for task in pending for row in self._inflight.get(task, ())]
-        await asyncio.gather(*(stop(task) for task in pending))  # each for sure: a cancellation can be lost
+        # each for sure (a cancellation can be lost); what a send ended with is its own business, as before
+        await asyncio.gather(*(stop(task) for task in pending), return_exceptions=True)
         if abandoned:
             now = self._clock.time()
             cut = [Retry(row_id, now, "cut short by a shutdown", unanswered=True) for row_id in abandoned]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from shipper import tasks
 
 
@@ -24,11 +26,11 @@ async def test_a_task_that_swallows_a_cancellation_is_stopped_all_the_same() -> 
     assert swallowed.is_set() and task.cancelled()
 
 
-async def test_a_task_that_ended_by_itself_is_left_as_it_ended() -> None:
+async def test_a_task_that_failed_by_itself_has_its_error_raised_as_awaiting_it_would() -> None:
     async def failing() -> None:
-        raise RuntimeError("its own failure, for its done-callback to report")
+        raise RuntimeError("its own failure")
 
     task = asyncio.create_task(failing())
     await asyncio.sleep(0)
-    await tasks.stop(task)
-    assert isinstance(task.exception(), RuntimeError)
+    with pytest.raises(RuntimeError, match="its own failure"):
+        await tasks.stop(task)
